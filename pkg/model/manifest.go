@@ -1,0 +1,136 @@
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// ErrInvalidManifest marks a manifest that does not decode or is inconsistent.
+var ErrInvalidManifest = errors.New("model: invalid manifest")
+
+// File is one file of a model.
+type File struct {
+	Path string `json:"path"` // relative, clean, slash-separated
+	Size int64  `json:"size"`
+	ETag string `json:"etag"`
+	// Digest of the content; empty until the content is held by the cache.
+	Digest Digest `json:"digest,omitempty"`
+}
+
+// Manifest lists a model's files, sorted by path.
+type Manifest struct {
+	// Ref is the model's location (Ref.Location().String()).
+	Ref   string `json:"ref"`
+	Files []File `json:"files"`
+}
+
+// NewManifest sorts files and validates the result.
+func NewManifest(ref Ref, files []File) (*Manifest, error) {
+	m := &Manifest{Ref: ref.Location().String(), Files: slices.Clone(files)}
+	slices.SortFunc(m.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Revision is the manifest's digest: xxh64 over every (path, size, etag).
+// Content digests are left out on purpose: the revision is then known from a
+// single LIST, so "is my copy current?" costs one request and a revision can be
+// pinned before anything is downloaded.
+func (m *Manifest) Revision() string {
+	h := xxhash.New()
+	for _, f := range m.Files {
+		fmt.Fprintf(h, "%s\x00%d\x00%s\n", f.Path, f.Size, f.ETag)
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// Size is the sum of file sizes.
+func (m *Manifest) Size() int64 {
+	var n int64
+	for _, f := range m.Files {
+		n += f.Size
+	}
+	return n
+}
+
+// Complete reports whether every file has a digest.
+func (m *Manifest) Complete() bool {
+	for _, f := range m.Files {
+		if f.Digest == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks order, uniqueness, path safety, sizes and that no file is
+// also a directory of another (a/b and a/b/c cannot both exist on disk).
+func (m *Manifest) Validate() error {
+	if _, err := ParseRef(m.Ref); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidManifest, err)
+	}
+	for i, f := range m.Files {
+		if err := checkRelPath(f.Path); err != nil {
+			return fmt.Errorf("%w: path %q %v", ErrInvalidManifest, f.Path, err)
+		}
+		if f.Size < 0 {
+			return fmt.Errorf("%w: %q has negative size %d", ErrInvalidManifest, f.Path, f.Size)
+		}
+		if f.Digest != "" {
+			if err := f.Digest.Validate(); err != nil {
+				return fmt.Errorf("%w: %q: %v", ErrInvalidManifest, f.Path, err)
+			}
+		}
+		if i == 0 {
+			continue
+		}
+		prev := m.Files[i-1].Path
+		if prev >= f.Path {
+			return fmt.Errorf("%w: %q and %q are duplicate or out of order", ErrInvalidManifest, prev, f.Path)
+		}
+	}
+	// A file P conflicts with any path starting with P + "/". Sorted order puts
+	// those after P, but not always right after it ("a/b" < "a/b-c" < "a/b/c"),
+	// so look them up in a set of files.
+	files := make(map[string]bool, len(m.Files))
+	for _, f := range m.Files {
+		files[f.Path] = true
+	}
+	for _, f := range m.Files {
+		for dir := f.Path; ; {
+			i := strings.LastIndexByte(dir, '/')
+			if i < 0 {
+				break
+			}
+			dir = dir[:i]
+			if files[dir] {
+				return fmt.Errorf("%w: %q is both a file and the directory of %q", ErrInvalidManifest, dir, f.Path)
+			}
+		}
+	}
+	return nil
+}
+
+// Encode is the manifest's stored form.
+func (m *Manifest) Encode() ([]byte, error) {
+	return json.MarshalIndent(m, "", " ")
+}
+
+// DecodeManifest parses and validates a stored manifest.
+func DecodeManifest(b []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidManifest, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}

@@ -1,0 +1,172 @@
+// Package model names models and describes their content: s3:// references,
+// object-key sanitizing, manifests and the content digests the cache stores
+// blobs under. It is the leaf of the house: stdlib and xxhash only.
+package model
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// ErrInvalidRef marks a model reference that cannot be parsed or is unsafe.
+var ErrInvalidRef = errors.New("model: invalid reference")
+
+// Ref names a model: every object under Prefix/ in Bucket is one file of it.
+//
+// The string form is s3://BUCKET/PREFIX[?endpoint=URL&region=R&source=NAME&revision=HEX],
+// so one string carries everything a volume attribute or annotation needs.
+type Ref struct {
+	Bucket string
+	Prefix string // no leading or trailing slash; may be empty (whole bucket)
+	// Endpoint overrides the S3 endpoint (MinIO and other S3-compatible servers).
+	Endpoint string
+	// Region of the bucket; empty means the source's or the SDK's default.
+	Region string
+	// Source names an entry of the agent's sources file (endpoint + credentials).
+	Source string
+	// Revision pins an exact manifest digest; empty means "what the bucket holds".
+	Revision string
+}
+
+// bucketRE follows the S3 bucket naming rules loosely enough for
+// S3-compatible servers (dots, underscores) yet refuses anything path-like.
+var bucketRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$`)
+
+var sourceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+var revisionRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+var regionRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// ParseRef parses and validates a reference in its string form.
+func ParseRef(s string) (Ref, error) {
+	bad := func(format string, a ...any) (Ref, error) {
+		return Ref{}, fmt.Errorf("%w %q: %s", ErrInvalidRef, s, fmt.Sprintf(format, a...))
+	}
+	if s == "" {
+		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX", ErrInvalidRef)
+	}
+	if strings.ContainsRune(s, 0) {
+		return bad("contains a NUL byte")
+	}
+	rest, ok := strings.CutPrefix(s, "s3://")
+	if !ok {
+		return bad("want s3://BUCKET/PREFIX")
+	}
+	rest, query, _ := strings.Cut(rest, "?")
+	bucket, prefix, _ := strings.Cut(rest, "/")
+	if !bucketRE.MatchString(bucket) {
+		return bad("bucket name %q is not valid", bucket)
+	}
+	prefix, err := url.PathUnescape(prefix)
+	if err != nil {
+		return bad("prefix: %v", err)
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	if prefix != "" {
+		if err := checkRelPath(prefix); err != nil {
+			return bad("prefix %v", err)
+		}
+	}
+	r := Ref{Bucket: bucket, Prefix: prefix}
+	if query != "" {
+		vals, err := url.ParseQuery(query)
+		if err != nil {
+			return bad("options: %v", err)
+		}
+		for k, v := range vals {
+			if len(v) != 1 {
+				return bad("option %q given %d times", k, len(v))
+			}
+			if err := r.SetOption(k, v[0]); err != nil {
+				return Ref{}, fmt.Errorf("%w %q: %v", ErrInvalidRef, s, err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// SetOption sets one named option (endpoint, region, source, revision) after
+// validating it. It is how volume attributes and flags add to a parsed ref.
+func (r *Ref) SetOption(key, val string) error {
+	switch key {
+	case "endpoint":
+		u, err := url.Parse(val)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return fmt.Errorf("endpoint %q: want http(s)://HOST[:PORT] without credentials", redactURL(val))
+		}
+		r.Endpoint = strings.TrimSuffix(val, "/")
+	case "region":
+		if !regionRE.MatchString(val) {
+			return fmt.Errorf("region %q is not valid", val)
+		}
+		r.Region = val
+	case "source":
+		if !sourceRE.MatchString(val) {
+			return fmt.Errorf("source name %q is not valid", val)
+		}
+		r.Source = val
+	case "revision":
+		if !revisionRE.MatchString(val) {
+			return fmt.Errorf("revision %q: want 16 lowercase hex digits (a manifest digest)", val)
+		}
+		r.Revision = val
+	default:
+		return fmt.Errorf("unknown option %q (known: endpoint, region, source, revision)", key)
+	}
+	return nil
+}
+
+// redactURL keeps credentials someone pasted into an endpoint out of errors.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		u.User = url.User("REDACTED")
+		return u.String()
+	}
+	return s
+}
+
+// String is the canonical string form; ParseRef(r.String()) == r.
+func (r Ref) String() string {
+	var b strings.Builder
+	b.WriteString("s3://")
+	b.WriteString(r.Bucket)
+	if r.Prefix != "" {
+		b.WriteByte('/')
+		b.WriteString((&url.URL{Path: r.Prefix}).EscapedPath())
+	}
+	var opts []string
+	add := func(k, v string) {
+		if v != "" {
+			opts = append(opts, k+"="+url.QueryEscape(v))
+		}
+	}
+	add("endpoint", r.Endpoint)
+	add("region", r.Region)
+	add("revision", r.Revision)
+	add("source", r.Source)
+	sort.Strings(opts)
+	if len(opts) > 0 {
+		b.WriteByte('?')
+		b.WriteString(strings.Join(opts, "&"))
+	}
+	return b.String()
+}
+
+// Location is the ref without its revision: the place models are read from.
+func (r Ref) Location() Ref {
+	r.Revision = ""
+	return r
+}
+
+// ID names the model's location (not its revision) on disk: 16 hex digits,
+// stable across restarts and safe as a directory name.
+func (r Ref) ID() string {
+	return fmt.Sprintf("%016x", xxhash.Sum64String(r.Location().String()))
+}
