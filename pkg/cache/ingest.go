@@ -1,0 +1,354 @@
+package cache
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// IngestKey identifies content being downloaded. Two keys with the same
+// non-empty ETag and Size name the same content (S3's promise), so a resumed
+// download finds the ingest an earlier process left behind.
+type IngestKey struct {
+	// Origin is where the content comes from (endpoint, bucket, key). It names
+	// the ingest only when ETag is empty.
+	Origin string `json:"origin"`
+	ETag   string `json:"etag"`
+	Size   int64  `json:"size"`
+}
+
+func (k IngestKey) id() string {
+	s := fmt.Sprintf("etag\x00%s\x00%d", k.ETag, k.Size)
+	if k.ETag == "" {
+		s = fmt.Sprintf("origin\x00%s\x00%d", k.Origin, k.Size)
+	}
+	return fmt.Sprintf("%016x", xxhash.Sum64String(s))
+}
+
+// Ingest is one blob being written. Lifecycle: Store.OpenIngest → WriteAt and
+// MarkLeaf for every Pending leaf (from any number of goroutines) → Commit, or
+// Close to keep what was written for a later resume, or Abort to discard it.
+// Exactly one of Commit, Close and Abort must be called.
+type Ingest struct {
+	store *Store
+	res   *Reservation // set when opened through a Reservation
+	key   IngestKey
+	dir   string
+	data  *os.File
+
+	mu      sync.Mutex
+	journal *os.File
+	leaves  []uint64
+	held    []bool
+	done    bool
+}
+
+const (
+	ingestData    = "data"
+	ingestMeta    = "meta"
+	ingestJournal = "leaves"
+)
+
+// OpenIngest creates the ingest for key, or resumes the one a previous run
+// left. Leaves the journal records are re-hashed from disk and kept only if
+// they still match, so a crash at any moment (even a lost page cache) costs
+// at most a re-download of those leaves, never a corrupt blob. Only one
+// Ingest per key may be open: a second OpenIngest fails with ErrLocked.
+func (s *Store) OpenIngest(key IngestKey) (*Ingest, error) {
+	if key.Size < 0 {
+		return nil, fmt.Errorf("cache: ingest %q: negative size %d", key.Origin, key.Size)
+	}
+	id := key.id()
+	if err := s.lockIngest(id); err != nil {
+		return nil, err
+	}
+	w, err := s.openIngest(id, key)
+	if err != nil {
+		s.unlockIngest(id)
+		return nil, err
+	}
+	return w, nil
+}
+
+func (s *Store) openIngest(id string, key IngestKey) (*Ingest, error) {
+	dir := filepath.Join(s.root, dirIngest, id)
+	w := &Ingest{store: s, key: key, dir: dir,
+		leaves: make([]uint64, model.LeafCount(key.Size)),
+		held:   make([]bool, model.LeafCount(key.Size))}
+	resumed, err := w.loadMeta()
+	if err != nil {
+		return nil, err
+	}
+	if !resumed {
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("cache: clear ingest %s: %w", dir, err)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("cache: create ingest: %w", err)
+		}
+		meta, _ := json.Marshal(key)
+		if err := writeFileSync(filepath.Join(dir, ingestMeta), meta); err != nil {
+			return nil, fmt.Errorf("cache: create ingest: %w", err)
+		}
+	}
+	w.data, err = os.OpenFile(filepath.Join(dir, ingestData), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open ingest data: %w", err)
+	}
+	if err := w.preallocate(); err != nil {
+		w.data.Close()
+		return nil, err
+	}
+	if resumed {
+		if err := w.replayJournal(); err != nil {
+			w.data.Close()
+			return nil, err
+		}
+	}
+	// Rewrite the journal with only the verified leaves, so a bad line never
+	// survives into the next resume.
+	if err := w.rewriteJournal(); err != nil {
+		w.data.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// loadMeta reports whether dir holds an ingest of the same key to resume.
+func (w *Ingest) loadMeta() (bool, error) {
+	b, err := os.ReadFile(filepath.Join(w.dir, ingestMeta))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cache: read ingest meta: %w", err)
+	}
+	var old IngestKey
+	if json.Unmarshal(b, &old) != nil || old.ETag != w.key.ETag || old.Size != w.key.Size {
+		return false, nil
+	}
+	return true, nil
+}
+
+// preallocate reserves the blocks up front: no ENOSPC half way through a
+// multi-GB download on a filesystem that supports it, and less fragmentation.
+func (w *Ingest) preallocate() error {
+	if w.key.Size == 0 {
+		return nil
+	}
+	err := unix.Fallocate(int(w.data.Fd()), 0, 0, w.key.Size)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		err = w.data.Truncate(w.key.Size)
+	}
+	if err != nil {
+		return fmt.Errorf("cache: preallocate %d bytes for %s: %w", w.key.Size, w.key.Origin, classifyNoSpace(err))
+	}
+	return nil
+}
+
+func (w *Ingest) replayJournal() error {
+	f, err := os.Open(filepath.Join(w.dir, ingestJournal))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cache: read ingest journal: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		idx, sum, ok := parseJournalLine(sc.Text())
+		if !ok || idx >= len(w.leaves) || w.held[idx] {
+			continue // a torn last line or garbage: the leaf is simply fetched again
+		}
+		off, n := model.LeafRange(w.key.Size, idx)
+		h := xxhash.New()
+		if _, err := io.CopyBuffer(h, io.NewSectionReader(w.data, off, n), buf); err != nil {
+			return fmt.Errorf("cache: re-hash resumed leaf: %w", err)
+		}
+		if h.Sum64() == sum {
+			w.leaves[idx], w.held[idx] = sum, true
+		}
+	}
+	return nil
+}
+
+func parseJournalLine(line string) (int, uint64, bool) {
+	a, b, ok := strings.Cut(line, " ")
+	if !ok {
+		return 0, 0, false
+	}
+	idx, err1 := strconv.Atoi(a)
+	sum, err2 := strconv.ParseUint(b, 16, 64)
+	return idx, sum, err1 == nil && err2 == nil && idx >= 0 && len(b) == 16
+}
+
+func (w *Ingest) rewriteJournal() error {
+	var sb strings.Builder
+	for i, ok := range w.held {
+		if ok {
+			fmt.Fprintf(&sb, "%d %016x\n", i, w.leaves[i])
+		}
+	}
+	path := filepath.Join(w.dir, ingestJournal)
+	if err := os.WriteFile(path+".tmp", []byte(sb.String()), 0o600); err != nil {
+		return fmt.Errorf("cache: write ingest journal: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("cache: write ingest journal: %w", err)
+	}
+	j, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("cache: open ingest journal: %w", err)
+	}
+	w.journal = j
+	return nil
+}
+
+// Key is what the ingest was opened for.
+func (w *Ingest) Key() IngestKey { return w.key }
+
+// Pending lists the leaves still to be written, in order.
+func (w *Ingest) Pending() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var p []int
+	for i, ok := range w.held {
+		if !ok {
+			p = append(p, i)
+		}
+	}
+	return p
+}
+
+// HeldBytes is how many bytes earlier runs already wrote and verified.
+func (w *Ingest) HeldBytes() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var n int64
+	for i, ok := range w.held {
+		if ok {
+			_, l := model.LeafRange(w.key.Size, i)
+			n += l
+		}
+	}
+	return n
+}
+
+// WriteAt writes downloaded bytes; safe for concurrent use on disjoint ranges.
+func (w *Ingest) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > w.key.Size {
+		return 0, fmt.Errorf("cache: write [%d,%d) outside blob of %d bytes", off, off+int64(len(p)), w.key.Size)
+	}
+	n, err := w.data.WriteAt(p, off)
+	if err != nil {
+		err = classifyNoSpace(err)
+	}
+	return n, err
+}
+
+// MarkLeaf records that leaf i is fully written and hashes to sum (the
+// xxh64 of its bytes, computed while streaming). The journal line is not
+// fsynced: a resume re-hashes every journalled leaf before trusting it.
+func (w *Ingest) MarkLeaf(i int, sum uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if i < 0 || i >= len(w.leaves) {
+		return fmt.Errorf("cache: leaf %d out of range (blob has %d)", i, len(w.leaves))
+	}
+	w.leaves[i], w.held[i] = sum, true
+	if _, err := fmt.Fprintf(w.journal, "%d %016x\n", i, sum); err != nil {
+		return fmt.Errorf("cache: append ingest journal: %w", classifyNoSpace(err))
+	}
+	return nil
+}
+
+// Commit makes the blob durable and immutable, in containerd's order: fsync
+// data, check size and every leaf, compute the digest (and compare it with
+// expected when given), rename into blobs/, fsync the directory, chmod 0444.
+// If the store already holds the digest the ingest is dropped instead. The
+// ingest is closed whatever the outcome; on a digest mismatch it is removed.
+func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return "", errors.New("cache: ingest already closed")
+	}
+	w.done = true
+	defer w.store.unlockIngest(w.key.id())
+	defer w.journal.Close()
+	for i, ok := range w.held {
+		if !ok {
+			w.data.Close()
+			return "", fmt.Errorf("cache: commit %s: leaf %d of %d not written", w.key.Origin, i, len(w.held))
+		}
+	}
+	if err := w.data.Sync(); err != nil {
+		w.data.Close()
+		return "", fmt.Errorf("cache: fsync ingest: %w", err)
+	}
+	st, err := w.data.Stat()
+	w.data.Close()
+	if err != nil {
+		return "", fmt.Errorf("cache: stat ingest: %w", err)
+	}
+	if st.Size() != w.key.Size {
+		os.RemoveAll(w.dir)
+		return "", fmt.Errorf("%w: %s is %d bytes, want %d", ErrCorrupt, w.key.Origin, st.Size(), w.key.Size)
+	}
+	digest, err := model.TreeDigest(w.key.Size, w.leaves)
+	if err != nil {
+		return "", err
+	}
+	if expected != "" && digest != expected {
+		os.RemoveAll(w.dir)
+		return "", fmt.Errorf("%w: %s has digest %s, want %s", ErrCorrupt, w.key.Origin, digest, expected)
+	}
+	if err := w.store.commitBlob(filepath.Join(w.dir, ingestData), digest, w.key.Size, w.res); err != nil {
+		return "", err
+	}
+	w.store.index.add(w.key, digest)
+	if err := os.RemoveAll(w.dir); err != nil {
+		w.store.log.Warn("remove committed ingest", "dir", w.dir, "err", err)
+	}
+	return digest, nil
+}
+
+// Close releases the ingest and keeps its bytes for a later resume.
+func (w *Ingest) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return nil
+	}
+	w.done = true
+	defer w.store.unlockIngest(w.key.id())
+	return errors.Join(w.journal.Close(), w.data.Close())
+}
+
+// Abort releases the ingest and deletes its bytes.
+func (w *Ingest) Abort() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return nil
+	}
+	w.done = true
+	defer w.store.unlockIngest(w.key.id())
+	w.journal.Close()
+	w.data.Close()
+	return os.RemoveAll(w.dir)
+}
