@@ -36,18 +36,22 @@ type Ref struct {
 
 // bucketRE follows the S3 bucket naming rules loosely enough for
 // S3-compatible servers (dots, underscores) yet refuses anything path-like.
-var bucketRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$`)
+var bucketRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{2,254}$`)
 
 var sourceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
 var revisionRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
+// userinfoRE finds credentials pasted into a URL, so errors never echo them.
+var userinfoRE = regexp.MustCompile(`(://)[^/?&@]*@`)
+
 var regionRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // ParseRef parses and validates a reference in its string form.
 func ParseRef(s string) (Ref, error) {
+	shown := userinfoRE.ReplaceAllString(s, "${1}REDACTED@")
 	bad := func(format string, a ...any) (Ref, error) {
-		return Ref{}, fmt.Errorf("%w %q: %s", ErrInvalidRef, s, fmt.Sprintf(format, a...))
+		return Ref{}, fmt.Errorf("%w %q: %s", ErrInvalidRef, shown, fmt.Sprintf(format, a...))
 	}
 	if s == "" {
 		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX", ErrInvalidRef)
@@ -85,7 +89,7 @@ func ParseRef(s string) (Ref, error) {
 				return bad("option %q given %d times", k, len(v))
 			}
 			if err := r.SetOption(k, v[0]); err != nil {
-				return Ref{}, fmt.Errorf("%w %q: %v", ErrInvalidRef, s, err)
+				return Ref{}, fmt.Errorf("%w %q: %v", ErrInvalidRef, shown, err)
 			}
 		}
 	}

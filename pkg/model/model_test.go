@@ -1,0 +1,126 @@
+package model_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+func TestParseRef(t *testing.T) {
+	good := map[string]model.Ref{
+		"s3://models/llama-3-8b": {Bucket: "models", Prefix: "llama-3-8b"},
+		"s3://models/a/b/":       {Bucket: "models", Prefix: "a/b"},
+		"s3://models":            {Bucket: "models"},
+		"s3://m.x_y/p%20q?source=local&revision=0123456789abcdef":    {Bucket: "m.x_y", Prefix: "p q", Source: "local", Revision: "0123456789abcdef"},
+		"s3://bkt/m?endpoint=http://127.0.0.1:7070&region=us-east-1": {Bucket: "bkt", Prefix: "m", Endpoint: "http://127.0.0.1:7070", Region: "us-east-1"},
+	}
+	for s, want := range good {
+		got, err := model.ParseRef(s)
+		if err != nil || got != want {
+			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", s, got, err, want)
+			continue
+		}
+		again, err := model.ParseRef(got.String())
+		if err != nil || again != got {
+			t.Errorf("round trip of %q via %q: %+v %v", s, got.String(), again, err)
+		}
+	}
+	bad := map[string]string{
+		"":                                      "empty",
+		"http://bkt/m":                          "s3://",
+		"s3://../etc":                           "bucket",
+		"s3://bkt/a/../../etc":                  `".." segment`,
+		"s3://bkt//abs":                         "empty path segment",
+		"s3://bkt/m?x=1":                        "unknown option",
+		"s3://bkt/m?revision=zz":                "revision",
+		"s3://bkt/m?endpoint=ftp://h":           "endpoint",
+		"s3://bkt/m?endpoint=http://u:secret@h": "REDACTED",
+		"s3://bkt/m\x00":                        "NUL",
+	}
+	for s, frag := range bad {
+		_, err := model.ParseRef(s)
+		if !errors.Is(err, model.ErrInvalidRef) || !strings.Contains(err.Error(), frag) {
+			t.Errorf("ParseRef(%q) = %v; want ErrInvalidRef mentioning %q", s, err, frag)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("ParseRef(%q) leaks a secret: %v", s, err)
+		}
+	}
+}
+
+func TestRefIDIgnoresRevision(t *testing.T) {
+	a, _ := model.ParseRef("s3://bkt/m")
+	b, _ := model.ParseRef("s3://bkt/m?revision=0123456789abcdef")
+	c, _ := model.ParseRef("s3://bkt/m?source=other")
+	if a.ID() != b.ID() || a.ID() == c.ID() || len(a.ID()) != 16 {
+		t.Fatalf("ids %s %s %s", a.ID(), b.ID(), c.ID())
+	}
+}
+
+func TestRelPath(t *testing.T) {
+	ok := map[string]string{"m/a.bin": "a.bin", "m/d/e f/ü.json": "d/e f/ü.json", "m/..a": "..a"}
+	for key, want := range ok {
+		got, skip, err := model.RelPath("m", key)
+		if err != nil || skip || got != want {
+			t.Errorf("RelPath(%q) = %q %v %v", key, got, skip, err)
+		}
+	}
+	for _, key := range []string{"m/", "m/dir/"} {
+		if _, skip, err := model.RelPath("m", key); !skip || err != nil {
+			t.Errorf("RelPath(%q): want skipped marker, got %v %v", key, skip, err)
+		}
+	}
+	for _, key := range []string{"m/a/../../etc/x", "m//abs", "m/..", "m/.", "m/a/./b", "other/x", "m/a\x00b", "m/../", "m/\xff"} {
+		_, _, err := model.RelPath("m", key)
+		if !errors.Is(err, model.ErrUnsafeKey) || !strings.Contains(err.Error(), "key") {
+			t.Errorf("RelPath(%q) = %v; want ErrUnsafeKey", key, err)
+		}
+	}
+	if _, _, err := model.RelPath("", "/abs"); !errors.Is(err, model.ErrUnsafeKey) {
+		t.Errorf("absolute key at bucket root accepted: %v", err)
+	}
+}
+
+func TestManifestValidate(t *testing.T) {
+	ref, _ := model.ParseRef("s3://bkt/m")
+	m, err := model.NewManifest(ref, []model.File{{Path: "b", Size: 1, ETag: "x"}, {Path: "a", Size: 2, ETag: "y"}})
+	if err != nil || m.Files[0].Path != "a" || m.Size() != 3 || m.Complete() {
+		t.Fatalf("NewManifest: %+v %v", m, err)
+	}
+	rev := m.Revision()
+	m.Files[0].Digest = "xxh64t:0123456789abcdef"
+	if m.Revision() != rev {
+		t.Fatal("revision depends on content digests; it must be known from a listing")
+	}
+	for name, files := range map[string][]model.File{
+		"dup":        {{Path: "a"}, {Path: "a"}},
+		"file+dir":   {{Path: "a/b"}, {Path: "a/b-c"}, {Path: "a/b/c"}},
+		"traversal":  {{Path: "../x"}},
+		"negative":   {{Path: "a", Size: -1}},
+		"bad digest": {{Path: "a", Digest: "md5:zz"}},
+	} {
+		if _, err := model.NewManifest(ref, files); !errors.Is(err, model.ErrInvalidManifest) {
+			t.Errorf("%s: %v, want ErrInvalidManifest", name, err)
+		}
+	}
+	b, _ := m.Encode()
+	back, err := model.DecodeManifest(b)
+	if err != nil || back.Revision() != rev {
+		t.Fatalf("decode: %v", err)
+	}
+	if _, err := model.DecodeManifest([]byte(`{"ref":"s3://bkt/m","files":[{"path":"/etc/passwd"}]}`)); err == nil {
+		t.Fatal("decoded a manifest with an absolute path")
+	}
+}
+
+func TestDigestReaderShortInput(t *testing.T) {
+	if _, err := model.DigestReader(bytes.NewReader([]byte("abc")), 4, nil); err == nil {
+		t.Fatal("short input accepted")
+	}
+	if _, err := model.DigestReader(bytes.NewReader([]byte("abcde")), 4, nil); err == nil {
+		t.Fatal("long input accepted")
+	}
+}
