@@ -33,7 +33,7 @@ func TestParseRef(t *testing.T) {
 		"http://bkt/m":                          "s3://",
 		"s3://../etc":                           "bucket",
 		"s3://bkt/a/../../etc":                  `".." segment`,
-		"s3://bkt//abs":                         "empty path segment",
+		"s3://bkt//abs":                         "absolute",
 		"s3://bkt/m?x=1":                        "unknown option",
 		"s3://bkt/m?revision=zz":                "revision",
 		"s3://bkt/m?endpoint=ftp://h":           "endpoint",
