@@ -254,6 +254,7 @@ func (s *Store) Evict(ref model.Ref, rev string) ([]string, error) {
 		}
 		trash = append(trash, s.removeRevisionLocked(id, r))
 		evicted = append(evicted, r)
+		s.evictions++
 	}
 	err := s.saveLocked()
 	s.mu.Unlock()

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+func newPrefetchCmd(socket *string) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	var cached bool
+	cmd := &cobra.Command{
+		Use:   "prefetch REF",
+		Short: "Download a model onto this node",
+		Long: `Download the model REF onto this node (or join its running download).
+
+REF is s3://BUCKET/PREFIX with optional query options:
+  source=NAME      a source of the agent's --sources-file (endpoint + credentials)
+  endpoint=URL     an S3-compatible endpoint, with credentials from the AWS default chain
+  region=REGION    the bucket's region
+  revision=HEX     an exact revision (manifest digest) instead of what the bucket holds
+
+The bucket is listed again, so a changed model becomes a new revision; files the
+cache already holds (by ETag or content) are not downloaded again. Without --wait
+the command returns once the download has started.`,
+		Example: `  cache-agent prefetch 's3://models/llama-3-8b?source=minio' --wait
+  cache-agent prefetch s3://models/llama-3-8b --wait --timeout 30m`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := model.ParseRef(args[0]); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			opts := agent.EnsureOptions{Refresh: !cached}
+			var onProgress func(agent.Progress)
+			bar := newProgressPrinter(cmd.OutOrStdout())
+			if wait {
+				opts.Wait = timeout
+				onProgress = bar.update
+			}
+			p, err := agent.NewClient(*socket).Ensure(ctx, args[0], opts, onProgress)
+			bar.done()
+			if err != nil {
+				return err
+			}
+			switch {
+			case p.State == agent.StateReady && p.Hit:
+				fmt.Fprintf(cmd.OutOrStdout(), "%s already cached: revision %s, %s, %s\n", args[0], p.Revision, cache.FormatBytes(p.TotalBytes), p.Path)
+			case p.State == agent.StateReady:
+				secs := p.Finished.Sub(p.Started).Seconds()
+				fmt.Fprintf(cmd.OutOrStdout(), "%s ready: revision %s, %s (%s fetched) in %.1fs, %s\n", args[0], p.Revision,
+					cache.FormatBytes(p.TotalBytes), cache.FormatBytes(p.FetchedBytes), secs, p.Path)
+			case wait:
+				return fmt.Errorf("not ready after %s: %s", timeout, p.Message())
+			default:
+				fmt.Fprintln(cmd.OutOrStdout(), p.Message())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the model is ready, showing progress")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "with --wait: give up waiting after this long (the download goes on)")
+	cmd.Flags().BoolVar(&cached, "cached", false, "use a held revision if there is one, without listing the bucket (what a pod start does)")
+	return cmd
+}
+
+// progressPrinter draws a live bar on a terminal and plain lines, at most one
+// every few seconds, elsewhere (logs, CI).
+type progressPrinter struct {
+	w     io.Writer
+	tty   bool
+	last  time.Time
+	drawn bool
+}
+
+func newProgressPrinter(w io.Writer) *progressPrinter {
+	f, ok := w.(*os.File)
+	return &progressPrinter{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
+}
+
+func (p *progressPrinter) update(pr agent.Progress) {
+	if !p.tty {
+		if time.Since(p.last) >= 2*time.Second {
+			fmt.Fprintln(p.w, pr.Message())
+			p.last = time.Now()
+		}
+		return
+	}
+	const width = 30
+	filled := 0
+	if pr.TotalBytes > 0 {
+		filled = int(width * pr.DoneBytes / pr.TotalBytes)
+	}
+	fmt.Fprintf(p.w, "\r\033[K[%s%s] %s", strings.Repeat("#", filled), strings.Repeat("-", width-filled), pr.Message())
+	p.drawn = true
+}
+
+func (p *progressPrinter) done() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func newStatusCmd(socket *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what this node caches: capacity, dedup savings, models, downloads, pins",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("-o %q: want table or json", output)
+			}
+			st, err := agent.NewClient(*socket).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func printStatus(w io.Writer, st agent.StatusReport) {
+	pct := func(n int64) float64 { return 100 * float64(n) / float64(max(st.CapacityBytes, 1)) }
+	fmt.Fprintf(w, "Cache:     %s\n", st.Root)
+	fmt.Fprintf(w, "Capacity:  %s (evicts past %.0f%% down to %.0f%%)\n", cache.FormatBytes(st.CapacityBytes), 100*st.HighWatermark, 100*st.LowWatermark)
+	fmt.Fprintf(w, "Used:      %s (%.1f%%), %s reserved by downloads\n", cache.FormatBytes(st.UsedBytes), pct(st.UsedBytes), cache.FormatBytes(st.ReservedBytes))
+	fmt.Fprintf(w, "Dedup:     %s of models in %s on disk, %s saved\n", cache.FormatBytes(st.LogicalBytes), cache.FormatBytes(st.UsedBytes), cache.FormatBytes(st.SavedBytes))
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tREVISION\tSIZE\tFILES\tSTATE\tPINS\tLAST USE")
+	running := map[string]agent.Progress{}
+	for _, j := range st.Jobs {
+		if j.State == agent.StateFetching || j.State == agent.StateListing || j.State == agent.StateFailed {
+			running[j.Ref] = j
+		}
+	}
+	for _, m := range st.Models {
+		state := "ready"
+		if !m.Current {
+			state = "ready (older)"
+		}
+		pins := "-"
+		if len(m.Pins) > 0 {
+			pins = strings.Join(m.Pins, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Ref, m.Revision, cache.FormatBytes(m.SizeBytes), m.Files, state, pins, ago(m.LastUse))
+	}
+	for _, j := range running {
+		state := string(j.State)
+		if j.State == agent.StateFetching && j.TotalBytes > 0 {
+			state = fmt.Sprintf("fetching %.0f%% (%s/s)", 100*float64(j.DoneBytes)/float64(j.TotalBytes), cache.FormatBytes(int64(j.BytesPerSecond)))
+		}
+		if j.State == agent.StateFailed {
+			state = "failed: " + j.Error
+		}
+		fmt.Fprintf(tw, "%s\t-\t%s\t%d\t%s\t-\t-\n", j.Ref, cache.FormatBytes(j.TotalBytes), j.Files, state)
+	}
+	tw.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func newEvictCmd(socket *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "evict REF",
+		Short: "Remove a model's unpinned revisions from this node (revision=HEX for one)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ev, err := agent.NewClient(*socket).Evict(cmd.Context(), args[0])
+			for _, r := range ev {
+				fmt.Fprintf(cmd.OutOrStdout(), "evicted %s revision %s\n", args[0], r)
+			}
+			return err
+		},
+	}
+}
+
+func newVerifyCmd(socket *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Re-hash every cached file; quarantine corrupt ones (exit 1 if any)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rep, err := agent.NewClient(*socket).Verify(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "verified %d blobs, %s\n", rep.Blobs, cache.FormatBytes(rep.Bytes))
+			for _, c := range rep.Corrupt {
+				fmt.Fprintf(cmd.OutOrStdout(), "CORRUPT %s (hashes to %s %s): quarantined; evicted %v; still pinned %v\n",
+					c.Digest, c.Got, c.Err, c.Evicted, c.Pinned)
+			}
+			if len(rep.Corrupt) > 0 {
+				return errors.New("corrupt content found and quarantined; evicted models are fetched again on next use")
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/fetch"
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// serveOptions are the agent's settings; every field is a flag.
+type serveOptions struct {
+	CacheDir      string
+	MetricsAddr   string
+	Capacity      string // bytes with a unit, or a percentage of the filesystem
+	HighWatermark float64
+	LowWatermark  float64
+	SourcesFile   string
+	Concurrency   int
+	PartSize      string
+}
+
+func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.CacheDir, "cache-dir", "/var/lib/modelcache", "directory of the cache on local disk (NVMe); the agent is its only writer")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":9090", `address for Prometheus /metrics and /healthz ("" disables)`)
+	fs.StringVar(&o.Capacity, "capacity", "80%", `most the cache may hold: bytes with a unit ("500GiB", "2TB") or a percentage of the cache filesystem ("80%")`)
+	fs.Float64Var(&o.HighWatermark, "high-watermark", 0.9, "fraction of capacity past which a new download first evicts least recently used unpinned models")
+	fs.Float64Var(&o.LowWatermark, "low-watermark", 0.8, "fraction of capacity eviction brings usage down to")
+	fs.StringVar(&o.SourcesFile, "sources-file", "", "YAML file of named S3 sources (endpoint, region, path style, credentials); refs select one with ?source=NAME")
+	fs.IntVar(&o.Concurrency, "concurrency", 16, "parallel ranged GETs per model download")
+	fs.StringVar(&o.PartSize, "part-size", "16MiB", "size of each ranged GET (a multiple of 8MiB)")
+}
+
+func (o *serveOptions) Validate() error {
+	if o.CacheDir == "" {
+		return errors.New("--cache-dir is required")
+	}
+	if o.Concurrency < 1 || o.Concurrency > 256 {
+		return fmt.Errorf("--concurrency %d: want 1..256", o.Concurrency)
+	}
+	if ps, err := parseBytes(o.PartSize); err != nil || ps <= 0 || ps%model.LeafSize != 0 {
+		return fmt.Errorf("--part-size %q: want a positive multiple of 8MiB", o.PartSize)
+	}
+	return nil
+}
+
+func newServeCmd(socket *string) *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the node agent (one per node)",
+		Long: `Run the node agent in the foreground until SIGTERM: it serves the API on --socket,
+downloads models into --cache-dir and exposes metrics on --metrics-addr. Downloads
+interrupted by a crash or restart resume from what is already on disk.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return serve(cmd.Context(), o, *socket)
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func serve(ctx context.Context, o *serveOptions, socket string) error {
+	log := slog.Default()
+	capacity, err := parseCapacity(o.Capacity, o.CacheDir)
+	if err != nil {
+		return err
+	}
+	store, err := cache.Open(o.CacheDir, cache.Options{Capacity: capacity,
+		HighWatermark: o.HighWatermark, LowWatermark: o.LowWatermark, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	sources := map[string]fetch.Source{}
+	if o.SourcesFile != "" {
+		if sources, err = fetch.LoadSources(o.SourcesFile); err != nil {
+			return err
+		}
+	}
+	partSize, _ := parseBytes(o.PartSize)
+	fetcher, err := fetch.New(sources, fetch.WithConcurrency(o.Concurrency), fetch.WithPartSize(partSize), fetch.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := agent.New(store, fetcher, log, reg)
+	defer a.Close()
+
+	l, err := agent.ListenUnix(socket)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- a.Serve(ctx, l) }()
+	go a.Run(ctx)
+	if o.MetricsAddr != "" {
+		ml, err := net.Listen("tcp", o.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/healthz", a.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go msrv.Serve(ml)
+		defer msrv.Close()
+		log.Info("metrics listening", "addr", ml.Addr().String())
+	}
+	st := store.Status()
+	log.Info("cache agent ready", "socket", socket, "cacheDir", o.CacheDir, "capacity", cache.FormatBytes(st.CapacityBytes),
+		"used", cache.FormatBytes(st.UsedBytes), "models", len(st.Models), "sources", len(sources), "version", version)
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return <-errc
+	case err := <-errc:
+		return err
+	}
+}
+
+// parseCapacity accepts "80%" of the cache filesystem's size or a byte size.
+func parseCapacity(s, dir string) (int64, error) {
+	if pct, ok := strings.CutSuffix(s, "%"); ok {
+		p, err := strconv.ParseFloat(pct, 64)
+		if err != nil || p <= 0 || p > 100 {
+			return 0, fmt.Errorf("--capacity %q: want a percentage in (0, 100]", s)
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return 0, fmt.Errorf("create %s: %w", dir, err)
+			}
+			if err := unix.Statfs(dir, &st); err != nil {
+				return 0, fmt.Errorf("--capacity %q: statfs %s: %w", s, dir, err)
+			}
+		}
+		return int64(float64(int64(st.Blocks)*st.Bsize) * p / 100), nil
+	}
+	n, err := parseBytes(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--capacity %q: want a size like 500GiB or a percentage like 80%%", s)
+	}
+	return n, nil
+}
+
+var units = map[string]int64{"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
+	"KI": 1 << 10, "KIB": 1 << 10, "MI": 1 << 20, "MIB": 1 << 20, "GI": 1 << 30, "GIB": 1 << 30, "TI": 1 << 40, "TIB": 1 << 40}
+
+// parseBytes parses "16MiB", "2TB", "1.5GiB", "1024".
+func parseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
+	}
+	mult, ok := units[unit]
+	f, err := strconv.ParseFloat(num, 64)
+	if !ok || err != nil || f < 0 {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+	}
+	return int64(f * float64(mult)), nil
+}

@@ -1,0 +1,331 @@
+// Package agent wires the content store and the fetcher into the node agent:
+// one download per model however many callers ask, pins, metrics, and the
+// unix-socket API (server and Go client) the CLI and the CSI plugin use.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/fetch"
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Fetcher lists and downloads models. *fetch.Fetcher implements it.
+type Fetcher interface {
+	List(ctx context.Context, ref model.Ref) (*model.Manifest, error)
+	Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store fetch.Store, progress func(n int64)) (*model.Manifest, fetch.Stats, error)
+}
+
+// Agent is the node agent. Create it with New, stop it with Close.
+type Agent struct {
+	store   *cache.Store
+	fetcher Fetcher
+	log     *slog.Logger
+	metrics *metrics
+
+	ctx    context.Context // downloads outlive the request that started them
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	jobs map[string]*job // by ref string: one download per model
+}
+
+// New returns an agent over store and fetcher. reg may be nil (no metrics).
+func New(store *cache.Store, fetcher Fetcher, log *slog.Logger, reg Registerer) *Agent {
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{store: store, fetcher: fetcher, log: log, ctx: ctx, cancel: cancel, jobs: map[string]*job{}}
+	a.metrics = newMetrics(reg, store)
+	return a
+}
+
+// Close stops running downloads (their ingests stay for a resume) and waits.
+func (a *Agent) Close() {
+	a.cancel()
+	a.wg.Wait()
+	if err := a.store.Flush(); err != nil {
+		a.log.Error("flush cache state", "err", err)
+	}
+}
+
+// job is one model download; callers join it until it ends.
+type job struct {
+	ref     model.Ref
+	started time.Time
+	done    chan struct{}
+
+	total   atomic.Int64
+	files   atomic.Int64
+	doneN   atomic.Int64 // bytes held so far: resumed + deduplicated + fetched
+	fetched atomic.Int64
+	listing atomic.Bool
+
+	// set before done is closed
+	finished time.Time
+	model    cache.Model
+	err      error
+}
+
+func (j *job) progress() Progress {
+	p := Progress{Ref: j.ref.String(), Started: j.started, TotalBytes: j.total.Load(),
+		DoneBytes: j.doneN.Load(), Files: int(j.files.Load()), FetchedBytes: j.fetched.Load()}
+	select {
+	case <-j.done:
+		p.Finished = j.finished
+		if j.err != nil {
+			p.State, p.Error, p.ErrorClass = StateFailed, j.err.Error(), Classify(j.err)
+		} else {
+			p.State, p.Revision, p.Path = StateReady, j.model.Revision, j.model.Path
+		}
+	default:
+		p.State = StateFetching
+		if j.listing.Load() {
+			p.State = StateListing
+		}
+	}
+	end := p.Finished
+	if end.IsZero() {
+		end = time.Now()
+	}
+	if secs := end.Sub(j.started).Seconds(); secs > 0 {
+		p.BytesPerSecond = float64(p.FetchedBytes) / secs
+		if p.BytesPerSecond > 0 && p.State == StateFetching {
+			p.ETASeconds = float64(p.TotalBytes-p.DoneBytes) / p.BytesPerSecond
+		}
+	}
+	return p
+}
+
+// EnsureOptions tune Ensure.
+type EnsureOptions struct {
+	// Refresh lists the bucket even when a revision is held, and fetches a
+	// newer one if the bucket changed. Without it a held model is a hit with
+	// no request to S3: what a pod start needs.
+	Refresh bool
+	// Wait bounds how long Ensure blocks; the download goes on after it
+	// returns. Zero returns at once with the current progress.
+	Wait time.Duration
+}
+
+// Ensure makes ref available on this node: a hit returns at once; otherwise
+// it starts the download or joins the one running, and waits up to
+// opts.Wait. The returned progress says ready, fetching or failed; err is set
+// only for input the agent refuses outright or a failed download.
+func (a *Agent) Ensure(ctx context.Context, ref model.Ref, opts EnsureOptions) (Progress, error) {
+	return a.EnsureWatch(ctx, ref, opts, 0, nil)
+}
+
+// EnsureWatch is Ensure that also calls fn with the progress every interval
+// while it waits (for a live progress bar).
+func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptions, interval time.Duration, fn func(Progress)) (Progress, error) {
+	j, hit := a.start(ref, opts.Refresh)
+	if hit != nil {
+		return *hit, nil
+	}
+	if opts.Wait > 0 {
+		t := time.NewTimer(opts.Wait)
+		defer t.Stop()
+		var tick <-chan time.Time
+		if fn != nil && interval > 0 {
+			tk := time.NewTicker(interval)
+			defer tk.Stop()
+			tick = tk.C
+		}
+	wait:
+		for {
+			select {
+			case <-j.done:
+				break wait
+			case <-t.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			case <-tick:
+				fn(j.progress())
+			}
+		}
+	}
+	p := j.progress()
+	if p.State == StateFailed {
+		return p, j.err
+	}
+	return p, nil
+}
+
+// start returns a ready progress for a hit, else the job to wait on.
+func (a *Agent) start(ref model.Ref, refresh bool) (*job, *Progress) {
+	if !refresh {
+		if m, err := a.store.Lookup(ref); err == nil {
+			a.metrics.ensures.WithLabelValues("hit").Inc()
+			return nil, &Progress{Ref: ref.String(), State: StateReady, Hit: true, Revision: m.Revision,
+				Path: m.Path, TotalBytes: m.Size, DoneBytes: m.Size, Files: m.Files}
+		}
+	}
+	key := ref.String()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if j := a.jobs[key]; j != nil {
+		select {
+		case <-j.done:
+			// A finished job is only kept for status; a new ensure starts afresh
+			// (a failed download is retried, a refresh lists again).
+		default:
+			return j, nil
+		}
+	}
+	j := &job{ref: ref, started: time.Now(), done: make(chan struct{})}
+	j.listing.Store(true)
+	a.jobs[key] = j
+	a.wg.Add(1)
+	a.metrics.inFlight.Inc()
+	go func() {
+		defer a.wg.Done()
+		defer a.metrics.inFlight.Dec()
+		m, err := a.download(j)
+		a.mu.Lock()
+		j.model, j.err, j.finished = m, err, time.Now()
+		close(j.done)
+		a.mu.Unlock()
+		a.metrics.observe(j, err)
+		if err != nil {
+			a.log.Error("model download failed", "ref", key, "class", Classify(err), "err", err)
+		} else {
+			a.log.Info("model ready", "ref", key, "revision", m.Revision, "bytes", m.Size,
+				"fetchedBytes", j.fetched.Load(), "seconds", j.finished.Sub(j.started).Seconds())
+		}
+	}()
+	return j, nil
+}
+
+func (a *Agent) download(j *job) (cache.Model, error) {
+	ref := j.ref
+	m, err := a.fetcher.List(a.ctx, ref.Location())
+	j.listing.Store(false)
+	if err != nil {
+		return cache.Model{}, err
+	}
+	rev := m.Revision()
+	j.total.Store(m.Size())
+	j.files.Store(int64(len(m.Files)))
+	if ref.Revision != "" && rev != ref.Revision {
+		return cache.Model{}, fmt.Errorf("%w: %s revision %s is not held and the bucket now holds revision %s",
+			cache.ErrNotFound, ref.Location(), ref.Revision, rev)
+	}
+	held := ref.Location()
+	held.Revision = rev
+	if hm, err := a.store.Lookup(held); err == nil {
+		// Known revision (a refresh that found no change): make it current.
+		if stored, err := a.store.Manifest(held, rev); err == nil {
+			if hm, err = a.store.PutModel(stored); err != nil {
+				return cache.Model{}, err
+			}
+		}
+		j.doneN.Store(hm.Size)
+		a.metrics.ensures.WithLabelValues("hit").Inc()
+		return hm, nil
+	}
+	a.metrics.ensures.WithLabelValues("miss").Inc()
+
+	var need int64
+	for _, f := range m.Files {
+		if _, ok := a.store.LookupETag(f.ETag, f.Size); !ok {
+			need += f.Size
+		}
+	}
+	res, err := a.store.Reserve(need)
+	if err != nil {
+		return cache.Model{}, fmt.Errorf("%s (%s, %d files): %w", ref.Location(), cache.FormatBytes(m.Size()), len(m.Files), err)
+	}
+	defer res.Release()
+	full, stats, err := a.fetcher.Fetch(a.ctx, ref.Location(), m, res, func(n int64) {
+		j.doneN.Add(n)
+	})
+	j.fetched.Store(stats.BytesFetched)
+	a.metrics.fetched.Add(float64(stats.BytesFetched))
+	a.metrics.deduped.Add(float64(stats.BytesDeduped))
+	a.metrics.resumed.Add(float64(stats.BytesResumed))
+	if err != nil {
+		return cache.Model{}, err
+	}
+	return a.store.PutModel(full)
+}
+
+// Jobs reports downloads that are running or ended since the agent started.
+func (a *Agent) Jobs() []Progress {
+	a.mu.Lock()
+	jobs := make([]*job, 0, len(a.jobs))
+	for _, j := range a.jobs {
+		jobs = append(jobs, j)
+	}
+	a.mu.Unlock()
+	out := make([]Progress, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, j.progress())
+	}
+	return out
+}
+
+// Pin pins ref for holder: ref.Revision if set, else the current revision.
+// It returns the pinned model.
+func (a *Agent) Pin(ref model.Ref, holder string) (cache.Model, error) {
+	m, err := a.store.Lookup(ref)
+	if err != nil {
+		return cache.Model{}, err
+	}
+	if err := a.store.Pin(ref, m.Revision, holder); err != nil {
+		return cache.Model{}, err
+	}
+	return m, nil
+}
+
+// Unpin drops holder's pin on ref.Revision, or on every revision if empty.
+func (a *Agent) Unpin(ref model.Ref, holder string) error {
+	return a.store.Unpin(ref, ref.Revision, holder)
+}
+
+// Evict removes unpinned revisions of ref (ref.Revision only, if set).
+func (a *Agent) Evict(ref model.Ref) ([]string, error) {
+	return a.store.Evict(ref, ref.Revision)
+}
+
+// Verify re-hashes every blob and quarantines corrupt ones.
+func (a *Agent) Verify(ctx context.Context) (cache.VerifyReport, error) {
+	return a.store.Verify(ctx)
+}
+
+// Status is the store snapshot plus downloads.
+func (a *Agent) Status() StatusReport {
+	return StatusReport{Status: a.store.Status(), Jobs: a.Jobs()}
+}
+
+// StatusReport is the status API's answer.
+type StatusReport struct {
+	cache.Status
+	Jobs []Progress `json:"jobs"`
+}
+
+// Run flushes batched cache state now and then until ctx ends.
+func (a *Agent) Run(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.store.Flush(); err != nil && !errors.Is(err, context.Canceled) {
+				a.log.Error("flush cache state", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/modelcache/modelcache/pkg/cache"
+)
+
+// Registerer is where metrics go; *prometheus.Registry implements it.
+type Registerer = prometheus.Registerer
+
+type metrics struct {
+	fetchSeconds *prometheus.HistogramVec
+	fetched      prometheus.Counter
+	deduped      prometheus.Counter
+	resumed      prometheus.Counter
+	ensures      *prometheus.CounterVec
+	inFlight     prometheus.Gauge
+	errors       *prometheus.CounterVec
+}
+
+func newMetrics(reg Registerer, store *cache.Store) *metrics {
+	m := &metrics{
+		fetchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "modelcache_fetch_duration_seconds",
+			Help:    "Time to make a model ready on this node (list, download, commit), by result.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16), // 50 ms .. ~27 min
+		}, []string{"result"}),
+		fetched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelcache_fetched_bytes_total", Help: "Bytes downloaded from object storage."}),
+		deduped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelcache_dedup_saved_bytes_total", Help: "Bytes not downloaded because the cache already held the content."}),
+		resumed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelcache_resumed_bytes_total", Help: "Bytes not downloaded again because an interrupted download had them."}),
+		ensures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelcache_ensure_total", Help: "Model requests by result: hit (held) or miss (download started)."},
+			[]string{"result"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modelcache_downloads_in_flight", Help: "Model downloads running now."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelcache_errors_total", Help: "Failed model downloads by error class."}, []string{"class"}),
+	}
+	if reg == nil {
+		return m
+	}
+	stat := func(f func(cache.Status) float64) func() float64 {
+		return func() float64 { return f(store.Status()) }
+	}
+	reg.MustRegister(m.fetchSeconds, m.fetched, m.deduped, m.resumed, m.ensures, m.inFlight, m.errors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_used_bytes", Help: "Bytes of content on disk."},
+			stat(func(s cache.Status) float64 { return float64(s.UsedBytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_capacity_bytes", Help: "Cache capacity."},
+			stat(func(s cache.Status) float64 { return float64(s.CapacityBytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_reserved_bytes", Help: "Bytes reserved by running downloads."},
+			stat(func(s cache.Status) float64 { return float64(s.ReservedBytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_dedup_saved_bytes", Help: "Bytes the held models would take without deduplication, minus what they take."},
+			stat(func(s cache.Status) float64 { return float64(s.SavedBytes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "modelcache_evictions_total", Help: "Model revisions evicted since the agent started."},
+			stat(func(s cache.Status) float64 { return float64(s.Evictions) })),
+	)
+	return m
+}
+
+func (m *metrics) observe(j *job, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+		m.errors.WithLabelValues(Classify(err)).Inc()
+	}
+	m.fetchSeconds.WithLabelValues(result).Observe(j.finished.Sub(j.started).Seconds())
+}

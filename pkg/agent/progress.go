@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/modelcache/modelcache/pkg/cache"
+)
+
+// State of a model on this node, as the API reports it.
+type State string
+
+const (
+	StateListing  State = "listing"  // reading the bucket listing
+	StateFetching State = "fetching" // downloading
+	StateReady    State = "ready"    // committed; Path is mountable
+	StateFailed   State = "failed"   // see Error
+)
+
+// Progress is what ensure and status report for one model.
+type Progress struct {
+	Ref      string `json:"ref"`
+	State    State  `json:"state"`
+	Revision string `json:"revision,omitempty"`
+	// Path of the read-only model tree, when ready.
+	Path string `json:"path,omitempty"`
+	// Hit is true when the model was already held and nothing was fetched.
+	Hit        bool      `json:"hit"`
+	TotalBytes int64     `json:"totalBytes"`
+	DoneBytes  int64     `json:"doneBytes"`
+	Files      int       `json:"files"`
+	Started    time.Time `json:"started,omitzero"`
+	Finished   time.Time `json:"finished,omitzero"`
+	// BytesPerSecond over the download so far.
+	BytesPerSecond float64 `json:"bytesPerSecond"`
+	ETASeconds     float64 `json:"etaSeconds"`
+	// FetchedBytes came from S3; the rest of DoneBytes was resumed or deduplicated.
+	FetchedBytes int64  `json:"fetchedBytes"`
+	Error        string `json:"error,omitempty"`
+	ErrorClass   string `json:"errorClass,omitempty"`
+}
+
+// Message is one human line, the one kubelet shows in pod events while a
+// volume waits: "fetching s3://b/m: 45% 1.8/4.0 GiB 1.1 GiB/s eta 2s".
+func (p Progress) Message() string {
+	switch p.State {
+	case StateReady:
+		return fmt.Sprintf("ready %s revision %s (%s)", p.Ref, p.Revision, cache.FormatBytes(p.TotalBytes))
+	case StateFailed:
+		return fmt.Sprintf("failed %s: %s", p.Ref, p.Error)
+	case StateListing:
+		return fmt.Sprintf("listing %s", p.Ref)
+	}
+	pct := 0.0
+	if p.TotalBytes > 0 {
+		pct = 100 * float64(p.DoneBytes) / float64(p.TotalBytes)
+	}
+	return fmt.Sprintf("fetching %s: %.0f%% %s/%s %s/s eta %s", p.Ref, pct,
+		cache.FormatBytes(p.DoneBytes), cache.FormatBytes(p.TotalBytes),
+		cache.FormatBytes(int64(p.BytesPerSecond)), formatETA(p.ETASeconds))
+}
+
+func formatETA(sec float64) string {
+	if sec <= 0 {
+		return "?"
+	}
+	return (time.Duration(sec*float64(time.Second)) + time.Second/2).Truncate(time.Second).String()
+}

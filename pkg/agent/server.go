@@ -1,0 +1,240 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// API requests. Refs are in their string form, options included
+// (s3://bucket/prefix?source=NAME&revision=HEX).
+type (
+	EnsureRequest struct {
+		Ref     string `json:"ref"`
+		Refresh bool   `json:"refresh,omitempty"`
+		// WaitSeconds bounds the wait for the model; 0 answers at once.
+		WaitSeconds float64 `json:"waitSeconds,omitempty"`
+		// Watch streams progress as JSON lines while waiting; the last line is final.
+		Watch bool `json:"watch,omitempty"`
+	}
+	PinRequest struct {
+		Ref    string `json:"ref"`
+		Holder string `json:"holder"`
+	}
+	PinResponse struct {
+		Ref      string `json:"ref"`
+		Revision string `json:"revision"`
+		Path     string `json:"path"`
+		Size     int64  `json:"sizeBytes"`
+	}
+	EvictRequest struct {
+		Ref string `json:"ref"`
+	}
+	EvictResponse struct {
+		Evicted []string `json:"evicted"`
+	}
+	errorResponse struct {
+		Error string `json:"error"`
+		Class string `json:"class"`
+	}
+)
+
+const maxRequestBytes = 64 << 10
+
+// maxWait caps a request's wait so a client cannot park handlers forever.
+const maxWait = time.Hour
+
+// Handler serves the API: POST /v1/ensure, /v1/pin, /v1/unpin, /v1/evict,
+// /v1/verify; GET /v1/status, /healthz.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/ensure", a.handleEnsure)
+	mux.HandleFunc("POST /v1/pin", func(w http.ResponseWriter, r *http.Request) {
+		var req PinRequest
+		ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
+		if !ok {
+			return
+		}
+		if req.Holder == "" {
+			writeError(w, fmt.Errorf("%w: pin needs a holder", ErrInvalid))
+			return
+		}
+		m, err := a.Pin(ref, req.Holder)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, PinResponse{Ref: m.Ref.String(), Revision: m.Revision, Path: m.Path, Size: m.Size})
+	})
+	mux.HandleFunc("POST /v1/unpin", func(w http.ResponseWriter, r *http.Request) {
+		var req PinRequest
+		ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
+		if !ok {
+			return
+		}
+		if req.Holder == "" {
+			writeError(w, fmt.Errorf("%w: unpin needs a holder", ErrInvalid))
+			return
+		}
+		if err := a.Unpin(ref, req.Holder); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST /v1/evict", func(w http.ResponseWriter, r *http.Request) {
+		var req EvictRequest
+		ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
+		if !ok {
+			return
+		}
+		ev, err := a.Evict(ref)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, EvictResponse{Evicted: ev})
+	})
+	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := a.Verify(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := os.Stat(a.store.Root()); err != nil {
+			http.Error(w, "cache directory: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+func (a *Agent) handleEnsure(w http.ResponseWriter, r *http.Request) {
+	var req EnsureRequest
+	ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
+	if !ok {
+		return
+	}
+	if req.WaitSeconds < 0 || req.WaitSeconds > maxWait.Seconds() {
+		writeError(w, fmt.Errorf("%w: waitSeconds %v out of range [0, %v]", ErrInvalid, req.WaitSeconds, maxWait.Seconds()))
+		return
+	}
+	opts := EnsureOptions{Refresh: req.Refresh, Wait: time.Duration(req.WaitSeconds * float64(time.Second))}
+	if !req.Watch {
+		p, err := a.Ensure(r.Context(), ref, opts)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		status := http.StatusOK
+		if p.State != StateReady {
+			status = http.StatusAccepted
+		}
+		writeJSON(w, status, p)
+		return
+	}
+	// Streaming: one JSON object per line; errors travel inside the last one
+	// because the status line is already sent.
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flush := func(p Progress) {
+		enc.Encode(p)
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	p, _ := a.EnsureWatch(r.Context(), ref, opts, 250*time.Millisecond, flush)
+	flush(p)
+}
+
+// decodeRef reads a JSON body into req (unknown fields refused, size
+// bounded) and parses the ref it carries; on failure it answers 400.
+func decodeRef(w http.ResponseWriter, r *http.Request, req any, refOf func() string) (model.Ref, bool) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		writeError(w, fmt.Errorf("%w: request body: %v", ErrInvalid, err))
+		return model.Ref{}, false
+	}
+	if dec.More() {
+		writeError(w, fmt.Errorf("%w: request body: trailing data", ErrInvalid))
+		return model.Ref{}, false
+	}
+	ref, err := model.ParseRef(refOf())
+	if err != nil {
+		writeError(w, err)
+		return model.Ref{}, false
+	}
+	return ref, true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	c := classByName(Classify(err))
+	writeJSON(w, c.status, errorResponse{Error: err.Error(), Class: c.name})
+}
+
+// ListenUnix listens on a unix socket at path, replacing a stale socket a
+// crashed agent left, with mode 0660 so only root and the socket's group
+// (the CSI plugin) can drive the cache.
+func ListenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("agent: socket dir: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("agent: %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("agent: another agent is serving on %s", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("agent: chmod socket: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves the API on l until ctx ends, then shuts down gracefully.
+func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("agent: serve API: %w", err)
+	}
+	return nil
+}
