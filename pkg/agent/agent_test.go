@@ -1,0 +1,217 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcache/modelcache/internal/s3test"
+	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/fetch"
+)
+
+// env is a real agent on a real socket over a real S3 server, with a
+// counting proxy in between.
+type env struct {
+	srv    *s3test.Server
+	proxy  *s3test.Proxy
+	store  *cache.Store
+	agent  *agent.Agent
+	client *agent.Client
+	root   string
+}
+
+func newEnv(t *testing.T, capacity int64) *env {
+	t.Helper()
+	srv := s3test.Start(t)
+	proxy := s3test.NewCountingProxy(t, srv.Endpoint)
+	root := t.TempDir()
+	store, err := cache.Open(root, cache.Options{Capacity: capacity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := fetch.Source{Endpoint: proxy.URL(), Region: srv.Region, PathStyle: true, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey}
+	bad := src
+	bad.SecretAccessKey = "wrong-secret"
+	closed := src
+	closed.Endpoint = "http://127.0.0.1:1"
+	f, err := fetch.New(map[string]fetch.Source{"test": src, "badcreds": bad, "closed": closed}, fetch.WithPartSize(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := agent.New(store, f, nil, nil)
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := agent.ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; a.Close(); store.Close() })
+	return &env{srv: srv, proxy: proxy, store: store, agent: a, client: agent.NewClient(sock), root: root}
+}
+
+func TestConcurrentEnsuresDownloadOnce(t *testing.T) {
+	e := newEnv(t, 1<<30)
+	e.srv.CreateBucket(t, "models")
+	big := s3test.RandomBytes(1, 40<<20)
+	e.srv.Put(t, "models", "m/weights.bin", big)
+	e.srv.Put(t, "models", "m/config.json", []byte(`{"a":1}`))
+	ref := "s3://models/m?source=test"
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	paths := make(chan string, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{Wait: time.Minute}, nil)
+			if err == nil && p.State != agent.StateReady {
+				err = fmt.Errorf("state %s", p.State)
+			}
+			errs <- err
+			paths <- p.Path
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(paths)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var path string
+	for p := range paths {
+		if path != "" && p != path {
+			t.Fatalf("callers got different trees: %s %s", p, path)
+		}
+		path = p
+	}
+	got, err := os.ReadFile(filepath.Join(path, "weights.bin"))
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("weights differ after download (%v)", err)
+	}
+	// Each byte range was asked for exactly once, and no more bytes than the model.
+	for key, n := range e.proxy.GetCounts() {
+		if n != 1 {
+			t.Errorf("%s requested %d times", key, n)
+		}
+	}
+	if sent := e.proxy.BytesSent(); sent != int64(len(big))+7 {
+		t.Errorf("server sent %d bytes, model is %d", sent, len(big)+7)
+	}
+}
+
+func TestBadInputGivesClearErrors(t *testing.T) {
+	e := newEnv(t, 1<<30)
+	e.srv.CreateBucket(t, "models")
+	e.srv.Put(t, "models", "m/a", []byte("x"))
+	ctx := context.Background()
+	cases := []struct {
+		ref   string
+		class error
+		frag  string
+	}{
+		{"s3://models/m?source=nope", agent.ErrInvalid, "nope"},
+		{"not-a-ref", agent.ErrInvalid, "s3://"},
+		{"s3://models/a/../../etc", agent.ErrInvalid, ".."},
+		{"s3://nobucket/m?source=test", agent.ErrNotFound, "nobucket"},
+		{"s3://models/missing?source=test", agent.ErrNotFound, "missing"},
+		{"s3://models/m?source=badcreds", agent.ErrAccessDenied, ""},
+		{"s3://models/m?source=closed", agent.ErrUnreachable, "127.0.0.1:1"},
+	}
+	for _, c := range cases {
+		start := time.Now()
+		_, err := e.client.Ensure(ctx, c.ref, agent.EnsureOptions{Wait: time.Minute}, nil)
+		if !errors.Is(err, c.class) || !strings.Contains(err.Error(), c.frag) {
+			t.Errorf("%s: got %v; want %v mentioning %q", c.ref, err, c.class, c.frag)
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Errorf("%s: took %s to fail", c.ref, time.Since(start))
+		}
+	}
+}
+
+func TestModelLargerThanCapacityFailsCleanly(t *testing.T) {
+	e := newEnv(t, 16<<20)
+	e.srv.CreateBucket(t, "models")
+	e.srv.Put(t, "models", "huge/w.bin", s3test.RandomBytes(2, 20<<20))
+	_, err := e.client.Ensure(context.Background(), "s3://models/huge?source=test", agent.EnsureOptions{Wait: time.Minute}, nil)
+	if !errors.Is(err, agent.ErrNoSpace) || !strings.Contains(err.Error(), "capacity") {
+		t.Fatalf("got %v; want ErrNoSpace naming the capacity", err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(e.root, "ingest")); len(left) != 0 {
+		t.Fatalf("ingest garbage: %v", left)
+	}
+	if e.proxy.BytesSent() > 64<<10 {
+		t.Fatalf("downloaded %d bytes of a model that cannot fit", e.proxy.BytesSent())
+	}
+}
+
+func TestPinEvictAndRevisions(t *testing.T) {
+	e := newEnv(t, 1<<30)
+	e.srv.CreateBucket(t, "models")
+	shared := s3test.RandomBytes(3, 9<<20)
+	e.srv.Put(t, "models", "m/shared.bin", shared)
+	e.srv.Put(t, "models", "m/config.json", []byte("v1"))
+	ctx := context.Background()
+	ref := "s3://models/m?source=test"
+	p1, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{Wait: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second ensure is a hit without any request to S3.
+	before := e.proxy.Requests()
+	if p, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{}, nil); err != nil || !p.Hit {
+		t.Fatalf("second ensure: %+v %v", p, err)
+	}
+	if e.proxy.Requests() != before {
+		t.Fatal("a cache hit talked to S3")
+	}
+	pin, err := e.client.Pin(ctx, ref, "vol-1")
+	if err != nil || pin.Revision != p1.Revision {
+		t.Fatalf("pin: %+v %v", pin, err)
+	}
+	// New revision: only the changed file is fetched.
+	e.srv.Put(t, "models", "m/config.json", []byte("v2"))
+	sent := e.proxy.BytesSent()
+	p2, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{Refresh: true, Wait: time.Minute}, nil)
+	if err != nil || p2.Revision == p1.Revision {
+		t.Fatalf("refresh: %+v %v", p2, err)
+	}
+	if got := e.proxy.BytesSent() - sent; got != 2 {
+		t.Fatalf("second revision fetched %d bytes, want 2", got)
+	}
+	st, err := e.client.Status(ctx)
+	if err != nil || len(st.Models) != 2 || st.SavedBytes != int64(len(shared)) {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	// Evicting the ref keeps the pinned revision and says who holds it.
+	ev, err := e.client.Evict(ctx, ref)
+	if !errors.Is(err, agent.ErrPinned) || !strings.Contains(err.Error(), "vol-1") || len(ev) != 1 || ev[0] != p2.Revision {
+		t.Fatalf("evict: %v %v", ev, err)
+	}
+	if err := e.client.Unpin(ctx, ref, "vol-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Unpin(ctx, ref, "vol-1"); err != nil {
+		t.Fatalf("second unpin not idempotent: %v", err)
+	}
+	if _, err := e.client.Evict(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p1.Path); !os.IsNotExist(err) {
+		t.Fatalf("evicted tree still present: %v", err)
+	}
+}
