@@ -1,0 +1,208 @@
+package fetch
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/smithy-go"
+)
+
+// Error classes. Every error the fetcher returns for an S3 failure is an
+// *Error whose chain holds one of these (errors.Is), so the agent can map it
+// to an API status without parsing messages.
+var (
+	// ErrNotFound: the bucket, the prefix or an object does not exist.
+	ErrNotFound = errors.New("fetch: not found")
+	// ErrAccessDenied: credentials are missing, wrong, expired or lack permission.
+	ErrAccessDenied = errors.New("fetch: access denied")
+	// ErrUnreachable: the endpoint cannot be reached (DNS, refused, timeouts,
+	// TLS) or keeps failing (5xx, broken connections) after every retry.
+	ErrUnreachable = errors.New("fetch: storage unreachable")
+	// ErrChanged: an object changed after it was listed (its ETag no longer
+	// matches). List again and fetch the new revision.
+	ErrChanged = errors.New("fetch: object changed during download")
+	// ErrUnknownSource: the ref names a source the fetcher was not given.
+	ErrUnknownSource = errors.New("fetch: unknown source")
+)
+
+// Error is a failed S3 operation, worded for the engineer who has to fix it:
+//
+//	fetch s3://b/m: bucket "b" does not exist at http://127.0.0.1:7070
+type Error struct {
+	Class  error  // one of the Err* classes; nil if unclassified
+	Bucket string // bucket and key (or prefix) the operation was about
+	Key    string
+	Msg    string // what went wrong, with where
+	Err    error  // the underlying cause (SDK or network error); may be nil
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("fetch s3://%s/%s: %s", e.Bucket, e.Key, e.Msg)
+	if e.Err != nil {
+		s += ": " + causeText(e.Err)
+	}
+	return s
+}
+
+// Unwrap exposes both the class and the cause to errors.Is and errors.As.
+func (e *Error) Unwrap() []error {
+	var errs []error
+	if e.Class != nil {
+		errs = append(errs, e.Class)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+// causeText shortens SDK errors ("operation error S3: GetObject, https
+// response error StatusCode: 403, RequestID: …, api error AccessDenied: …")
+// to their useful part.
+func causeText(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		s := ae.ErrorCode()
+		if m := ae.ErrorMessage(); m != "" {
+			s += ": " + m
+		}
+		var re *awshttp.ResponseError
+		if errors.As(err, &re) {
+			s = fmt.Sprintf("HTTP %d %s", re.HTTPStatusCode(), s)
+			if id := re.ServiceRequestID(); id != "" {
+				s += " (request id " + id + ")"
+			}
+		}
+		return s
+	}
+	var ce *credentialsError
+	if errors.As(err, &ce) {
+		return ce.err.Error()
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Error()
+	}
+	return err.Error()
+}
+
+// credentialsError marks a failure to obtain credentials (an empty default
+// chain, an unreadable key file), which no retry fixes.
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return "get credentials: " + e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
+
+// kind is what the fetcher does with an error.
+type kind struct {
+	class error // Err* class, nil if unknown
+	retry bool  // a later attempt may succeed
+	what  string
+}
+
+// classify decides whether err is worth retrying and which class it is. The
+// rule from the aws-sdk-go-v2 retryer and s5cmd: throttling, server errors
+// and broken connections are retried; a denied, missing or changed object,
+// an unknown host and a bad certificate are not, because repeating the same
+// request cannot change the answer.
+func classify(err error) kind {
+	// Before net.Error: context.DeadlineExceeded also claims to be a timeout.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return kind{nil, false, "cancelled"}
+	}
+	var ce *credentialsError
+	if errors.As(err, &ce) {
+		return kind{ErrAccessDenied, false, "no usable credentials"}
+	}
+	var che *changedError
+	if errors.As(err, &che) {
+		return kind{ErrChanged, false, che.msg}
+	}
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		return kind{nil, false, "unusable answer"}
+	}
+	var ae smithy.APIError
+	code := ""
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	status := 0
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	switch code {
+	case "NoSuchBucket":
+		return kind{ErrNotFound, false, "bucket does not exist"}
+	case "NoSuchKey", "NotFound":
+		return kind{ErrNotFound, false, "object does not exist"}
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+		"TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity", "NotSignedUp":
+		return kind{ErrAccessDenied, false, "access denied"}
+	case "PreconditionFailed":
+		return kind{ErrChanged, false, "object changed since it was listed"}
+	case "InvalidRange":
+		return kind{ErrChanged, false, "object is shorter than when it was listed"}
+	case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+		"InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException":
+		return kind{ErrUnreachable, true, "server busy or failing"}
+	case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
+		return kind{nil, false, "wrong region or endpoint for this bucket"}
+	}
+	switch {
+	case status == 401 || status == 403:
+		return kind{ErrAccessDenied, false, "access denied"}
+	case status == 404:
+		return kind{ErrNotFound, false, "not found"}
+	case status == 412:
+		return kind{ErrChanged, false, "object changed since it was listed"}
+	case status == 416:
+		return kind{ErrChanged, false, "object is shorter than when it was listed"}
+	case status == 429 || status >= 500:
+		return kind{ErrUnreachable, true, "server busy or failing"}
+	case status != 0:
+		return kind{nil, false, "request refused"}
+	}
+
+	// No HTTP response: the network.
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return kind{ErrUnreachable, !dns.IsNotFound, "cannot resolve the endpoint's host"}
+	}
+	var x509err x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &x509err) || errors.As(err, &hostErr) || errors.As(err, &invalid) {
+		return kind{ErrUnreachable, false, "cannot verify the endpoint's TLS certificate"}
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		// Refused or unroutable: retried a few times (a restarting server,
+		// a load balancer blip), which costs about a second and a half.
+		return kind{ErrUnreachable, true, "cannot connect"}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return kind{ErrUnreachable, true, "timed out"}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNREFUSED) {
+		return kind{ErrUnreachable, true, "connection broken"}
+	}
+	return kind{nil, false, "request failed"}
+}
+
+func apiCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}

@@ -1,0 +1,289 @@
+package fetch
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Store is where Fetch writes: *cache.Store and *cache.Reservation satisfy
+// it. Lifecycle of what it returns: an Ingest is written (WriteAt, MarkLeaf)
+// by any number of workers, then exactly one of Commit or Close is called —
+// Close on failure, so a later Fetch resumes from the leaves it holds.
+type Store interface {
+	// LookupETag returns the digest of held content with this ETag and size.
+	LookupETag(etag string, size int64) (model.Digest, bool)
+	// OpenIngest creates or resumes the ingest for key; ErrLocked if open.
+	OpenIngest(key cache.IngestKey) (*cache.Ingest, error)
+}
+
+// Stats says where a model's bytes came from in one Fetch.
+type Stats struct {
+	BytesFetched int64 // downloaded by this call
+	BytesResumed int64 // already held by ingests an earlier run left
+	BytesDeduped int64 // in files the store already held (same ETag and size)
+	FilesFetched int   // committed by this call (resumed and empty files too)
+	FilesDeduped int   // not downloaded: held already, or a duplicate within the model
+	Retries      int64 // requests retried after a transient failure
+}
+
+// Fetch downloads every file of m (from List) into store and returns m with
+// every Digest filled. Files the store holds are not downloaded; partly
+// downloaded ones resume. progress, if not nil, is called (from many
+// goroutines) with each number of bytes that became available: held and
+// resumed bytes at the start, then bytes as they are written, so its sum
+// reaches m.Size() on success.
+//
+// On the first failure the other downloads stop, open ingests are closed
+// (kept for a resume) and that error is returned; if ctx ends, ctx.Err().
+// Stats are valid in every case.
+func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store Store, progress func(n int64)) (*model.Manifest, Stats, error) {
+	if m == nil {
+		return nil, Stats{}, errors.New("fetch: nil manifest")
+	}
+	if want := ref.Location().String(); m.Ref != want {
+		return nil, Stats{}, fmt.Errorf("fetch: manifest is for %s, not %s", m.Ref, want)
+	}
+	t, err := f.target(ctx, ref)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	if progress == nil {
+		progress = func(int64) {}
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := &model.Manifest{Ref: m.Ref, Files: slices.Clone(m.Files)}
+	r := &run{f: f, t: t, ctx: ctx, cancel: cancel, bucket: ref.Bucket, prefix: ref.Prefix,
+		store: store, out: out, progress: progress}
+	r.work(f.concurrency)
+	st := r.stats()
+	switch {
+	case r.err != nil:
+		return nil, st, r.err
+	case parent.Err() != nil:
+		return nil, st, parent.Err()
+	case !out.Complete():
+		return nil, st, fmt.Errorf("fetch: internal error: %s finished without every digest", m.Ref)
+	}
+	return out, st, nil
+}
+
+// run is the state of one Fetch.
+type run struct {
+	f        *Fetcher
+	t        *target
+	ctx      context.Context
+	cancel   context.CancelFunc
+	bucket   string
+	prefix   string
+	store    Store
+	out      *model.Manifest
+	progress func(int64)
+
+	fetched, resumed, deduped, retries atomic.Int64
+	filesFetched, filesDeduped         atomic.Int64
+
+	mu   sync.Mutex
+	err  error              // the first failure
+	open map[*file]struct{} // ingests not yet committed
+}
+
+// file is one file being downloaded.
+type file struct {
+	idx  int // in out.Files
+	key  string
+	meta model.File
+	ing  *cache.Ingest
+	left atomic.Int32 // parts still to finish
+}
+
+// part is a run of consecutive pending leaves fetched with one ranged GET.
+type part struct {
+	file     *file
+	leaf     int // first leaf
+	off, end int64
+}
+
+func (r *run) stats() Stats {
+	return Stats{BytesFetched: r.fetched.Load(), BytesResumed: r.resumed.Load(), BytesDeduped: r.deduped.Load(),
+		FilesFetched: int(r.filesFetched.Load()), FilesDeduped: int(r.filesDeduped.Load()), Retries: r.retries.Load()}
+}
+
+// fail records the first error and stops the run. Errors that are only the
+// echo of that stop (context.Canceled in other workers) are dropped.
+func (r *run) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil || r.ctx.Err() != nil {
+		return
+	}
+	r.err = err
+	r.cancel()
+}
+
+// work feeds the parts of every file to n workers. Files are opened as the
+// feed reaches them, so at most about n ingests (and 2n descriptors) are open
+// whatever the number of files. Largest files go first: the tail of the
+// download is then small files, not one big file on one connection.
+func (r *run) work(n int) {
+	parts := make(chan *part)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			buf := make([]byte, bufferSize) // per worker: memory is n × 1 MiB
+			for p := range parts {
+				if r.ctx.Err() == nil {
+					r.fetchPart(p, buf)
+				}
+			}
+		})
+	}
+	r.open = map[*file]struct{}{}
+	order := make([]int, len(r.out.Files))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(r.out.Files[b].Size, r.out.Files[a].Size) })
+	// The same content twice in one model (same ETag and size) is fetched
+	// once; the copies take its digest at the end.
+	first := map[cache.IngestKey]int{}
+	dups := map[int]int{}
+	var locked []int
+	for _, i := range order {
+		if r.ctx.Err() != nil {
+			break
+		}
+		fm := r.out.Files[i]
+		if fm.ETag != "" {
+			k := cache.IngestKey{ETag: fm.ETag, Size: fm.Size}
+			if j, ok := first[k]; ok {
+				dups[i] = j
+				continue
+			}
+			first[k] = i
+		}
+		if !r.schedule(i, parts) {
+			locked = append(locked, i)
+		}
+	}
+	// Held by another download in this agent (another model with the same
+	// file): wait for it, then it is either held (dedup) or ours to resume.
+	for _, i := range locked {
+		for delay := 50 * time.Millisecond; r.ctx.Err() == nil && !r.schedule(i, parts); delay = min(2*delay, time.Second) {
+			select {
+			case <-time.After(delay):
+			case <-r.ctx.Done():
+			}
+		}
+	}
+	close(parts)
+	wg.Wait()
+	for fl := range r.open {
+		if err := fl.ing.Close(); err != nil {
+			r.f.log.Warn("close ingest", "key", fl.key, "err", err)
+		}
+	}
+	if r.err != nil || r.ctx.Err() != nil {
+		return
+	}
+	for i, j := range dups {
+		r.out.Files[i].Digest = r.out.Files[j].Digest
+		r.filesDeduped.Add(1)
+		r.deduped.Add(r.out.Files[i].Size)
+		r.progress(r.out.Files[i].Size)
+	}
+}
+
+// schedule handles file i: done at once if the store holds it, empty or
+// fully resumed; otherwise its parts are sent to the workers. It returns
+// false if another download holds the file's ingest.
+func (r *run) schedule(i int, parts chan<- *part) bool {
+	fm := r.out.Files[i]
+	key := r.prefix + "/" + fm.Path
+	if r.prefix == "" {
+		key = fm.Path
+	}
+	if d, ok := r.store.LookupETag(fm.ETag, fm.Size); ok && (fm.Digest == "" || fm.Digest == d) {
+		r.out.Files[i].Digest = d
+		r.filesDeduped.Add(1)
+		r.deduped.Add(fm.Size)
+		r.progress(fm.Size)
+		return true
+	}
+	ing, err := r.store.OpenIngest(cache.IngestKey{Origin: r.t.endpoint + "/" + r.bucket + "/" + key, ETag: fm.ETag, Size: fm.Size})
+	if errors.Is(err, cache.ErrLocked) {
+		return false
+	}
+	if err != nil {
+		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, key, err))
+		return true
+	}
+	fl := &file{idx: i, key: key, meta: fm, ing: ing}
+	r.mu.Lock()
+	r.open[fl] = struct{}{}
+	r.mu.Unlock()
+	if held := ing.HeldBytes(); held > 0 {
+		r.resumed.Add(held)
+		r.progress(held)
+	}
+	ps := r.plan(fl, ing.Pending())
+	if len(ps) == 0 { // empty, or every leaf resumed
+		r.commit(fl)
+		return true
+	}
+	fl.left.Store(int32(len(ps)))
+	for _, p := range ps {
+		select {
+		case parts <- p:
+		case <-r.ctx.Done():
+			return true
+		}
+	}
+	return true
+}
+
+// plan groups consecutive pending leaves into parts of at most partSize.
+func (r *run) plan(fl *file, pending []int) []*part {
+	per := int(r.f.partSize / model.LeafSize)
+	var ps []*part
+	for i := 0; i < len(pending); {
+		j := i + 1
+		for j < len(pending) && j-i < per && pending[j] == pending[j-1]+1 {
+			j++
+		}
+		off, _ := model.LeafRange(fl.meta.Size, pending[i])
+		lastOff, lastN := model.LeafRange(fl.meta.Size, pending[j-1])
+		ps = append(ps, &part{file: fl, leaf: pending[i], off: off, end: lastOff + lastN})
+		i = j
+	}
+	return ps
+}
+
+// commit seals a fully written file into the store. After the run was
+// stopped it is left to Close instead: a commit fsyncs the whole file, and
+// a stopping agent should not wait for that; the next run commits at once.
+func (r *run) commit(fl *file) {
+	if r.ctx.Err() != nil {
+		return
+	}
+	r.mu.Lock()
+	delete(r.open, fl)
+	r.mu.Unlock()
+	d, err := fl.ing.Commit(fl.meta.Digest)
+	if err != nil {
+		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, fl.key, err))
+		return
+	}
+	r.out.Files[fl.idx].Digest = d
+	r.filesFetched.Add(1)
+}

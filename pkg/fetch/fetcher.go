@@ -1,0 +1,319 @@
+// Package fetch downloads models from S3 and S3-compatible servers into the
+// content store: it lists a model's objects into a manifest, then fetches
+// every file with parallel ranged GETs (across files and within large ones)
+// into resumable cache ingests, hashing each leaf while it streams.
+package fetch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Defaults. 16 ranged GETs of 16 MiB keep a 25 Gbit/s link busy against S3
+// (the aws-sdk-go-v2 downloader's and rclone's tuned settings) while holding
+// only 16 × 1 MiB of buffers.
+const (
+	DefaultConcurrency  = 16
+	DefaultPartSize     = 2 * model.LeafSize
+	DefaultMaxAttempts  = 5
+	DefaultStallTimeout = 30 * time.Second
+	bufferSize          = 1 << 20
+)
+
+// Fetcher lists and downloads models. Create it with New; it is safe for
+// concurrent use and holds no per-download state.
+type Fetcher struct {
+	sources      map[string]Source
+	concurrency  int
+	partSize     int64
+	maxAttempts  int
+	backoff      time.Duration // first retry delay; doubles up to maxBackoff
+	maxBackoff   time.Duration
+	stallTimeout time.Duration
+	log          *slog.Logger
+	http         aws.HTTPClient
+
+	mu         sync.Mutex
+	clients    map[string]*target // by source, endpoint, region
+	defaultCfg *aws.Config        // AWS default chain, loaded on first use
+}
+
+// Option configures a Fetcher.
+type Option func(*Fetcher)
+
+// WithConcurrency sets how many ranged GETs run at once per Fetch (default 16).
+func WithConcurrency(n int) Option { return func(f *Fetcher) { f.concurrency = n } }
+
+// WithPartSize sets the size of each ranged GET, a positive multiple of
+// model.LeafSize (default 16 MiB); 0 keeps the default.
+func WithPartSize(n int64) Option {
+	return func(f *Fetcher) {
+		if n != 0 {
+			f.partSize = n
+		}
+	}
+}
+
+// WithMaxAttempts bounds the attempts per request, the first included
+// (default 5; 1 disables retries).
+func WithMaxAttempts(n int) Option { return func(f *Fetcher) { f.maxAttempts = n } }
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(f *Fetcher) { f.log = l } }
+
+// WithHTTPClient replaces the tuned HTTP client (tests, proxies).
+func WithHTTPClient(c aws.HTTPClient) Option { return func(f *Fetcher) { f.http = c } }
+
+// WithStallTimeout fails (and retries) a request whose connection delivers
+// no byte for d (default 30s).
+func WithStallTimeout(d time.Duration) Option { return func(f *Fetcher) { f.stallTimeout = d } }
+
+// New returns a Fetcher for the named sources. Refs without a source use the
+// AWS default credential chain with the ref's endpoint and region.
+func New(sources map[string]Source, opts ...Option) (*Fetcher, error) {
+	f := &Fetcher{sources: map[string]Source{}, concurrency: DefaultConcurrency, partSize: DefaultPartSize,
+		maxAttempts: DefaultMaxAttempts, backoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second,
+		stallTimeout: DefaultStallTimeout, clients: map[string]*target{}}
+	for name, s := range sources {
+		var r model.Ref
+		if err := r.SetOption("source", name); err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		if err := s.Validate(); err != nil {
+			return nil, fmt.Errorf("fetch: source %q: %w", name, err)
+		}
+		f.sources[name] = s
+	}
+	for _, o := range opts {
+		o(f)
+	}
+	switch {
+	case f.concurrency < 1:
+		return nil, fmt.Errorf("fetch: concurrency %d: want at least 1", f.concurrency)
+	case f.partSize <= 0 || f.partSize%model.LeafSize != 0:
+		return nil, fmt.Errorf("fetch: part size %d: want a positive multiple of %d (the digest leaf)", f.partSize, model.LeafSize)
+	case f.maxAttempts < 1:
+		return nil, fmt.Errorf("fetch: max attempts %d: want at least 1", f.maxAttempts)
+	case f.stallTimeout <= 0:
+		return nil, fmt.Errorf("fetch: stall timeout %s: want > 0", f.stallTimeout)
+	}
+	if f.log == nil {
+		f.log = slog.Default()
+	}
+	if f.http == nil {
+		f.http = newHTTPClient(f.concurrency, f.stallTimeout)
+	}
+	return f, nil
+}
+
+// newHTTPClient tunes the SDK's buildable client (which keeps AWS_CA_BUNDLE
+// working) for a few long parallel downloads instead of many small calls.
+func newHTTPClient(concurrency int, stall time.Duration) *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().
+		WithTransportOptions(func(tr *http.Transport) {
+			// Every worker keeps its connection between parts (plus one for a
+			// listing); the default of 10 idle per host would make the rest
+			// reconnect for every part.
+			tr.MaxIdleConns = max(100, 2*concurrency)
+			tr.MaxIdleConnsPerHost = 2 * concurrency
+			// Weights do not compress, and transparent gzip would hide the
+			// byte counts ranged GETs depend on.
+			tr.DisableCompression = true
+			// Bigger socket buffers mean fewer read syscalls per GB.
+			tr.ReadBufferSize = 256 << 10
+			tr.WriteBufferSize = 64 << 10
+			// One TCP connection per ranged GET: HTTP/2 would multiplex every
+			// part through one connection and one congestion window.
+			tr.ForceAttemptHTTP2 = false
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			tr.ResponseHeaderTimeout = stall
+		}).
+		WithDialerOptions(func(d *net.Dialer) {
+			d.Timeout = 10 * time.Second
+			d.KeepAlive = 30 * time.Second
+		}).
+		// A connection that delivers nothing for this long is broken; the
+		// part is retried from its last byte.
+		WithReadTimeout(stall)
+}
+
+// target is one S3 client and what to say about it in errors.
+type target struct {
+	client   *s3.Client
+	endpoint string // shown in messages and used in ingest origins
+	creds    string // "source \"x\" (static keys)", never the keys
+}
+
+// target returns the (cached) client for ref: one per source, endpoint and
+// region, so connections are pooled across downloads.
+func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
+	src, named := f.sources[ref.Source]
+	if ref.Source != "" && !named {
+		return nil, &Error{Class: ErrUnknownSource, Bucket: ref.Bucket, Key: ref.Prefix,
+			Msg: fmt.Sprintf("source %q is not in the agent's sources file (%s)", ref.Source, sourceNames(f.sources))}
+	}
+	endpoint, region, pathStyle := ref.Endpoint, ref.Region, ref.Endpoint != ""
+	if named {
+		// A source's credentials go to its own endpoint only: a ref must not
+		// be able to send them (or requests signed with them) elsewhere.
+		if ref.Endpoint != "" && ref.Endpoint != src.Endpoint {
+			return nil, &Error{Class: model.ErrInvalidRef, Bucket: ref.Bucket, Key: ref.Prefix,
+				Msg: fmt.Sprintf("endpoint %s differs from source %q's endpoint %q; drop one of them", ref.Endpoint, ref.Source, src.Endpoint)}
+		}
+		endpoint, pathStyle = src.Endpoint, src.PathStyle
+		if region == "" {
+			region = src.Region
+		}
+	}
+	key := ref.Source + "\x00" + endpoint + "\x00" + region
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.clients[key]; ok {
+		return t, nil
+	}
+	var cfg aws.Config
+	t := &target{endpoint: endpoint}
+	if named && src.credentialsProvider() != nil {
+		cfg = aws.Config{Credentials: src.credentialsProvider(), HTTPClient: f.http}
+		t.creds = fmt.Sprintf("source %q (%s)", ref.Source, src.credentialsKind())
+	} else {
+		if f.defaultCfg == nil {
+			c, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(f.http))
+			if err != nil {
+				return nil, fmt.Errorf("fetch: load AWS default configuration: %w", err)
+			}
+			f.defaultCfg = &c
+		}
+		cfg = f.defaultCfg.Copy()
+		cfg.Credentials = chainCredentials{cfg.Credentials}
+		t.creds = "the AWS default credential chain"
+		if named {
+			t.creds = fmt.Sprintf("source %q (AWS default credential chain)", ref.Source)
+		}
+		if region == "" {
+			region = cfg.Region
+		}
+	}
+	if region == "" {
+		region = "us-east-1"
+	}
+	cfg.Region = region
+	if t.endpoint == "" {
+		t.endpoint = "https://s3." + region + ".amazonaws.com"
+	}
+	t.client = s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
+		}
+		o.UsePathStyle = pathStyle
+		// Retries are ours: per part, from the last byte written, and never
+		// for answers a retry cannot change.
+		o.Retryer = aws.NopRetryer{}
+		// Ranged GETs carry no full-object checksum; leaves are hashed anyway.
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.DisableLogOutputChecksumValidationSkipped = true
+	})
+	f.clients[key] = t
+	return t, nil
+}
+
+// chainCredentials marks failures of the default chain (no credentials
+// found, IMDS unreachable) so they are not retried and read as "access denied".
+type chainCredentials struct{ p aws.CredentialsProvider }
+
+func (c chainCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	if c.p == nil {
+		return aws.Credentials{}, &credentialsError{errors.New("no credentials provider")}
+	}
+	v, err := c.p.Retrieve(ctx)
+	if err != nil {
+		return v, &credentialsError{err}
+	}
+	return v, nil
+}
+
+// fail turns an S3 or network error into an *Error that says what to check.
+func (t *target) fail(err error, bucket, key string, attempts int) error {
+	k := classify(err)
+	e := &Error{Class: k.class, Bucket: bucket, Key: key, Err: err}
+	switch {
+	case apiCode(err) == "NoSuchBucket":
+		e.Msg = fmt.Sprintf("bucket %q does not exist at %s", bucket, t.endpoint)
+	case k.class == ErrNotFound:
+		e.Msg = fmt.Sprintf("object does not exist at %s", t.endpoint)
+	case k.class == ErrAccessDenied:
+		e.Msg = fmt.Sprintf("access denied at %s for %s", t.endpoint, t.creds)
+	case k.class == ErrChanged:
+		e.Msg = k.what + "; list the model again"
+	default:
+		e.Msg = fmt.Sprintf("%s: %s", k.what, t.endpoint)
+	}
+	if k.retry && attempts > 1 {
+		e.Msg += fmt.Sprintf(" (after %d attempts)", attempts)
+	}
+	return e
+}
+
+// retry runs op until it succeeds, fails in a way no retry fixes, or has
+// had maxAttempts attempts. progressed (may be nil) reports whether the
+// failed attempt moved forward; such an attempt does not count, so a long
+// transfer over a flaky link keeps going as long as each try gains ground.
+func (f *Fetcher) retry(ctx context.Context, t *target, bucket, key string, op func() error, progressed func() bool, retries *atomic.Int64) error {
+	failures := 0
+	for {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var le *localError
+		if errors.As(err, &le) {
+			return fmt.Errorf("fetch s3://%s/%s: %w", bucket, key, le.err)
+		}
+		if progressed != nil && progressed() {
+			failures = 0
+		}
+		failures++
+		k := classify(err)
+		if !k.retry || failures >= f.maxAttempts {
+			return t.fail(err, bucket, key, failures)
+		}
+		if retries != nil {
+			retries.Add(1)
+		}
+		d := min(f.maxBackoff, f.backoff<<(failures-1))
+		d = d/2 + rand.N(d/2+1) // jitter: parallel workers must not retry in lockstep
+		f.log.Info("retrying S3 request", "bucket", bucket, "key", key, "attempt", failures+1,
+			"in", d.Round(time.Millisecond).String(), "err", causeText(err))
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// localError is a failure on our side (cache write): never retried.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }

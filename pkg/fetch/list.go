@@ -1,0 +1,70 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// List reads every object under ref.Prefix/ into a manifest (without
+// digests). Directory markers are skipped. A key that would land outside the
+// model directory fails the whole listing, naming the key: a model with a
+// hostile file is refused, not partly fetched. An empty or missing prefix is
+// ErrNotFound.
+func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, error) {
+	t, err := f.target(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	prefix := ref.Prefix
+	if prefix != "" {
+		prefix += "/"
+	}
+	var files []model.File
+	var token *string
+	for {
+		var out *s3.ListObjectsV2Output
+		err := f.retry(ctx, t, ref.Bucket, prefix, func() error {
+			var err error
+			out, err = t.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+				Bucket: aws.String(ref.Bucket), Prefix: aws.String(prefix), ContinuationToken: token})
+			return err
+		}, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range out.Contents {
+			key := aws.ToString(o.Key)
+			rel, skip, err := model.RelPath(ref.Prefix, key)
+			if err != nil {
+				return nil, fmt.Errorf("fetch s3://%s/%s: refusing the model: %w", ref.Bucket, prefix, err)
+			}
+			if skip {
+				continue
+			}
+			files = append(files, model.File{Path: rel, Size: aws.ToInt64(o.Size), ETag: strings.Trim(aws.ToString(o.ETag), `"`)})
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			break
+		}
+		if out.NextContinuationToken == nil || aws.ToString(out.NextContinuationToken) == aws.ToString(token) {
+			// A server that says "more" without a new token would loop forever.
+			return nil, fmt.Errorf("fetch s3://%s/%s: listing at %s is truncated but gives no continuation token", ref.Bucket, prefix, t.endpoint)
+		}
+		token = out.NextContinuationToken
+	}
+	if len(files) == 0 {
+		return nil, &Error{Class: ErrNotFound, Bucket: ref.Bucket, Key: prefix,
+			Msg: fmt.Sprintf("prefix %q is empty or missing in bucket %q at %s", prefix, ref.Bucket, t.endpoint)}
+	}
+	m, err := model.NewManifest(ref, files)
+	if err != nil {
+		return nil, fmt.Errorf("fetch s3://%s/%s: %w", ref.Bucket, prefix, err)
+	}
+	return m, nil
+}

@@ -1,0 +1,141 @@
+package fetch
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// leafState follows the byte stream of one part across leaf boundaries and
+// across retries: a retry continues at pos with the hash of the current leaf
+// as it was, so every byte is fetched, written and hashed exactly once.
+type leafState struct {
+	pos     int64 // next byte to write
+	leaf    int   // leaf that pos is in
+	leafEnd int64
+	h       *xxhash.Digest
+}
+
+// fetchPart downloads one part into its file's ingest, retrying transient
+// failures from the last byte written, and commits the file after its last
+// part. Failures stop the run.
+func (r *run) fetchPart(p *part, buf []byte) {
+	fl := p.file
+	off, n := model.LeafRange(fl.meta.Size, p.leaf)
+	st := &leafState{pos: p.off, leaf: p.leaf, leafEnd: off + n, h: xxhash.New()}
+	var start int64
+	get := func() error {
+		start = st.pos
+		return r.get(fl, st, p.end, buf)
+	}
+	if err := r.f.retry(r.ctx, r.t, r.bucket, fl.key, get, func() bool { return st.pos > start }, &r.retries); err != nil {
+		r.fail(err)
+		return
+	}
+	if fl.left.Add(-1) == 0 {
+		r.commit(fl)
+	}
+}
+
+// get is one attempt: GET bytes [st.pos, end) with If-Match on the listed
+// ETag, so a changed object fails instead of mixing two versions in a file.
+func (r *run) get(fl *file, st *leafState, end int64, buf []byte) error {
+	in := &s3.GetObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(fl.key),
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", st.pos, end-1))}
+	if fl.meta.ETag != "" {
+		in.IfMatch = aws.String(`"` + fl.meta.ETag + `"`)
+	}
+	out, err := r.t.client.GetObject(r.ctx, in)
+	if err != nil {
+		return err
+	}
+	defer out.Body.Close()
+	if err := checkResponse(out, st.pos, end, fl.meta); err != nil {
+		return err
+	}
+	for st.pos < end {
+		n, err := io.ReadFull(out.Body, buf[:min(int64(len(buf)), end-st.pos)])
+		if n > 0 {
+			if werr := r.write(fl, st, buf[:n]); werr != nil {
+				return &localError{werr}
+			}
+		}
+		if err != nil {
+			return err // a short body: retried from st.pos
+		}
+	}
+	return nil
+}
+
+// write stores b at st.pos, hashes it into the current leaf and marks every
+// leaf it completes.
+func (r *run) write(fl *file, st *leafState, b []byte) error {
+	if _, err := fl.ing.WriteAt(b, st.pos); err != nil {
+		return err
+	}
+	n := int64(len(b))
+	for len(b) > 0 {
+		k := min(int64(len(b)), st.leafEnd-st.pos)
+		st.h.Write(b[:k])
+		st.pos += k
+		b = b[k:]
+		if st.pos == st.leafEnd {
+			if err := fl.ing.MarkLeaf(st.leaf, st.h.Sum64()); err != nil {
+				return err
+			}
+			st.h.Reset()
+			st.leaf++
+			if st.pos < fl.meta.Size {
+				off, l := model.LeafRange(fl.meta.Size, st.leaf)
+				st.leafEnd = off + l
+			}
+		}
+	}
+	r.fetched.Add(n)
+	r.progress(n)
+	return nil
+}
+
+// checkResponse refuses bytes that are not the ones asked for: a server that
+// ignores Range (or If-Match) would otherwise put the wrong bytes at an
+// offset, or another version's bytes into the file.
+func checkResponse(out *s3.GetObjectOutput, pos, end int64, f model.File) error {
+	if got := strings.Trim(aws.ToString(out.ETag), `"`); got != "" && f.ETag != "" && got != f.ETag {
+		return &changedError{fmt.Sprintf("object changed since it was listed (ETag %q, listed %q)", got, f.ETag)}
+	}
+	cr := aws.ToString(out.ContentRange)
+	if cr == "" {
+		if pos == 0 && end == f.Size {
+			return nil // whole object asked for; a 200 answer is fine
+		}
+		return &protocolError{fmt.Sprintf("server ignored the Range header for bytes %d-%d", pos, end-1)}
+	}
+	// "bytes START-END/TOTAL"
+	spec, total, ok := strings.Cut(strings.TrimPrefix(cr, "bytes "), "/")
+	first, _, ok2 := strings.Cut(spec, "-")
+	s, err1 := strconv.ParseInt(first, 10, 64)
+	if !ok || !ok2 || err1 != nil || s != pos {
+		return &protocolError{fmt.Sprintf("server answered range %q for bytes %d-%d", cr, pos, end-1)}
+	}
+	if t, err := strconv.ParseInt(total, 10, 64); err == nil && t != f.Size {
+		return &changedError{fmt.Sprintf("object is %d bytes, listed as %d", t, f.Size)}
+	}
+	return nil
+}
+
+// changedError: the object is not the one listed. Not retried.
+type changedError struct{ msg string }
+
+func (e *changedError) Error() string { return e.msg }
+
+// protocolError: the server's answer cannot be used. Not retried.
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return e.msg }

@@ -1,0 +1,246 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Source is a named place to read models from: an endpoint and the
+// credentials for it. A ref selects one with ?source=NAME. Its String,
+// GoString and LogValue never show secrets, so a Source can be logged.
+type Source struct {
+	// Endpoint of an S3-compatible server (http(s)://HOST[:PORT]); empty
+	// means AWS S3.
+	Endpoint string
+	// Region of the buckets; empty means the ref's region or us-east-1.
+	Region string
+	// PathStyle puts the bucket in the path (http://host/bucket/key), which
+	// most S3-compatible servers need, instead of the host name.
+	PathStyle bool
+	// Static credentials. Either value may instead come from a file (below).
+	AccessKeyID     string
+	SecretAccessKey string
+	// Files holding the key ID and the secret, e.g. keys of a mounted
+	// Kubernetes Secret. They are re-read every few minutes, so a rotated
+	// Secret takes effect without a restart.
+	AccessKeyIDFile     string
+	SecretAccessKeyFile string
+	// Anonymous sends unsigned requests (public buckets).
+	Anonymous bool
+}
+
+// credentialReload is how long credentials read from files are trusted
+// before the files are read again.
+const credentialReload = 5 * time.Minute
+
+// Validate checks the endpoint and region and that credentials are given
+// exactly one way.
+func (s Source) Validate() error {
+	var r model.Ref
+	if s.Endpoint != "" {
+		if err := r.SetOption("endpoint", s.Endpoint); err != nil {
+			return err
+		}
+	}
+	if s.Region != "" {
+		if err := r.SetOption("region", s.Region); err != nil {
+			return err
+		}
+	}
+	switch {
+	case s.AccessKeyID != "" && s.AccessKeyIDFile != "":
+		return errors.New("both accessKeyID and accessKeyIDFile are set; use one")
+	case s.SecretAccessKey != "" && s.SecretAccessKeyFile != "":
+		return errors.New("both secretAccessKey and secretAccessKeyFile are set; use one")
+	case s.hasKeyID() != s.hasSecret():
+		return errors.New("an access key ID needs a secret access key and the other way round")
+	case s.Anonymous && s.hasKeyID():
+		return errors.New("anonymous is set together with credentials; use one")
+	}
+	return nil
+}
+
+func (s Source) hasKeyID() bool  { return s.AccessKeyID != "" || s.AccessKeyIDFile != "" }
+func (s Source) hasSecret() bool { return s.SecretAccessKey != "" || s.SecretAccessKeyFile != "" }
+
+// credentialsKind describes where credentials come from, without them.
+func (s Source) credentialsKind() string {
+	switch {
+	case s.Anonymous:
+		return "anonymous"
+	case s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "":
+		files := []string{}
+		for _, f := range []string{s.AccessKeyIDFile, s.SecretAccessKeyFile} {
+			if f != "" {
+				files = append(files, f)
+			}
+		}
+		return "keys from " + strings.Join(files, ", ")
+	case s.hasKeyID():
+		return "static keys"
+	}
+	return "AWS default credential chain"
+}
+
+// String shows the source without secrets.
+func (s Source) String() string {
+	ep := s.Endpoint
+	if ep == "" {
+		ep = "AWS S3"
+	}
+	return fmt.Sprintf("{endpoint: %s, region: %q, pathStyle: %t, credentials: %s}", ep, s.Region, s.PathStyle, s.credentialsKind())
+}
+
+// GoString keeps %#v from printing the fields (and the secret).
+func (s Source) GoString() string { return "fetch.Source" + s.String() }
+
+// LogValue is what slog prints for a Source.
+func (s Source) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("endpoint", s.Endpoint), slog.String("region", s.Region),
+		slog.Bool("pathStyle", s.PathStyle), slog.String("credentials", s.credentialsKind()))
+}
+
+// credentialsProvider returns the provider for the source's own credentials,
+// or nil when it uses the default chain.
+func (s Source) credentialsProvider() aws.CredentialsProvider {
+	switch {
+	case s.Anonymous:
+		return aws.AnonymousCredentials{}
+	case s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "":
+		return aws.NewCredentialsCache(fileCredentials{s})
+	case s.hasKeyID():
+		return credentials.NewStaticCredentialsProvider(s.AccessKeyID, s.SecretAccessKey, "")
+	}
+	return nil
+}
+
+// fileCredentials reads keys from files on every refresh.
+type fileCredentials struct{ s Source }
+
+func (f fileCredentials) Retrieve(context.Context) (aws.Credentials, error) {
+	read := func(value, file string) (string, error) {
+		if file == "" {
+			return value, nil
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", &credentialsError{err}
+		}
+		v := string(bytes.TrimSpace(b))
+		if v == "" {
+			return "", &credentialsError{fmt.Errorf("%s is empty", file)}
+		}
+		return v, nil
+	}
+	id, err := read(f.s.AccessKeyID, f.s.AccessKeyIDFile)
+	if err != nil {
+		return aws.Credentials{}, err
+	}
+	secret, err := read(f.s.SecretAccessKey, f.s.SecretAccessKeyFile)
+	if err != nil {
+		return aws.Credentials{}, err
+	}
+	return aws.Credentials{AccessKeyID: id, SecretAccessKey: secret, Source: "modelcache key files",
+		CanExpire: true, Expires: time.Now().Add(credentialReload)}, nil
+}
+
+// sourcesFile is the YAML form; Source itself carries no tags so it cannot
+// be marshalled back out with its secret by accident.
+type sourcesFile struct {
+	Sources map[string]struct {
+		Endpoint            string `yaml:"endpoint"`
+		Region              string `yaml:"region"`
+		PathStyle           bool   `yaml:"pathStyle"`
+		AccessKeyID         string `yaml:"accessKeyID"`
+		SecretAccessKey     string `yaml:"secretAccessKey"`
+		AccessKeyIDFile     string `yaml:"accessKeyIDFile"`
+		SecretAccessKeyFile string `yaml:"secretAccessKeyFile"`
+		Anonymous           bool   `yaml:"anonymous"`
+	} `yaml:"sources"`
+}
+
+// LoadSources reads the agent's sources file:
+//
+//	sources:
+//	  minio:
+//	    endpoint: http://minio.storage:9000
+//	    region: us-east-1
+//	    pathStyle: true
+//	    accessKeyIDFile: /etc/modelcache/minio/access-key     # or accessKeyID: …
+//	    secretAccessKeyFile: /etc/modelcache/minio/secret-key # or secretAccessKey: …
+//	  aws-prod:
+//	    region: eu-west-1        # no keys: the AWS default chain (IRSA, instance profile)
+//
+// Unknown fields are errors (a misspelt key must not silently fall back to
+// other credentials). Relative key file paths are relative to the sources
+// file, and the files must be readable now, so a bad mount fails at start.
+func LoadSources(path string) (map[string]Source, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: read sources file: %w", err)
+	}
+	var sf sourcesFile
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&sf); err != nil && !errors.Is(err, io.EOF) {
+		// yaml.v3 errors name lines, types and fields, not values: no secret
+		// ends up in the message.
+		return nil, fmt.Errorf("fetch: sources file %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	out := make(map[string]Source, len(sf.Sources))
+	for name, y := range sf.Sources {
+		var r model.Ref
+		if err := r.SetOption("source", name); err != nil {
+			return nil, fmt.Errorf("fetch: sources file %s: %w", path, err)
+		}
+		s := Source{Endpoint: strings.TrimSuffix(y.Endpoint, "/"), Region: y.Region, PathStyle: y.PathStyle,
+			AccessKeyID: y.AccessKeyID, SecretAccessKey: y.SecretAccessKey,
+			AccessKeyIDFile: absTo(dir, y.AccessKeyIDFile), SecretAccessKeyFile: absTo(dir, y.SecretAccessKeyFile),
+			Anonymous: y.Anonymous}
+		if err := s.Validate(); err != nil {
+			return nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+		}
+		if s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "" {
+			if _, err := (fileCredentials{s}).Retrieve(context.Background()); err != nil {
+				return nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+			}
+		}
+		out[name] = s
+	}
+	return out, nil
+}
+
+func absTo(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+func sourceNames(m map[string]Source) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "none are configured"
+	}
+	return "configured: " + strings.Join(names, ", ")
+}
