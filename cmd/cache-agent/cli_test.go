@@ -202,12 +202,12 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 		}
 	}
 	// No agent: a clear error, not a hang.
-	out, err := exec.Command(bin, "status", "--socket", filepath.Join(t.TempDir(), "none.sock")).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "not answering") {
-		t.Errorf("status without agent: %v %s", err, out)
+	raw, err := exec.Command(bin, "status", "--socket", filepath.Join(t.TempDir(), "none.sock")).CombinedOutput()
+	if err == nil || !strings.Contains(string(raw), "not answering") {
+		t.Errorf("status without agent: %v %s", err, raw)
 	}
 
-	out, err = n.run("prefetch", "s3://models/tiny?source=test", "--wait")
+	out, err := n.run("prefetch", "s3://models/tiny?source=test", "--wait")
 	if err != nil || !strings.Contains(out, "ready") {
 		t.Fatalf("prefetch: %v %s", err, out)
 	}

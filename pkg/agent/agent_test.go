@@ -3,8 +3,11 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +30,7 @@ type env struct {
 	agent  *agent.Agent
 	client *agent.Client
 	root   string
+	socket string
 }
 
 func newEnv(t *testing.T, capacity int64) *env {
@@ -57,7 +61,7 @@ func newEnv(t *testing.T, capacity int64) *env {
 	done := make(chan struct{})
 	go func() { a.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; a.Close(); store.Close() })
-	return &env{srv: srv, proxy: proxy, store: store, agent: a, client: agent.NewClient(sock), root: root}
+	return &env{srv: srv, proxy: proxy, store: store, agent: a, client: agent.NewClient(sock), root: root, socket: sock}
 }
 
 func TestConcurrentEnsuresDownloadOnce(t *testing.T) {
@@ -198,9 +202,15 @@ func TestPinEvictAndRevisions(t *testing.T) {
 		t.Fatalf("status: %+v %v", st, err)
 	}
 	// Evicting the ref keeps the pinned revision and says who holds it.
-	ev, err := e.client.Evict(ctx, ref)
-	if !errors.Is(err, agent.ErrPinned) || !strings.Contains(err.Error(), "vol-1") || len(ev) != 1 || ev[0] != p2.Revision {
-		t.Fatalf("evict: %v %v", ev, err)
+	_, err = e.client.Evict(ctx, ref)
+	if !errors.Is(err, agent.ErrPinned) || !strings.Contains(err.Error(), "vol-1") || !strings.Contains(err.Error(), "evicted "+p2.Revision) {
+		t.Fatalf("evict: %v", err)
+	}
+	if _, err := os.Stat(p2.Path); !os.IsNotExist(err) {
+		t.Fatalf("unpinned revision not evicted: %v", err)
+	}
+	if _, err := os.Stat(p1.Path); err != nil {
+		t.Fatalf("pinned revision evicted: %v", err)
 	}
 	if err := e.client.Unpin(ctx, ref, "vol-1"); err != nil {
 		t.Fatal(err)
@@ -213,5 +223,35 @@ func TestPinEvictAndRevisions(t *testing.T) {
 	}
 	if _, err := os.Stat(p1.Path); !os.IsNotExist(err) {
 		t.Fatalf("evicted tree still present: %v", err)
+	}
+}
+
+func TestAPIRefusesMalformedRequests(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", e.socket)
+	}}}
+	for _, body := range []string{
+		`{"ref":"s3://models/m","bogus":1}`,
+		`{"ref":`,
+		`{"ref":"s3://models/m"} {"ref":"s3://models/n"}`,
+		`{"ref":"s3://models/m","waitSeconds":-1}`,
+		`{"ref":"` + strings.Repeat("a", 100<<10) + `"}`,
+		`[]`,
+	} {
+		resp, err := hc.Post("http://agent/v1/ensure", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error, Class string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || e.Class != "invalid" || e.Error == "" {
+			t.Errorf("body %.40q: status %d class %q error %q", body, resp.StatusCode, e.Class, e.Error)
+		}
+	}
+	fi, err := os.Stat(e.socket)
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %v (%v), want 0660", fi.Mode(), err)
 	}
 }

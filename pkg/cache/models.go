@@ -262,7 +262,10 @@ func (s *Store) Evict(ref model.Ref, rev string) ([]string, error) {
 	sort.Strings(evicted)
 	if err == nil && len(pinned) > 0 {
 		sort.Strings(pinned)
-		err = fmt.Errorf("%w: %s revisions %s", ErrPinned, ref.Location(), strings.Join(pinned, "; "))
+		err = fmt.Errorf("%w: %s revisions %s kept", ErrPinned, ref.Location(), strings.Join(pinned, "; "))
+		if len(evicted) > 0 {
+			err = fmt.Errorf("%w; evicted %s", err, strings.Join(evicted, ", "))
+		}
 	}
 	return evicted, err
 }
