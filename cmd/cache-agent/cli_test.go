@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +66,8 @@ func (n *node) start(extra ...string) {
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}
-	n.t.Cleanup(func() { n.cmd.Process.Kill(); n.cmd.Wait() })
+	cmd := n.cmd
+	n.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	c := agent.NewClient(n.socket)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c.Healthy(context.Background()) == nil {
@@ -184,7 +188,13 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 	srv.CreateBucket(t, "models")
 	srv.Put(t, "models", "tiny/a.txt", []byte("hello"))
 	n := newNode(t, bin, srv.Endpoint, srv)
-	n.start()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := l.Addr().String()
+	l.Close()
+	n.start("--metrics-addr", metricsAddr)
 
 	for _, c := range []struct {
 		args []string
@@ -220,13 +230,39 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || len(st.Models) != 1 || st.UsedBytes != 5 {
 		t.Fatalf("status json: %v\n%s", err, out)
 	}
+	metrics := httpGet(t, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{"modelcache_fetched_bytes_total 5", `modelcache_ensure_total{result="miss"} 1`,
+		"modelcache_cache_used_bytes 5", "modelcache_cache_capacity_bytes 1.073741824e+09", `modelcache_errors_total{class="not_found"} 1`,
+		`modelcache_fetch_duration_seconds_count{result="ok"} 1`, "modelcache_downloads_in_flight 0"} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if got := httpGet(t, "http://"+metricsAddr+"/healthz"); got != "ok\n" {
+		t.Errorf("healthz: %q", got)
+	}
 	if out, err := n.run("verify"); err != nil || !strings.Contains(out, "verified 1 blobs") {
 		t.Fatalf("verify: %v %s", err, out)
 	}
 	if out, err := n.run("evict", "s3://models/tiny?source=test"); err != nil || !strings.Contains(out, "evicted") {
 		t.Fatalf("evict: %v %s", err, out)
 	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	if err := n.cmd.Wait(); err != nil {
+		t.Errorf("agent did not stop cleanly on SIGTERM: %v\n%s", err, n.log)
+	}
 	if strings.Contains(n.log.String(), srv.SecretKey) {
 		t.Fatal("the agent logged a secret")
 	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
