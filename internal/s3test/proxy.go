@@ -26,6 +26,7 @@ type Proxy struct {
 	srv *httptest.Server
 
 	requests    atomic.Int64
+	inFlight    atomic.Int64
 	objectBytes atomic.Int64
 	totalBytes  atomic.Int64
 	throttle    atomic.Int64 // bytes per second over all responses; 0: none
@@ -78,6 +79,18 @@ func (p *Proxy) Requests() int64 { return p.requests.Load() }
 // BytesSent is the number of object bytes sent: bodies of successful GETs of
 // objects, not listings or error documents.
 func (p *Proxy) BytesSent() int64 { return p.objectBytes.Load() }
+
+// WaitIdle waits until no request is being served (a client that gave up
+// leaves its response being written for a moment), so byte counts are
+// final. It fails the test after timeout.
+func (p *Proxy) WaitIdle(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); p.inFlight.Load() > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("s3test: proxy still serving %d requests after %s", p.inFlight.Load(), timeout)
+		}
+	}
+}
 
 // TotalBytesSent counts every response body byte, listings and errors too.
 func (p *Proxy) TotalBytesSent() int64 { return p.totalBytes.Load() }
@@ -166,6 +179,8 @@ func requestKey(r *http.Request) string {
 
 func (p *Proxy) serve(rp *httputil.ReverseProxy, w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
+	p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
 	object := isObjectGet(r)
 	p.mu.Lock()
 	key := requestKey(r)
@@ -232,6 +247,9 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 		chunk := b[:min(len(b), 32<<10)]
 		if w.limit >= 0 && w.status/100 == 2 {
 			if w.written >= w.limit {
+				// Push out what was written, so the client gets exactly
+				// limit bytes, then break the connection.
+				http.NewResponseController(w.ResponseWriter).Flush()
 				return done, errTruncated
 			}
 			chunk = chunk[:min(int64(len(chunk)), w.limit-w.written)]

@@ -143,7 +143,7 @@ type process struct {
 
 func startProcess(bin, addr, data string) (*process, error) {
 	cmd := exec.Command(bin, "--access", AccessKey, "--secret", SecretKey, "--port", addr,
-		"--region", Region, "--keep-alive", "--quiet", "posix", data)
+		"--region", Region, "--quiet", "posix", data)
 	// The sandbox's AWS_CA_BUNDLE (and any ROOT_*/VGW_* settings) must not
 	// change how the server runs.
 	for _, kv := range os.Environ() {
