@@ -1,0 +1,44 @@
+# modelcache developer targets. Every target works on a fresh clone with Go
+# at /usr/local/go; tools the tests need are installed into ./bin.
+
+export PATH := $(if $(shell command -v go),$(PATH),/usr/local/go/bin:$(PATH))
+
+# Binaries to build; a command whose directory does not exist yet is skipped.
+COMMANDS := cache-agent csi-plugin
+BUILD_CMDS := $(foreach c,$(COMMANDS),$(if $(wildcard cmd/$(c)/*.go),$(c)))
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build tools test verify demo bench clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	@for c in $(BUILD_CMDS); do \
+		echo "go build -o bin/$$c ./cmd/$$c"; \
+		go build -ldflags "$(LDFLAGS)" -o bin/$$c ./cmd/$$c || exit 1; \
+	done
+
+tools:
+	hack/tools.sh
+
+# The tests start bin/versitygw themselves; MODELCACHE_REQUIRE=1 makes them
+# fail instead of skip when a part they need is missing.
+test: tools
+	MODELCACHE_VERSITYGW=$(CURDIR)/bin/versitygw MODELCACHE_REQUIRE=1 \
+		go test -count=1 -timeout 20m ./...
+
+verify:
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+demo:
+	hack/demo.sh
+
+bench:
+	hack/bench.sh
+
+clean:
+	rm -rf bin _output

@@ -1,0 +1,154 @@
+# shellcheck shell=bash
+# Helpers shared by hack/demo.sh and hack/bench.sh: logging, free ports,
+# starting and stopping the processes a script owns. Source it; it sets REPO
+# and BIN and puts Go on PATH.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$REPO/bin
+# A fresh machine has Go at /usr/local/go but maybe not on PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+	PATH=/usr/local/go/bin:$PATH
+fi
+export PATH
+# The sandbox may point AWS_CA_BUNDLE at a file some tools choke on; every
+# endpoint here is plain http on loopback.
+unset AWS_CA_BUNDLE
+
+log() { printf '==> %s\n' "$*"; }
+die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# PIDs this script started; stop_all stops them newest first.
+OWNED_PIDS=()
+
+# port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port prints a port nobody listens on now. Whoever binds it may still
+# lose a race, so callers retry when their server fails to start.
+free_port() {
+	local p
+	for _ in $(seq 50); do
+		p=$((20000 + RANDOM % 40000))
+		if ! port_in_use "$p"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# wait_port PORT PID SECONDS: wait until PORT accepts connections, failing
+# early if PID has exited.
+wait_port() {
+	local port=$1 pid=$2 deadline=$((SECONDS + $3))
+	until port_in_use "$port"; do
+		kill -0 "$pid" 2>/dev/null || return 1
+		((SECONDS < deadline)) || return 1
+		sleep 0.1
+	done
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 10 s; reaps it.
+stop_pid() {
+	local pid=$1
+	kill -0 "$pid" 2>/dev/null || {
+		wait "$pid" 2>/dev/null || true
+		return 0
+	}
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+	local i
+	for ((i = ${#OWNED_PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pid "${OWNED_PIDS[i]}"
+	done
+	OWNED_PIDS=()
+}
+
+# forget_pid PID: drop a PID stopped by hand from OWNED_PIDS.
+forget_pid() {
+	local keep=() p
+	for p in "${OWNED_PIDS[@]}"; do
+		[[ $p == "$1" ]] || keep+=("$p")
+	done
+	OWNED_PIDS=("${keep[@]}")
+}
+
+S3_ACCESS=testkey
+S3_SECRET=testsecret
+
+# start_versitygw DATA_DIR LOG: runs versitygw's posix backend on a free
+# loopback port; sets VGW_PORT, VGW_PID, VGW_ENDPOINT.
+start_versitygw() {
+	local data=$1 logf=$2
+	mkdir -p "$data"
+	for _ in 1 2 3 4 5; do
+		VGW_PORT=$(free_port)
+		"$BIN/versitygw" --access "$S3_ACCESS" --secret "$S3_SECRET" --region us-east-1 \
+			--port "127.0.0.1:$VGW_PORT" posix "$data" >>"$logf" 2>&1 &
+		VGW_PID=$!
+		OWNED_PIDS+=("$VGW_PID")
+		if wait_port "$VGW_PORT" "$VGW_PID" 20; then
+			VGW_ENDPOINT=http://127.0.0.1:$VGW_PORT
+			return 0
+		fi
+		stop_pid "$VGW_PID"
+		forget_pid "$VGW_PID"
+	done
+	tail -n 20 "$logf" >&2
+	die "versitygw did not start (log: $logf)"
+}
+
+# write_sources FILE: the agent's sources file naming the versitygw as "local".
+write_sources() {
+	cat >"$1" <<YAML
+sources:
+  local:
+    endpoint: $VGW_ENDPOINT
+    region: us-east-1
+    pathStyle: true
+    accessKeyID: $S3_ACCESS
+    secretAccessKey: $S3_SECRET
+YAML
+}
+
+# build_agent: builds bin/cache-agent unless CACHE_AGENT names a binary to
+# use instead; sets CACHE_AGENT.
+build_agent() {
+	if [[ -n ${CACHE_AGENT:-} ]]; then
+		[[ -x $CACHE_AGENT ]] || die "CACHE_AGENT=$CACHE_AGENT is not executable"
+		return 0
+	fi
+	[[ -d $REPO/cmd/cache-agent ]] || die "cmd/cache-agent does not exist yet"
+	(cd "$REPO" && go build -o bin/cache-agent ./cmd/cache-agent) || die "building cache-agent failed"
+	CACHE_AGENT=$BIN/cache-agent
+}
+
+# start_agent CACHE_DIR SOCKET CAPACITY SOURCES LOG: runs `cache-agent serve`
+# and waits until it answers on its socket; sets AGENT_PID.
+start_agent() {
+	local dir=$1 sock=$2 capacity=$3 sources=$4 logf=$5 mport
+	mport=$(free_port)
+	"$CACHE_AGENT" serve --cache-dir "$dir" --socket "$sock" --metrics-addr "127.0.0.1:$mport" \
+		--capacity "$capacity" --sources-file "$sources" >>"$logf" 2>&1 &
+	AGENT_PID=$!
+	OWNED_PIDS+=("$AGENT_PID")
+	local deadline=$((SECONDS + 30))
+	until "$CACHE_AGENT" status --socket "$sock" >/dev/null 2>&1; do
+		if ! kill -0 "$AGENT_PID" 2>/dev/null || ((SECONDS >= deadline)); then
+			tail -n 20 "$logf" >&2
+			die "cache-agent did not start (log: $logf)"
+		fi
+		sleep 0.1
+	done
+}
