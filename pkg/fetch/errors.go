@@ -126,7 +126,7 @@ func classify(err error) kind {
 	}
 	var pe *protocolError
 	if errors.As(err, &pe) {
-		return kind{nil, false, "unusable answer"}
+		return kind{nil, false, "unusable answer from %s"}
 	}
 	var ae smithy.APIError
 	code := ""
@@ -144,7 +144,8 @@ func classify(err error) kind {
 	case "NoSuchKey", "NotFound":
 		return kind{ErrNotFound, false, "object does not exist"}
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-		"TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity", "NotSignedUp":
+		"TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity", "NotSignedUp",
+		"XAdminUserNotFound": // versitygw's (404) answer for an unknown access key
 		return kind{ErrAccessDenied, false, "access denied"}
 	case "PreconditionFailed":
 		return kind{ErrChanged, false, "object changed since it was listed"}
@@ -152,9 +153,9 @@ func classify(err error) kind {
 		return kind{ErrChanged, false, "object is shorter than when it was listed"}
 	case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
 		"InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException":
-		return kind{ErrUnreachable, true, "server busy or failing"}
+		return kind{ErrUnreachable, true, "server busy or failing at %s"}
 	case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
-		return kind{nil, false, "wrong region or endpoint for this bucket"}
+		return kind{nil, false, "wrong region or endpoint %s for this bucket"}
 	}
 	switch {
 	case status == 401 || status == 403:
@@ -166,37 +167,37 @@ func classify(err error) kind {
 	case status == 416:
 		return kind{ErrChanged, false, "object is shorter than when it was listed"}
 	case status == 429 || status >= 500:
-		return kind{ErrUnreachable, true, "server busy or failing"}
+		return kind{ErrUnreachable, true, "server busy or failing at %s"}
 	case status != 0:
-		return kind{nil, false, "request refused"}
+		return kind{nil, false, "request refused by %s"}
 	}
 
 	// No HTTP response: the network.
 	var dns *net.DNSError
 	if errors.As(err, &dns) {
-		return kind{ErrUnreachable, !dns.IsNotFound, "cannot resolve the endpoint's host"}
+		return kind{ErrUnreachable, !dns.IsNotFound, "cannot resolve the host of %s"}
 	}
 	var x509err x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	if errors.As(err, &x509err) || errors.As(err, &hostErr) || errors.As(err, &invalid) {
-		return kind{ErrUnreachable, false, "cannot verify the endpoint's TLS certificate"}
+		return kind{ErrUnreachable, false, "cannot verify the TLS certificate of %s"}
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		// Refused or unroutable: retried a few times (a restarting server,
 		// a load balancer blip), which costs about a second and a half.
-		return kind{ErrUnreachable, true, "cannot connect"}
+		return kind{ErrUnreachable, true, "cannot connect to %s"}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return kind{ErrUnreachable, true, "timed out"}
+		return kind{ErrUnreachable, true, "timed out talking to %s"}
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNREFUSED) {
-		return kind{ErrUnreachable, true, "connection broken"}
+		return kind{ErrUnreachable, true, "connection to %s keeps breaking"}
 	}
-	return kind{nil, false, "request failed"}
+	return kind{nil, false, "request to %s failed"}
 }
 
 func apiCode(err error) string {

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,17 +254,25 @@ func (c chainCredentials) Retrieve(ctx context.Context) (aws.Credentials, error)
 func (t *target) fail(err error, bucket, key string, attempts int) error {
 	k := classify(err)
 	e := &Error{Class: k.class, Bucket: bucket, Key: key, Err: err}
+	var che *changedError
+	var ce *credentialsError
 	switch {
+	case errors.As(err, &ce):
+		e.Msg = fmt.Sprintf("no usable credentials from %s for %s", t.creds, t.endpoint)
 	case apiCode(err) == "NoSuchBucket":
 		e.Msg = fmt.Sprintf("bucket %q does not exist at %s", bucket, t.endpoint)
 	case k.class == ErrNotFound:
 		e.Msg = fmt.Sprintf("object does not exist at %s", t.endpoint)
 	case k.class == ErrAccessDenied:
 		e.Msg = fmt.Sprintf("access denied at %s for %s", t.endpoint, t.creds)
+	case errors.As(err, &che):
+		e.Msg, e.Err = che.msg+"; list the model again", nil // the cause is the message
 	case k.class == ErrChanged:
 		e.Msg = k.what + "; list the model again"
+	case strings.Contains(k.what, "%s"):
+		e.Msg = fmt.Sprintf(k.what, t.endpoint)
 	default:
-		e.Msg = fmt.Sprintf("%s: %s", k.what, t.endpoint)
+		e.Msg = k.what
 	}
 	if k.retry && attempts > 1 {
 		e.Msg += fmt.Sprintf(" (after %d attempts)", attempts)

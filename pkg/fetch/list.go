@@ -29,7 +29,7 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, err
 	var token *string
 	for {
 		var out *s3.ListObjectsV2Output
-		err := f.retry(ctx, t, ref.Bucket, prefix, func() error {
+		err := f.retry(ctx, t, ref.Bucket, ref.Prefix, func() error {
 			var err error
 			out, err = t.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
 				Bucket: aws.String(ref.Bucket), Prefix: aws.String(prefix), ContinuationToken: token})
@@ -42,7 +42,7 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, err
 			key := aws.ToString(o.Key)
 			rel, skip, err := model.RelPath(ref.Prefix, key)
 			if err != nil {
-				return nil, fmt.Errorf("fetch s3://%s/%s: refusing the model: %w", ref.Bucket, prefix, err)
+				return nil, fmt.Errorf("fetch s3://%s/%s: refusing the model: %w", ref.Bucket, ref.Prefix, err)
 			}
 			if skip {
 				continue
@@ -54,17 +54,17 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, err
 		}
 		if out.NextContinuationToken == nil || aws.ToString(out.NextContinuationToken) == aws.ToString(token) {
 			// A server that says "more" without a new token would loop forever.
-			return nil, fmt.Errorf("fetch s3://%s/%s: listing at %s is truncated but gives no continuation token", ref.Bucket, prefix, t.endpoint)
+			return nil, fmt.Errorf("fetch s3://%s/%s: listing at %s is truncated but gives no continuation token", ref.Bucket, ref.Prefix, t.endpoint)
 		}
 		token = out.NextContinuationToken
 	}
 	if len(files) == 0 {
-		return nil, &Error{Class: ErrNotFound, Bucket: ref.Bucket, Key: prefix,
-			Msg: fmt.Sprintf("prefix %q is empty or missing in bucket %q at %s", prefix, ref.Bucket, t.endpoint)}
+		return nil, &Error{Class: ErrNotFound, Bucket: ref.Bucket, Key: ref.Prefix,
+			Msg: fmt.Sprintf("prefix %q is empty or missing in bucket %q at %s", ref.Prefix, ref.Bucket, t.endpoint)}
 	}
 	m, err := model.NewManifest(ref, files)
 	if err != nil {
-		return nil, fmt.Errorf("fetch s3://%s/%s: %w", ref.Bucket, prefix, err)
+		return nil, fmt.Errorf("fetch s3://%s/%s: %w", ref.Bucket, ref.Prefix, err)
 	}
 	return m, nil
 }
