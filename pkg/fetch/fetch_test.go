@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/modelcache/modelcache/internal/s3test"
+	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -163,6 +165,11 @@ func TestMaliciousKeysFailTheListing(t *testing.T) {
 			srv.Put(t, "evil", "m/good.txt", []byte("fine"))
 			srv.Put(t, "evil", c.key, []byte("pwned"))
 			root := t.TempDir()
+			store, err := cache.Open(root, cache.Options{Capacity: 1 << 30})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
 			f, err := fetch.New(map[string]fetch.Source{"fake": {Endpoint: srv.Endpoint, PathStyle: true,
 				AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey}})
 			if err != nil {
@@ -172,10 +179,44 @@ func TestMaliciousKeysFailTheListing(t *testing.T) {
 			if !errors.Is(err, model.ErrUnsafeKey) || !strings.Contains(err.Error(), fmt.Sprintf("%q", c.key)) {
 				t.Fatalf("got %v, %v; want ErrUnsafeKey naming %q", m, err, c.key)
 			}
-			if !dirEmpty(t, root) {
-				t.Fatal("something was written")
+			// The agent's order is List, then Fetch: a refused listing gives
+			// nothing to fetch, so nothing reaches the store.
+			for _, d := range []string{"ingest", "blobs/" + model.DigestAlgorithm, "models"} {
+				if !dirEmpty(t, filepath.Join(root, d)) {
+					t.Fatalf("%s is not empty", d)
+				}
 			}
 		})
+	}
+}
+
+func TestListSkipsDirectoryMarkersAndServesWholeBuckets(t *testing.T) {
+	srv := s3test.StartFake(t)
+	srv.CreateBucket(t, "bucket")
+	srv.Put(t, "bucket", "m/", nil)
+	srv.Put(t, "bucket", "m/dir/", nil)
+	srv.Put(t, "bucket", "m/dir/a", []byte("a"))
+	srv.Put(t, "bucket", "top", []byte("t"))
+	f, err := fetch.New(map[string]fetch.Source{"fake": {Endpoint: srv.Endpoint, PathStyle: true,
+		AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ref, want := range map[string][]string{
+		"s3://bucket/m?source=fake": {"dir/a"},
+		"s3://bucket?source=fake":   {"m/dir/a", "top"},
+	} {
+		m, err := f.List(context.Background(), mustRef(t, ref))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, fl := range m.Files {
+			got = append(got, fl.Path)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: listed %q, want %q", ref, got, want)
+		}
 	}
 }
 
@@ -287,5 +328,46 @@ func TestPersistentServerErrorsGiveUp(t *testing.T) {
 	}
 	if dirEmpty(t, filepath.Join(e.root, "ingest")) {
 		t.Fatal("the failed ingest was not kept for a resume")
+	}
+}
+
+// Two models holding the same object content, fetched at once: the second
+// waits for the first's ingest instead of failing, then takes its blob.
+func TestConcurrentFetchesShareAFile(t *testing.T) {
+	e := newEnv(t)
+	shared := s3test.RandomBytes(8, 24<<20)
+	e.putAll(t, "models", map[string][]byte{"a/w.bin": shared, "b/w.bin": shared, "b/c.json": []byte("{}")})
+	f := e.fetcher(t)
+	refA, refB := mustRef(t, "s3://models/a?source=test"), mustRef(t, "s3://models/b?source=test")
+	mA, err := f.List(context.Background(), refA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mB, err := f.List(context.Background(), refB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.SetThrottle(48 << 20)
+	started := make(chan struct{})
+	var once sync.Once
+	errA := make(chan error, 1)
+	go func() {
+		_, _, err := f.Fetch(context.Background(), refA, mA, e.store, func(int64) { once.Do(func() { close(started) }) })
+		errA <- err
+	}()
+	<-started
+	fullB, stB, err := f.Fetch(context.Background(), refB, mB, e.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errA; err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, e.store, fullB, map[string][]byte{"w.bin": shared, "c.json": []byte("{}")})
+	if stB.FilesDeduped != 1 || stB.FilesFetched != 1 {
+		t.Errorf("second model: %+v", stB)
+	}
+	if sent := e.proxy.BytesSent(); sent != int64(len(shared))+2 {
+		t.Errorf("server sent %d bytes, want %d", sent, len(shared)+2)
 	}
 }

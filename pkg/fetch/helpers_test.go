@@ -65,7 +65,7 @@ func (e *env) putAll(t *testing.T, bucket string, objects map[string][]byte) {
 	wg.Wait()
 }
 
-func mustRef(t *testing.T, s string) model.Ref {
+func mustRef(t testing.TB, s string) model.Ref {
 	t.Helper()
 	r, err := model.ParseRef(s)
 	if err != nil {
