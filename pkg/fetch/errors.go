@@ -189,7 +189,9 @@ func classify(err error) kind {
 		// a load balancer blip), which costs about a second and a half.
 		return kind{ErrUnreachable, true, "cannot connect to %s"}
 	}
-	var ne net.Error
+	// net.Error, and the SDK's read timeout (which has Timeout but not
+	// Temporary, so it is no net.Error).
+	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
 		return kind{ErrUnreachable, true, "timed out talking to %s"}
 	}

@@ -3,7 +3,10 @@ package fetch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"sync/atomic"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +166,49 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 	if _, err := fetch.New(map[string]fetch.Source{"s": {Endpoint: "ftp://x"}}); err == nil {
 		t.Error("bad endpoint accepted")
+	}
+}
+
+func TestStalledResponseIsRetried(t *testing.T) {
+	e := newEnv(t)
+	data := s3test.RandomBytes(9, 2<<20)
+	e.srv.Put(t, "models", "s/w.bin", data)
+	ref := mustRef(t, "s3://models/s?source=test")
+	f := e.fetcher(t, fetch.WithStallTimeout(200*time.Millisecond))
+	m, err := f.List(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first GET answers, sends 1000 bytes and hangs, as a wedged server
+	// would. (A hang before the headers is retried by net/http itself on a
+	// reused connection.)
+	var hung atomic.Bool
+	e.proxy.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/w.bin") || !hung.CompareAndSwap(false, true) {
+			return false
+		}
+		w.Header().Set("ETag", `"`+m.Files[0].ETag+`"`)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(data)-1, len(data)))
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(data[:1000])
+		http.NewResponseController(w).Flush()
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+		return true
+	})
+	start := time.Now()
+	full, st, err := f.Fetch(context.Background(), ref, m, e.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, e.store, full, map[string][]byte{"w.bin": data})
+	if st.Retries != 1 || time.Since(start) > 3*time.Second {
+		t.Fatalf("retries %d after %s", st.Retries, time.Since(start))
+	}
+	if n := e.proxy.GetCounts()[fmt.Sprintf("GET /models/s/w.bin bytes=1000-%d", len(data)-1)]; n != 1 {
+		t.Fatalf("the retry did not continue at byte 1000: %v", e.proxy.GetCounts())
 	}
 }
