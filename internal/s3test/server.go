@@ -155,6 +155,9 @@ func startProcess(bin, addr, data string) (*process, error) {
 	}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	// If the test binary is killed (a timeout, ^C) the server goes with it
+	// instead of lingering on its port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
