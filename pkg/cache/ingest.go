@@ -317,10 +317,12 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 		os.RemoveAll(w.dir)
 		return "", fmt.Errorf("%w: %s has digest %s, want %s", ErrCorrupt, w.key.Origin, digest, expected)
 	}
+	// Index first: a crash right after the rename must still find the blob
+	// (an entry whose blob never landed is ignored on lookup).
+	w.store.index.add(w.key, digest)
 	if err := w.store.commitBlob(filepath.Join(w.dir, ingestData), digest, w.key.Size, w.res); err != nil {
 		return "", err
 	}
-	w.store.index.add(w.key, digest)
 	if err := os.RemoveAll(w.dir); err != nil {
 		w.store.log.Warn("remove committed ingest", "dir", w.dir, "err", err)
 	}
