@@ -330,19 +330,14 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 }
 
 // Close releases the ingest and keeps its bytes for a later resume.
-func (w *Ingest) Close() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return nil
-	}
-	w.done = true
-	defer w.store.unlockIngest(w.key.id())
-	return errors.Join(w.journal.Close(), w.data.Close())
-}
+func (w *Ingest) Close() error { return w.release(false) }
 
 // Abort releases the ingest and deletes its bytes.
-func (w *Ingest) Abort() error {
+func (w *Ingest) Abort() error { return w.release(true) }
+
+// release closes the files and, with remove, deletes the ingest before the
+// lock is dropped, so no other writer can open it half-deleted.
+func (w *Ingest) release(remove bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
@@ -350,7 +345,9 @@ func (w *Ingest) Abort() error {
 	}
 	w.done = true
 	defer w.store.unlockIngest(w.key.id())
-	w.journal.Close()
-	w.data.Close()
-	return os.RemoveAll(w.dir)
+	err := errors.Join(w.journal.Close(), w.data.Close())
+	if remove {
+		return os.RemoveAll(w.dir)
+	}
+	return err
 }
