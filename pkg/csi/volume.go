@@ -1,0 +1,118 @@
+package csi
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Volume attributes a pod (inline volume) or a PersistentVolume (its CSI
+// volumeAttributes) may set. Keys with a "/" belong to Kubernetes
+// (csi.storage.k8s.io/pod.name, the provisioner's identity …) and are ignored;
+// any other unknown key is refused, so a typo ("modle") fails loudly instead
+// of silently mounting the wrong thing.
+const (
+	AttrModel    = "model"    // s3://BUCKET/PREFIX[?options], required
+	AttrSource   = "source"   // named source of the agent's sources file
+	AttrRevision = "revision" // pin an exact revision (16 hex digits)
+	AttrEndpoint = "endpoint" // S3 endpoint override
+	AttrRegion   = "region"
+
+	podNameKey      = "csi.storage.k8s.io/pod.name"
+	podNamespaceKey = "csi.storage.k8s.io/pod.namespace"
+)
+
+var knownAttrs = []string{AttrModel, AttrSource, AttrRevision, AttrEndpoint, AttrRegion}
+
+// volumeRequest is a validated publish request.
+type volumeRequest struct {
+	volumeID  string
+	target    string
+	ref       model.Ref
+	pod       string // namespace/name when kubelet passes pod info
+	mountOpts []string
+}
+
+// parseVolumeContext turns the volume context into a model reference.
+func parseVolumeContext(vc map[string]string) (model.Ref, error) {
+	raw := strings.TrimSpace(vc[AttrModel])
+	if raw == "" {
+		return model.Ref{}, fmt.Errorf("volume attribute %q is missing: set volumeAttributes.model to s3://BUCKET/PREFIX", AttrModel)
+	}
+	ref, err := model.ParseRef(raw)
+	if err != nil {
+		return model.Ref{}, fmt.Errorf("volume attribute %q: %w", AttrModel, err)
+	}
+	for k, v := range vc {
+		if k == AttrModel || strings.Contains(k, "/") {
+			continue
+		}
+		if !slices.Contains(knownAttrs, k) {
+			return model.Ref{}, fmt.Errorf("unknown volume attribute %q (known: %s)", k, strings.Join(knownAttrs, ", "))
+		}
+		if err := ref.SetOption(k, strings.TrimSpace(v)); err != nil {
+			return model.Ref{}, fmt.Errorf("volume attribute %q: %w", k, err)
+		}
+	}
+	return ref, nil
+}
+
+// checkCapability refuses what a model volume cannot be: a raw block device,
+// or a volume that several nodes write. A single-node writer mode is accepted
+// because kubelet sends SINGLE_NODE_WRITER for every inline volume whatever
+// the pod asks; the mount is read-only regardless, and a write gets EROFS.
+func checkCapability(c *csi.VolumeCapability) error {
+	if c == nil {
+		return fmt.Errorf("volume capability is missing")
+	}
+	if c.GetBlock() != nil {
+		return fmt.Errorf("a model volume is a directory: use volumeMode Filesystem, not Block")
+	}
+	if c.GetMount() == nil {
+		return fmt.Errorf("volume capability has no access type: want mount")
+	}
+	// fsType is ignored: provisioners fill in ext4 by default, and a bind
+	// mount of the node cache has no filesystem of its own to format.
+	for _, f := range c.GetMount().GetMountFlags() {
+		if f == "rw" {
+			return fmt.Errorf("mount flag rw asks for write access: model volumes are read-only")
+		}
+	}
+	switch c.GetAccessMode().GetMode() {
+	case csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, csi.VolumeCapability_AccessMode_MULTI_NODE_SINGLE_WRITER:
+		return fmt.Errorf("access mode %s asks for write access: model volumes are read-only (use ReadOnlyMany)",
+			c.GetAccessMode().GetMode())
+	case csi.VolumeCapability_AccessMode_UNKNOWN:
+		return fmt.Errorf("volume capability has no access mode")
+	}
+	return nil
+}
+
+// holder names the pin one published volume holds. It carries the pod when
+// kubelet tells us (podInfoOnMount), so `cache-agent status` shows who keeps
+// a model, and a hash of the target so that one volume published at two
+// targets holds two pins.
+func holder(volumeID, target, pod string) string {
+	h := fmt.Sprintf("%08x", uint32(xxhash.Sum64String(target)))
+	if pod != "" {
+		return "csi:" + pod + ":" + volumeID + "@" + h
+	}
+	return "csi:" + volumeID + "@" + h
+}
+
+// isCSIHolder tells our pins from the agent's other holders (workloads,
+// operators) during reconciliation.
+func isCSIHolder(h string) bool { return strings.HasPrefix(h, "csi:") }
+
+func podOf(vc map[string]string) string {
+	ns, name := vc[podNamespaceKey], vc[podNameKey]
+	if ns == "" || name == "" {
+		return ""
+	}
+	return ns + "/" + name
+}
