@@ -184,7 +184,8 @@ func (s *Store) Manifest(ref model.Ref, rev string) (*model.Manifest, error) {
 
 // Pin keeps a held revision from eviction until every holder unpins it. The
 // holder is a free-form name (a volume ID, a workload); pinning twice is a
-// no-op. Pins are written to disk before Pin returns.
+// no-op. Pins are in pins.json before Pin returns (see pins.go for why that
+// file is not fsynced).
 func (s *Store) Pin(ref model.Ref, rev, holder string) error {
 	if holder == "" {
 		return errors.New("cache: pin needs a holder")
@@ -204,7 +205,7 @@ func (s *Store) Pin(ref model.Ref, rev, holder string) error {
 	}
 	r.Pins[holder] = s.opts.Now()
 	r.LastUse = s.opts.Now()
-	return s.saveLocked()
+	return s.savePinsLocked()
 }
 
 // Unpin drops holder's pin on rev, or on every revision of ref if rev is
@@ -229,7 +230,7 @@ func (s *Store) Unpin(ref model.Ref, rev, holder string) error {
 	if !changed {
 		return nil
 	}
-	return s.saveLocked()
+	return s.savePinsLocked()
 }
 
 // Evict removes rev of ref (every revision if rev is empty) unless pinned.

@@ -24,6 +24,7 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.state = st
+	s.loadPins()
 	if err := removeChildren(filepath.Join(s.root, dirTrash), nil); err != nil {
 		return err
 	}

@@ -10,7 +10,8 @@
 //	manifests/<rev>.json          one per model revision
 //	models/<ref-id>/<rev>/…       hard links to blobs; what gets bind-mounted
 //	index.log                     (etag, size) → digest, append-only
-//	state.json                    refs, revisions, pins, last use (temp + rename)
+//	state.json                    refs, revisions, pins, last use (temp + fsync + rename)
+//	pins.json                     pins, rewritten on every pin change (temp + rename, see pins.go)
 //	quarantine/                   blobs that failed verify
 //	trash/                        trees being deleted
 package cache
@@ -139,8 +140,12 @@ func Open(root string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close releases the directory lock.
-func (s *Store) Close() error { return s.lock.Close() }
+// Close writes batched state (last use, pins) durably and releases the
+// directory lock.
+func (s *Store) Close() error {
+	ferr := s.Flush()
+	return errors.Join(ferr, s.lock.Close())
+}
 
 // Root is the cache directory.
 func (s *Store) Root() string { return s.root }

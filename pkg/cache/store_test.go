@@ -348,3 +348,32 @@ func TestVerifyQuarantinesCorruptBlob(t *testing.T) {
 		t.Fatalf("quarantine holds %d", len(q))
 	}
 }
+
+func TestPinsFileIsNewerThanStateAndStateIsTheFallback(t *testing.T) {
+	root := t.TempDir()
+	s := openStore(t, root, 1<<30)
+	m := putModel(t, s, "s3://bkt/m", map[string][]byte{"a": []byte("pinned")})
+	if err := s.Pin(m.Ref, m.Revision, "vol-1"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // state.json now carries vol-1 too
+
+	// pins.json wins over state.json: an unpin recorded only there (the
+	// agent died before the next durable save) stays unpinned.
+	os.WriteFile(filepath.Join(root, "pins.json"), []byte(`{"pins":{}}`), 0o644)
+	s = openStore(t, root, 1<<30)
+	if p := s.Status().Models[0].Pins; len(p) != 0 {
+		t.Fatalf("pins = %q, want none (pins.json is newer)", p)
+	}
+	if err := s.Pin(m.Ref, m.Revision, "vol-2"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// A torn pins.json (power loss) falls back to state.json's pins.
+	os.WriteFile(filepath.Join(root, "pins.json"), []byte(`{"pins":{"`), 0o644)
+	s = openStore(t, root, 1<<30)
+	if p := s.Status().Models[0].Pins; fmt.Sprint(p) != "[vol-2]" {
+		t.Fatalf("pins = %q, want [vol-2] from state.json", p)
+	}
+}
