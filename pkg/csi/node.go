@@ -60,6 +60,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl)-time.Second < wait {
 		wait = max(time.Until(dl)-time.Second, 0)
 	}
+	tEnsure := time.Now()
 	p, err := d.opts.Agent.Ensure(ctx, ref.String(), agent.EnsureOptions{Wait: wait}, nil)
 	if err != nil {
 		d.metrics.publishErrors.WithLabelValues(codeOf(err)).Inc()
@@ -79,6 +80,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := d.recs.put(rec); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	tPin := time.Now()
 	pin, err := d.opts.Agent.Pin(ctx, rec.Ref, rec.Holder)
 	if err != nil {
 		d.recs.remove(vol, target)
@@ -88,6 +90,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		}
 		return nil, agentStatus("pin "+rec.Ref, err)
 	}
+	tMount := time.Now()
 	if err := d.opts.Mounter.BindReadOnly(pin.Path, target); err != nil {
 		d.undoPublish(rec)
 		return nil, status.Errorf(codes.Internal, "mount model %s: %v", ref, err)
@@ -97,8 +100,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		cache = "hit"
 	}
 	d.metrics.publish.WithLabelValues(cache).Observe(time.Since(start).Seconds())
+	ms := func(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
+	end := time.Now()
 	d.log.Info("published model", "volume", vol, "target", target, "model", rec.Ref, "pod", pod, "cache", cache,
-		"ms", time.Since(start).Milliseconds())
+		"ms", ms(start, end), "ensureMs", ms(tEnsure, tPin), "pinMs", ms(tPin, tMount), "mountMs", ms(tMount, end))
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 

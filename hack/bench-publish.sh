@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# make bench (second part): warm publish latency of the CSI plugin. Starts
+# versitygw, cache-agent and csi-plugin, then times NodePublishVolume +
+# NodeUnpublishVolume of a cached model N times over the CSI socket, for a
+# 1 GiB one-file model and a ~4 GiB 200-file model. Needs root (bind mounts).
+#
+#   ITERATIONS=1000  publish+unpublish pairs per model
+#   BENCH_DIR=...    where data and logs go (default /tmp/modelcache-bench)
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ITERATIONS=${ITERATIONS:-1000}
+BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/modelcache-bench}
+BUCKET=bench
+[[ $(id -u) == 0 ]] || die "needs root: the plugin bind-mounts"
+
+"$REPO/hack/tools.sh"
+build_agent
+RUN=$BENCH_DIR/publish-run
+LOGS=$BENCH_DIR/logs
+rm -rf "$RUN"
+mkdir -p "$RUN/bin" "$LOGS"
+log "building csi-plugin and the helpers"
+(cd "$REPO" && go build -o "$RUN/bin/csi-plugin" ./cmd/csi-plugin) || die "building csi-plugin failed"
+for p in s3seed publishbench; do
+	(cd "$REPO" && go build -o "$RUN/bin/$p" "./hack/$p")
+done
+
+cleanup() {
+	local rc=$?
+	stop_all
+	# A failed run may leave the bench target mounted.
+	umount "$RUN/targets/publishbench/mount" 2>/dev/null || true
+	rm -rf "$RUN"
+	((rc == 0)) || echo "publish bench failed (exit $rc); logs in $LOGS" >&2
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "starting versitygw on $BENCH_DIR/s3"
+start_versitygw "$BENCH_DIR/s3" "$LOGS/versitygw.log"
+log "seeding the models (kept for next time)"
+"$RUN/bin/s3seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --prefix p1x1g \
+	--big 1 --big-size 1GiB --skip-existing | sed 's/^/    /'
+"$RUN/bin/s3seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --prefix p200x20m \
+	--big 200 --big-size 20MiB --skip-existing | sed 's/^/    /'
+write_sources "$RUN/sources.yaml"
+start_agent "$RUN/cache" "$RUN/agent.sock" $((8 << 30)) "$RUN/sources.yaml" "$LOGS/publish-agent.log"
+"$RUN/bin/csi-plugin" --endpoint "unix://$RUN/csi.sock" --mode node --node-id bench \
+	--agent-socket "$RUN/agent.sock" --state-dir "$RUN/state" --metrics-addr "" \
+	--kubelet-registration=false >>"$LOGS/csi-plugin.log" 2>&1 &
+OWNED_PIDS+=($!)
+
+log "prefetching both models (cold; not part of the figures)"
+for m in p1x1g p200x20m; do
+	"$CACHE_AGENT" prefetch "s3://$BUCKET/$m?source=local" --socket "$RUN/agent.sock" --wait --timeout 30m \
+		>>"$LOGS/publish-prefetch.log" 2>&1 || die "prefetch of $m failed; see $LOGS"
+done
+
+log "warm publish latency, $ITERATIONS iterations each (ms)"
+printf '%-28s %s  %s  %s\n' "model" "publish p50 p99 max" "unpublish p50 p99 max" "pair p50 p99 max"
+"$RUN/bin/publishbench" --csi "$RUN/csi.sock" --model "s3://$BUCKET/p1x1g?source=local" \
+	--label "1 GiB, 1 file" --n "$ITERATIONS" --dir "$RUN/targets"
+"$RUN/bin/publishbench" --csi "$RUN/csi.sock" --model "s3://$BUCKET/p200x20m?source=local" \
+	--label "3.9 GiB, 200 files" --n "$ITERATIONS" --dir "$RUN/targets"
+log "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
