@@ -39,6 +39,7 @@ demo:
 
 bench:
 	hack/bench.sh
+	hack/bench-publish.sh
 
 clean:
 	rm -rf bin _output
