@@ -10,6 +10,7 @@
 #   BENCH_DIR=...    where the bucket data (kept, reused) and scratch dirs live
 #   DROP_CACHES=0    run without root and without dropping the page cache
 #   CACHE_AGENT=...  benchmark this cache-agent binary instead of building one
+#   TOOLS="modelcache rclone sdk null"  the tools to run (a subset while iterating)
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -157,7 +158,7 @@ run_one() {
 	null) run_tool null - "$RUN/bin/sdkget" "${S3FLAGS[@]}" --null ;;
 	esac
 }
-TOOLS=(modelcache rclone sdk null)
+read -r -a TOOLS <<<"${TOOLS:-modelcache rclone sdk null}"
 for ((round = 0; round < RUNS; round++)); do
 	log "round $((round + 1))/$RUNS"
 	# Each round starts with the next tool, so none always runs right after
@@ -174,7 +175,7 @@ median() {
 		awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); print NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2 }'
 }
 declare -A WALL CPU RSS
-for t in modelcache rclone sdk null; do
+for t in "${TOOLS[@]}"; do
 	n=$(awk -v t="$t" '$1 == t' "$RESULTS" | wc -l)
 	((n == RUNS)) || die "$t has $n results, want $RUNS"
 	WALL[$t]=$(median "$t" 2)
@@ -191,7 +192,7 @@ OUT=$REPO/_output/bench.md
 	echo
 	echo "| tool | median s | GB/s | CPU s per GB | peak RSS MiB |"
 	echo "|---|---:|---:|---:|---:|"
-	for t in modelcache rclone sdk null; do
+	for t in "${TOOLS[@]}"; do
 		case $t in
 		modelcache) label="modelcache (cache-agent prefetch --wait)" ;;
 		rclone) label="rclone v1.76.0 copy, 4 transfers x 16 streams x 16Mi" ;;
@@ -202,9 +203,16 @@ OUT=$REPO/_output/bench.md
 			'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %d |\n", l, w, b / 1e9 / w, c / (b / 1e9), r / 1024 }'
 	done
 	echo
-	echo "- rclone time / modelcache time: $(ratio "${WALL[rclone]}" "${WALL[modelcache]}")"
-	echo "- SDK time / modelcache time: $(ratio "${WALL[sdk]}" "${WALL[modelcache]}")"
-	echo "- modelcache time / server-limit time: $(ratio "${WALL[modelcache]}" "${WALL[null]}")"
+	# ratio line LABEL A B: A's time / B's time, when both ran.
+	if [[ -n ${WALL[rclone]:-} && -n ${WALL[modelcache]:-} ]]; then
+		echo "- rclone time / modelcache time: $(ratio "${WALL[rclone]}" "${WALL[modelcache]}")"
+	fi
+	if [[ -n ${WALL[sdk]:-} && -n ${WALL[modelcache]:-} ]]; then
+		echo "- SDK time / modelcache time: $(ratio "${WALL[sdk]}" "${WALL[modelcache]}")"
+	fi
+	if [[ -n ${WALL[null]:-} && -n ${WALL[modelcache]:-} ]]; then
+		echo "- modelcache speed / server limit: $(ratio "${WALL[null]}" "${WALL[modelcache]}")"
+	fi
 	echo
 	echo "Peak RSS: the agent's VmHWM for modelcache, the process's maxrss for the others."
 	echo "CPU: the agent's user+system during the prefetch plus the CLI's; the process's own for the others (the S3 server's not included)."

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -37,6 +38,12 @@ func (r *run) fetchPart(p *part, buf []byte) {
 	}
 	if err := r.f.retry(r.ctx, r.t, r.bucket, fl.key, get, func() bool { return st.pos > start }, &r.retries); err != nil {
 		r.fail(err)
+		return
+	}
+	// Whatever went through the page cache starts for the disk now, while
+	// other parts download, rather than all at once in the commit's fsync.
+	if err := fl.ing.StartWriteback(p.off, p.end-p.off); err != nil {
+		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, fl.key, err))
 		return
 	}
 	if fl.left.Add(-1) == 0 {
@@ -128,6 +135,15 @@ func checkResponse(out *s3.GetObjectOutput, pos, end int64, f model.File) error 
 		return &changedError{fmt.Sprintf("object is %d bytes, listed as %d", t, f.Size)}
 	}
 	return nil
+}
+
+// alignedBuffer returns n bytes whose start is page-aligned, so that full
+// reads into it can be written with O_DIRECT (see cache.Ingest.WriteAt).
+func alignedBuffer(n int) []byte {
+	const align = 4096
+	b := make([]byte, n+align)
+	skip := (align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align)) % align
+	return b[skip : skip+n : skip+n]
 }
 
 // changedError: the object is not the one listed. Not retried.
