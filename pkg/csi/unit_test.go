@@ -48,8 +48,10 @@ func (f *fakeAgent) Unpin(_ context.Context, _, holder string) error {
 	return nil
 }
 
-func (f *fakeAgent) Status(context.Context) (agent.StatusReport, error) { return agent.StatusReport{}, nil }
-func (f *fakeAgent) Healthy(context.Context) error                      { return nil }
+func (f *fakeAgent) Status(context.Context) (agent.StatusReport, error) {
+	return agent.StatusReport{}, nil
+}
+func (f *fakeAgent) Healthy(context.Context) error { return nil }
 
 func newUnit(t *testing.T) (*csi.Driver, *fakeAgent, *mounter.Fake, string) {
 	t.Helper()
