@@ -35,6 +35,7 @@ func main() {
 	concurrency := flag.Int("concurrency", 0, "ranged GETs in flight (0: default)")
 	partMiB := flag.Int64("part-size-mib", 0, "part size in MiB (0: default)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
+	memprofile := flag.String("memprofile", "", "write an allocation profile here after the fetch")
 	flag.Parse()
 	if *dir == "" {
 		log.Fatal("--dir is required")
@@ -88,6 +89,16 @@ func main() {
 	fmt.Printf("%d bytes in %.2fs (%.2f GB/s), user %.2fs sys %.2fs, maxrss %d MiB\n",
 		st.BytesFetched, d.Seconds(), float64(st.BytesFetched)/1e9/d.Seconds(),
 		tv(ru1.Utime)-tv(ru0.Utime), tv(ru1.Stime)-tv(ru0.Stime), ru1.Maxrss/1024)
+	if *memprofile != "" {
+		pf, err := os.Create(*memprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.Lookup("allocs").WriteTo(pf, 0); err != nil {
+			log.Fatal(err)
+		}
+		pf.Close()
+	}
 	if io, err := os.ReadFile("/proc/self/io"); err == nil {
 		fmt.Print(string(io))
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -369,5 +371,42 @@ func TestConcurrentFetchesShareAFile(t *testing.T) {
 	}
 	if sent := e.proxy.BytesSent(); sent != int64(len(shared))+2 {
 		t.Errorf("server sent %d bytes, want %d", sent, len(shared)+2)
+	}
+}
+
+// A server that keeps connections alive gets every part on the same few
+// connections (net/http reuses one only if its body was read to EOF before
+// Close). versitygw answers "Connection: close" to everything, so the bench
+// cannot show a regression here.
+func TestPartsReuseConnections(t *testing.T) {
+	srv := s3test.StartFake(t)
+	srv.CreateBucket(t, "models")
+	data := s3test.RandomBytes(3, 5*model.LeafSize+100)
+	srv.Put(t, "models", "m/w.bin", data)
+	var dials atomic.Int64
+	d := &net.Dialer{}
+	client := &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: 4,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+	f, err := fetch.New(map[string]fetch.Source{"fake": {Endpoint: srv.Endpoint, PathStyle: true,
+		AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey}},
+		fetch.WithHTTPClient(client), fetch.WithConcurrency(1), fetch.WithPartSize(model.LeafSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := cache.Open(t.TempDir(), cache.Options{Capacity: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	m, _ := listAndFetch(t, f, mustRef(t, "s3://models/m?source=fake"), store)
+	checkTree(t, store, m, map[string][]byte{"w.bin": data})
+	// One LIST and 6 ranged GETs, one at a time.
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled for one listing and 6 sequential parts, want 1", n)
 	}
 }
