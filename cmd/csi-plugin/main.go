@@ -23,10 +23,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/modelcache/modelcache/pkg/agent"
 	"github.com/modelcache/modelcache/pkg/csi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
+	"github.com/modelcache/modelcache/pkg/provisioner"
 	"github.com/modelcache/modelcache/pkg/registration"
 )
 
@@ -48,6 +52,8 @@ type options struct {
 	publishWait, reconcileEvery        time.Duration
 	register                           bool
 	kubeletDir, kubeletEndpoint        string
+	provision, leaderElect             bool
+	kubeconfig                         string
 	verbose                            bool
 }
 
@@ -70,8 +76,12 @@ With --kubelet-registration (the default) the plugin registers itself with
 kubelet through <kubelet-dir>/plugins_registry, so no node-driver-registrar
 sidecar is needed; turn it off to use the sidecar instead.
 
-In --mode=controller it serves CreateVolume/DeleteVolume for the model-cache
-StorageClass: the volume context records the model, nothing is provisioned.`,
+In --mode=controller it provisions claims of the model-cache StorageClass
+(--provisioner): each claim becomes a ReadOnlyMany PersistentVolume whose
+attributes carry the model, from the claim annotation modelcache.io/model or
+the StorageClass parameter "model". Nothing is allocated. A claim that names no
+model gets a ProvisioningFailed event saying so. It also answers CSI
+CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
 		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -96,6 +106,9 @@ StorageClass: the volume context records the model, nothing is provisioned.`,
 	f.StringVar(&o.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory")
 	f.StringVar(&o.kubeletEndpoint, "kubelet-endpoint", "",
 		"the CSI socket path as kubelet sees it (default <kubelet-dir>/plugins/<driver-name>/csi.sock)")
+	f.BoolVar(&o.provision, "provisioner", true, "controller mode: provision claims of StorageClasses whose provisioner is --driver-name")
+	f.BoolVar(&o.leaderElect, "leader-election", true, "controller mode: only one replica provisions at a time (a Lease in the pod's namespace)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the provisioner (default: in-cluster config)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log at debug level (every CSI call, probes included)")
 	return cmd
 }
@@ -138,8 +151,18 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
+	var kube kubernetes.Interface
+	if dopts.Controller && o.provision {
+		if kube, err = kubeClient(o.kubeconfig); err != nil {
+			return fmt.Errorf("the provisioner needs the API server (run in-cluster, pass --kubeconfig, or --provisioner=false): %w", err)
+		}
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Serve(ctx, o.endpoint) })
+	if kube != nil {
+		g.Go(func() error { provisioner.Run(ctx, kube, o.driverName, o.leaderElect); return nil })
+	}
 	if dopts.Node {
 		g.Go(func() error { d.Run(ctx, o.reconcileEvery); return nil })
 		if o.register {
@@ -172,6 +195,21 @@ func kubeletEndpoint(o options) string {
 		return o.kubeletEndpoint
 	}
 	return filepath.Join(o.kubeletDir, "plugins", o.driverName, "csi.sock")
+}
+
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = "modelcache-csi-plugin/" + buildVersion()
+	return kubernetes.NewForConfig(cfg)
 }
 
 func buildVersion() string {

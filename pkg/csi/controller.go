@@ -20,9 +20,9 @@ import (
 
 var volumeIDRE = regexp.MustCompile(`^modelcache-[0-9a-f]{16}$`)
 
-// volumeID is stable for (name, model) so a retried CreateVolume returns the
+// VolumeID is stable for (name, model) so a retried CreateVolume returns the
 // same volume.
-func volumeID(name, ref string) string {
+func VolumeID(name, ref string) string {
 	return fmt.Sprintf("modelcache-%016x", xxhash.Sum64String(name+"\x00"+ref))
 }
 
@@ -45,12 +45,12 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if req.GetVolumeContentSource() != nil {
 		return nil, status.Error(codes.InvalidArgument, "a model volume cannot be created from a snapshot or another volume")
 	}
-	ref, err := parseVolumeContext(req.GetParameters())
+	ref, err := ParseVolumeAttributes(req.GetParameters())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
-		VolumeId:      volumeID(req.GetName(), ref.String()),
+		VolumeId:      VolumeID(req.GetName(), ref.String()),
 		VolumeContext: map[string]string{AttrModel: ref.String()},
 	}}, nil
 }

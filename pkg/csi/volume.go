@@ -38,8 +38,9 @@ type volumeRequest struct {
 	mountOpts []string
 }
 
-// parseVolumeContext turns the volume context into a model reference.
-func parseVolumeContext(vc map[string]string) (model.Ref, error) {
+// ParseVolumeAttributes turns volume attributes (or StorageClass
+// parameters, which take the same keys) into a model reference.
+func ParseVolumeAttributes(vc map[string]string) (model.Ref, error) {
 	raw := strings.TrimSpace(vc[AttrModel])
 	if raw == "" {
 		return model.Ref{}, fmt.Errorf("volume attribute %q is missing: set volumeAttributes.model to s3://BUCKET/PREFIX", AttrModel)

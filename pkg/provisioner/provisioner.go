@@ -1,0 +1,117 @@
+// Package provisioner serves the model-cache StorageClass: it turns a claim
+// (a PVC, or the claim of a generic ephemeral volume) into a ReadOnlyMany CSI
+// PersistentVolume whose attributes name the model. Nothing is allocated;
+// each node's agent fetches the model when a pod mounts the volume.
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
+
+	"github.com/modelcache/modelcache/pkg/csi"
+)
+
+// Claim annotations. The model may also come from the StorageClass
+// parameter "model"; the claim's annotation wins, so one class serves many
+// models.
+const (
+	AnnModel    = "modelcache.io/model"
+	AnnRevision = "modelcache.io/revision"
+)
+
+// Provisioner implements controller.Provisioner.
+type Provisioner struct {
+	// DriverName is the CSI driver of the PVs, modelcache.csi.io.
+	DriverName string
+}
+
+var _ controller.Provisioner = (*Provisioner)(nil)
+
+// Provision implements controller.Provisioner. An error here becomes a
+// ProvisioningFailed Event on the claim, which is how a user learns that the
+// claim names no model (instead of a silent Pending).
+func (p *Provisioner) Provision(_ context.Context, o controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+	pv, err := p.volume(o)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	return pv, controller.ProvisioningFinished, nil
+}
+
+func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolume, error) {
+	claim, class := o.PVC, o.StorageClass
+	if claim == nil || class == nil {
+		return nil, fmt.Errorf("no claim or no StorageClass to provision from")
+	}
+	for _, m := range claim.Spec.AccessModes {
+		if m != v1.ReadOnlyMany {
+			return nil, fmt.Errorf("access mode %s: a model volume is read-only; use accessModes: [ReadOnlyMany]", m)
+		}
+	}
+	if claim.Spec.VolumeMode != nil && *claim.Spec.VolumeMode == v1.PersistentVolumeBlock {
+		return nil, fmt.Errorf("volumeMode Block: a model volume is a directory; use Filesystem")
+	}
+	if claim.Spec.DataSource != nil || claim.Spec.DataSourceRef != nil {
+		return nil, fmt.Errorf("a model volume cannot be made from a snapshot or another volume (dataSource)")
+	}
+	attrs := map[string]string{}
+	for k, v := range class.Parameters {
+		if strings.HasPrefix(k, "csi.storage.k8s.io/") {
+			continue // secret references and the like: not volume attributes
+		}
+		attrs[k] = v
+	}
+	if v := claim.Annotations[AnnModel]; v != "" {
+		attrs[csi.AttrModel] = v
+	}
+	if v := claim.Annotations[AnnRevision]; v != "" {
+		attrs[csi.AttrRevision] = v
+	}
+	if strings.TrimSpace(attrs[csi.AttrModel]) == "" {
+		return nil, fmt.Errorf("claim names no model: annotate it with %s: s3://BUCKET/PREFIX, or set parameter model on StorageClass %s",
+			AnnModel, class.Name)
+	}
+	ref, err := csi.ParseVolumeAttributes(attrs)
+	if err != nil {
+		return nil, err
+	}
+	// A PV must state a capacity; the claim's request is the honest answer
+	// we have (the model's size is known only once a node lists it).
+	capacity := claim.Spec.Resources.Requests[v1.ResourceStorage]
+	if capacity.IsZero() {
+		capacity = resource.MustParse("1Mi")
+	}
+	reclaim := v1.PersistentVolumeReclaimDelete
+	if class.ReclaimPolicy != nil {
+		reclaim = *class.ReclaimPolicy
+	}
+	fs := v1.PersistentVolumeFilesystem
+	return &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: o.PVName, Labels: map[string]string{"app.kubernetes.io/managed-by": "modelcache"}},
+		Spec: v1.PersistentVolumeSpec{
+			Capacity:                      v1.ResourceList{v1.ResourceStorage: capacity},
+			AccessModes:                   []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany},
+			PersistentVolumeReclaimPolicy: reclaim,
+			StorageClassName:              class.Name,
+			VolumeMode:                    &fs,
+			MountOptions:                  slices.Clone(class.MountOptions),
+			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
+				Driver:           p.DriverName,
+				VolumeHandle:     csi.VolumeID(o.PVName, ref.String()),
+				ReadOnly:         true,
+				VolumeAttributes: map[string]string{csi.AttrModel: ref.String()},
+			}},
+		},
+	}, nil
+}
+
+// Delete implements controller.Provisioner: there is no storage asset. The
+// models stay in the node caches until evicted.
+func (p *Provisioner) Delete(context.Context, *v1.PersistentVolume) error { return nil }
