@@ -27,10 +27,9 @@ ALL=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 WANT=("$@")
 ((${#WANT[@]})) || WANT=("${ALL[@]}")
 
-# version_of BIN: the gitVersion stamped into a built binary ("" if none).
+# version_of BIN: the k8s.io/kubernetes version a binary was built from.
 version_of() {
-	go version -m "$1" 2>/dev/null | grep -o -- '-X k8s.io/component-base/version.gitVersion=[^ ]*' |
-		head -n1 | cut -d= -f2
+	go version -m "$1" 2>/dev/null | awk '$1 == "mod" && $2 == "k8s.io/kubernetes" { print $3; exit }'
 }
 
 todo=()
