@@ -10,7 +10,7 @@
 #   BENCH_DIR=...    where the bucket data (kept, reused) and scratch dirs live
 #   DROP_CACHES=0    run without root and without dropping the page cache
 #   CACHE_AGENT=...  benchmark this cache-agent binary instead of building one
-#   TOOLS="modelcache rclone sdk null"  the tools to run (a subset while iterating)
+#   TOOLS="modelcache rclone sdk null durable"  the tools to run (a subset while iterating)
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -117,9 +117,11 @@ run_modelcache() {
 	start_agent "$cache" "$RUN/agent.sock" $((2 * TOTAL_BYTES + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
 	drop_caches "$RUN/bin/runstat" "$CACHE_AGENT"
 	cpu0=$(agent_cpu "$AGENT_PID")
+	rd0=$(awk '/^read_bytes:/ { print $2 }' "/proc/$AGENT_PID/io")
 	"$RUN/bin/runstat" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
 		--wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || die "prefetch failed; see $LOGS/prefetch.log $LOGS/agent.log"
 	cpu1=$(agent_cpu "$AGENT_PID")
+	awk -v a="$rd0" '/^read_bytes:/ { print $2 - a }' "/proc/$AGENT_PID/io" >>"$RUN/agent-reads"
 	rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
 	used=$("$CACHE_AGENT" status --socket "$RUN/agent.sock" -o json | grep -o '"usedBytes": *[0-9]*' | head -n 1 | grep -o '[0-9]*$' || true)
 	[[ $used == "$TOTAL_BYTES" ]] || die "agent reports usedBytes=$used after prefetch, want $TOTAL_BYTES"
@@ -156,9 +158,10 @@ run_one() {
 		--transfers 4 --multi-thread-streams 16 --multi-thread-chunk-size 16Mi ;;
 	sdk) run_tool sdk "$RUN/dst" "$RUN/bin/sdkget" "${S3FLAGS[@]}" --dest "$RUN/dst" ;;
 	null) run_tool null - "$RUN/bin/sdkget" "${S3FLAGS[@]}" --null ;;
+	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdkget" "${S3FLAGS[@]}" --durable-sink "$RUN/dst" ;;
 	esac
 }
-read -r -a TOOLS <<<"${TOOLS:-modelcache rclone sdk null}"
+read -r -a TOOLS <<<"${TOOLS:-modelcache rclone sdk null durable}"
 for ((round = 0; round < RUNS; round++)); do
 	log "round $((round + 1))/$RUNS"
 	# Each round starts with the next tool, so none always runs right after
@@ -198,6 +201,7 @@ OUT=$REPO/_output/bench.md
 		rclone) label="rclone v1.76.0 copy, 4 transfers x 16 streams x 16Mi" ;;
 		sdk) label="aws-sdk-go-v2 s3 manager, 16 x 16 MiB parts" ;;
 		null) label="server limit: 16 x 16 MiB ranged GETs to /dev/null" ;;
+		durable) label="durable limit: same GETs, O_DIRECT pwrite at offsets, fsync" ;;
 		esac
 		awk -v l="$label" -v w="${WALL[$t]}" -v c="${CPU[$t]}" -v r="${RSS[$t]}" -v b="$TOTAL_BYTES" \
 			'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %d |\n", l, w, b / 1e9 / w, c / (b / 1e9), r / 1024 }'
@@ -213,9 +217,16 @@ OUT=$REPO/_output/bench.md
 	if [[ -n ${WALL[null]:-} && -n ${WALL[modelcache]:-} ]]; then
 		echo "- modelcache speed / server limit: $(ratio "${WALL[null]}" "${WALL[modelcache]}")"
 	fi
+	if [[ -n ${WALL[durable]:-} && -n ${WALL[modelcache]:-} ]]; then
+		echo "- modelcache speed / durable limit: $(ratio "${WALL[durable]}" "${WALL[modelcache]}")"
+	fi
 	echo
 	echo "Peak RSS: the agent's VmHWM for modelcache, the process's maxrss for the others."
 	echo "CPU: the agent's user+system during the prefetch plus the CLI's; the process's own for the others (the S3 server's not included)."
+	echo "Durability: modelcache and the durable limit have every byte on disk (fsynced) when they end; rclone and the SDK leave theirs in dirty page cache."
+	if [[ -s $RUN/agent-reads ]]; then
+		echo "Second reads: the agent read $(sort -g "$RUN/agent-reads" | tail -n 1) bytes from disk during a prefetch at most (/proc/PID/io read_bytes): leaves are hashed while they stream."
+	fi
 	echo
 	echo "Machine: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r), $(go version | awk '{ print $3 }'), versitygw v1.8.0."
 } >"$OUT"

@@ -7,6 +7,12 @@
 // instead: the same parallel ranged GETs (16 MiB parts, 16 in flight across
 // all files) whose bytes are thrown away, with no disk writes at all.
 //
+// With --durable-sink DIR it measures the limit for any download that must
+// be on disk when it ends: the same ranged GETs, each written at its offset
+// with O_DIRECT into a preallocated file (page cache bypassed), every file
+// fsynced at the end; no hashing, no content store, no tree. When the S3
+// server reads its data from the same disk, this is the floor.
+//
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --dest /tmp/out
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --null
 package main
@@ -24,12 +30,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
 )
 
 type object struct {
@@ -51,10 +59,17 @@ func main() {
 	partMiB := flag.Int64("part-size-mib", 16, "part size in MiB")
 	files := flag.Int("files", 1, "files downloaded at once (each with --concurrency parts in flight)")
 	null := flag.Bool("null", false, "discard the bytes: measure the server, not the disk")
+	durable := flag.String("durable-sink", "", "write parts with O_DIRECT into files in this directory and fsync them")
 	quiet := flag.Bool("q", false, "print nothing but errors")
 	flag.Parse()
-	if *bucket == "" || (*dest == "") == !*null || flag.NArg() > 0 {
-		log.Fatal("usage: sdkget --endpoint URL --bucket B [--prefix P] (--dest DIR | --null)")
+	modes := 0
+	for _, on := range []bool{*dest != "", *null, *durable != ""} {
+		if on {
+			modes++
+		}
+	}
+	if *bucket == "" || modes != 1 || flag.NArg() > 0 {
+		log.Fatal("usage: sdkget --endpoint URL --bucket B [--prefix P] (--dest DIR | --null | --durable-sink DIR)")
 	}
 	if !strings.Contains(*endpoint, "://") {
 		*endpoint = "http://" + *endpoint
@@ -87,6 +102,8 @@ func main() {
 	var total int64
 	if *null {
 		total, err = discardAll(ctx, client, *bucket, objs, partSize, *concurrency)
+	} else if *durable != "" {
+		total, err = durableAll(ctx, client, *bucket, objs, *durable, partSize, *concurrency)
 	} else {
 		total, err = downloadAll(ctx, client, *bucket, objs, *dest, partSize, *concurrency, *files)
 	}
@@ -236,4 +253,90 @@ func parallel[T any](items []T, n int, fn func(T) (int64, error)) (int64, error)
 	close(ch)
 	wg.Wait()
 	return total, firstErr
+}
+
+// durableAll is discardAll with the bytes kept: each part is read in full
+// 512 KiB page-aligned pieces and written at its offset with O_DIRECT (the
+// tail of a file through the page cache), and every file is fsynced once
+// all its parts are in.
+func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object, dir string, partSize int64, concurrency int) (int64, error) {
+	type part struct {
+		key         string
+		off, len    int64
+		buf, direct *os.File
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	var ranges []part
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for i, o := range objs {
+		path := filepath.Join(dir, fmt.Sprintf("%04d", i))
+		f, err := os.Create(path)
+		if err != nil {
+			return 0, err
+		}
+		files = append(files, f)
+		if o.size == 0 {
+			continue
+		}
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, o.size); err != nil {
+			return 0, fmt.Errorf("fallocate %s: %w", path, err)
+		}
+		d, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+		if err != nil {
+			return 0, fmt.Errorf("open %s with O_DIRECT: %w", path, err)
+		}
+		files = append(files, d)
+		for off := int64(0); off < o.size; off += partSize {
+			ranges = append(ranges, part{o.key, off, min(partSize, o.size-off), f, d})
+		}
+	}
+	const bufSize, align = 512 << 10, 4096
+	bufs := sync.Pool{New: func() any {
+		b := make([]byte, bufSize+align)
+		skip := (align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align)) % align
+		b = b[skip : skip+bufSize]
+		return &b
+	}}
+	total, err := parallel(ranges, concurrency, func(p part) (int64, error) {
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(p.key),
+			Range: aws.String(fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.len-1))})
+		if err != nil {
+			return 0, fmt.Errorf("get %s %d+%d: %w", p.key, p.off, p.len, err)
+		}
+		defer out.Body.Close()
+		buf := bufs.Get().(*[]byte)
+		defer bufs.Put(buf)
+		var n int64
+		for n < p.len {
+			b := (*buf)[:min(int64(len(*buf)), p.len-n)]
+			if _, err := io.ReadFull(out.Body, b); err != nil {
+				return n, fmt.Errorf("read %s %d+%d: %w", p.key, p.off, p.len, err)
+			}
+			f := p.direct
+			if len(b)%align != 0 {
+				f = p.buf
+			}
+			if _, err := f.WriteAt(b, p.off+n); err != nil {
+				return n, err
+			}
+			n += int64(len(b))
+		}
+		return n, nil
+	})
+	if err != nil {
+		return total, err
+	}
+	for _, f := range files {
+		if err := f.Sync(); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
