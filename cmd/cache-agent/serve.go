@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+	"k8s.io/client-go/rest"
 
 	"github.com/modelcache/modelcache/pkg/agent"
 	"github.com/modelcache/modelcache/pkg/cache"
@@ -35,6 +36,7 @@ type serveOptions struct {
 	SourcesFile   string
 	Concurrency   int
 	PartSize      string
+	Prefetch      prefetchOptions
 }
 
 func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
@@ -46,6 +48,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.SourcesFile, "sources-file", "", "YAML file of named S3 sources (endpoint, region, path style, credentials); refs select one with ?source=NAME")
 	fs.IntVar(&o.Concurrency, "concurrency", 16, "parallel ranged GETs per model download")
 	fs.StringVar(&o.PartSize, "part-size", "16MiB", "size of each ranged GET (a multiple of 8MiB)")
+	o.Prefetch.AddFlags(fs)
 }
 
 func (o *serveOptions) Validate() error {
@@ -74,14 +77,19 @@ interrupted by a crash or restart resume from what is already on disk.`,
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			return serve(cmd.Context(), o, *socket)
+			kube, err := o.Prefetch.resolve(cmd.Flags(), rest.InClusterConfig)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), o, *socket, kube)
 		},
 	}
 	o.AddFlags(cmd.Flags())
 	return cmd
 }
 
-func serve(ctx context.Context, o *serveOptions, socket string) error {
+// serve runs the agent; kube, if set, runs the prefetch controller too.
+func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Config) error {
 	log := slog.Default()
 	capacity, err := parseCapacity(o.Capacity, o.CacheDir)
 	if err != nil {
@@ -116,6 +124,11 @@ func serve(ctx context.Context, o *serveOptions, socket string) error {
 	errc := make(chan error, 2)
 	go func() { errc <- a.Serve(ctx, l) }()
 	go a.Run(ctx)
+	if kube != nil {
+		if err := startPrefetch(ctx, kube, &o.Prefetch, a, log); err != nil {
+			return err
+		}
+	}
 	if o.MetricsAddr != "" {
 		ml, err := net.Listen("tcp", o.MetricsAddr)
 		if err != nil {

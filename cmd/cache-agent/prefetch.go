@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/prefetch"
+)
+
+// prefetchOptions turn on the Deployment prefetch controller.
+type prefetchOptions struct {
+	// Enabled runs the controller. Unset, it follows whether an API server
+	// is configured (in-cluster, or --kubeconfig).
+	Enabled    bool
+	enabledSet bool
+	Kubeconfig string
+	NodeName   string
+}
+
+func (o *prefetchOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.Enabled, "prefetch", false, "run the prefetch controller: download the models named by modelcache.io/prefetch on Deployments and StatefulSets that could run on this node, and label the node (default true in a cluster or with --kubeconfig)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig of the API server for --prefetch (default: in-cluster config)")
+	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name in Kubernetes (env NODE_NAME, from the downward API's spec.nodeName)")
+}
+
+// resolve decides whether the controller runs, and with which API config.
+// inCluster is rest.InClusterConfig, a parameter for tests.
+func (o *prefetchOptions) resolve(fs *pflag.FlagSet, inCluster func() (*rest.Config, error)) (*rest.Config, error) {
+	o.enabledSet = fs.Changed("prefetch")
+	if o.enabledSet && !o.Enabled {
+		return nil, nil
+	}
+	var cfg *rest.Config
+	var err error
+	if o.Kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", o.Kubeconfig, err)
+		}
+	} else {
+		cfg, err = inCluster()
+		if err != nil {
+			if o.enabledSet {
+				return nil, fmt.Errorf("--prefetch needs an API server: not running in a cluster (%v) and no --kubeconfig", err)
+			}
+			return nil, nil // auto: no cluster, no controller
+		}
+	}
+	if o.NodeName == "" {
+		return nil, errors.New("prefetch: --node-name (or env NODE_NAME) is required; set it from the downward API (spec.nodeName), or pass --prefetch=false")
+	}
+	cfg.UserAgent = "modelcache-agent/" + version
+	return cfg, nil
+}
+
+// startPrefetch runs the controller until ctx ends. A controller that
+// cannot start is logged, not fatal: volumes keep working without it.
+func startPrefetch(ctx context.Context, cfg *rest.Config, o *prefetchOptions, a *agent.Agent, log *slog.Logger) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("prefetch: %w", err)
+	}
+	c, err := prefetch.New(client, agentAdapter{a}, prefetch.Options{NodeName: o.NodeName, Logger: log})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := c.Run(ctx); err != nil {
+			log.Error("prefetch controller stopped; models are still fetched on demand", "err", err)
+		}
+	}()
+	log.Info("prefetch controller starting", "node", o.NodeName, "apiServer", cfg.Host)
+	return nil
+}
+
+// agentAdapter is *agent.Agent as the prefetch controller sees it.
+type agentAdapter struct{ a *agent.Agent }
+
+func (x agentAdapter) Ensure(ctx context.Context, ref model.Ref, wait time.Duration) (prefetch.Result, error) {
+	p, err := x.a.Ensure(ctx, ref, agent.EnsureOptions{Wait: wait})
+	return prefetch.Result{Ready: p.State == agent.StateReady, Hit: p.Hit, Revision: p.Revision,
+		TotalBytes: p.TotalBytes, FetchedBytes: p.FetchedBytes, Started: p.Started, Finished: p.Finished}, err
+}
+
+func (x agentAdapter) Pin(ref model.Ref, holder string) error {
+	_, err := x.a.Pin(ref, holder)
+	return err
+}
+
+func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unpin(ref, holder) }
+
+func (x agentAdapter) Models() []cache.ModelStatus { return x.a.Status().Models }

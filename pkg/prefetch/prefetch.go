@@ -1,0 +1,600 @@
+// Package prefetch is the node agent's Kubernetes controller: it watches
+// Deployments and StatefulSets that carry the modelcache.io/prefetch
+// annotation, and this node's Node, and keeps the node's cache in step with
+// them.
+//
+//   - A workload whose pod template could run on this node (nodeName,
+//     nodeSelector, required node affinity, taints against tolerations) gets
+//     its models downloaded here, even at 0 replicas: that is the pre-warmed
+//     pool.
+//   - Each model a live workload names is pinned for it (holder
+//     "workload:deployment/NS/NAME") once ready. Removing the model from the
+//     annotation, deleting the workload, or the workload no longer fitting the
+//     node drops that pin: the model becomes evictable, nothing is deleted.
+//     Pins of other holders (the CSI plugin's "csi:…") are never touched.
+//   - A ready model is shown on the Node as the label LabelKey(ref)=ready and
+//     in the AnnotationModels annotation, both patched (never updated whole).
+//     They stay while the model is held and go when it is evicted; the agent's
+//     status is read again every Options.Resync.
+//   - Events on the workload: PrefetchStarted, PrefetchDone (bytes, seconds,
+//     node) and PrefetchFailed (reason; also for an annotation that does not
+//     parse).
+//
+// The controller is level-triggered: every change (and every resync) runs
+// one reconcile of the whole desired state, so restarts and missed events
+// heal themselves.
+package prefetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Event reasons recorded on workloads.
+const (
+	ReasonStarted = "PrefetchStarted"
+	ReasonDone    = "PrefetchDone"
+	ReasonFailed  = "PrefetchFailed"
+)
+
+// ErrCacheSync is returned by Run when the informers' caches do not sync
+// (the API server is unreachable or RBAC forbids a list or watch).
+var ErrCacheSync = errors.New("prefetch: informer caches did not sync")
+
+// Agent is what the controller needs of the node agent. It is safe for
+// concurrent use and outlives the controller. cmd/cache-agent adapts
+// *agent.Agent to it.
+type Agent interface {
+	// Ensure starts the download of ref or joins the one running (a held
+	// model is a hit and returns at once), waiting up to wait (0: not at all)
+	// or until ctx ends; the download goes on either way. err is set when the
+	// download failed.
+	Ensure(ctx context.Context, ref model.Ref, wait time.Duration) (Result, error)
+	// Pin keeps ref's revision (ref.Revision, else the current one) from
+	// eviction for holder. Pinning twice is a no-op.
+	Pin(ref model.Ref, holder string) error
+	// Unpin drops holder's pin on ref.Revision (every revision if empty).
+	// Unpinning what is not pinned is a no-op.
+	Unpin(ref model.Ref, holder string) error
+	// Models lists every held revision with its pins.
+	Models() []cache.ModelStatus
+}
+
+// Result is the outcome of an Ensure.
+type Result struct {
+	Ready        bool
+	Hit          bool // held already: nothing was fetched
+	Revision     string
+	TotalBytes   int64
+	FetchedBytes int64 // from S3; the rest was resumed or deduplicated
+	Started      time.Time
+	Finished     time.Time
+}
+
+// Options configure a Controller. NodeName is required.
+type Options struct {
+	// NodeName is this node's Node object.
+	NodeName string
+	// Namespace limits the workloads watched; "" watches every namespace.
+	Namespace string
+	// Resync is how often the controller reconciles without a change, to
+	// notice evictions and retry patches (default 30s).
+	Resync time.Duration
+	// RetryAfter is how long a failed download waits before it is tried
+	// again; it doubles per failure up to 10 minutes (default 30s).
+	RetryAfter time.Duration
+	// SyncTimeout bounds the wait for the informers' first list (default
+	// 2m); past it Run returns ErrCacheSync.
+	SyncTimeout time.Duration
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// Component names the event source (default "modelcache-agent").
+	Component string
+}
+
+// Controller is the prefetch controller of one node. Create it with New and
+// run it with Run; it stops when Run's context ends.
+type Controller struct {
+	client kubernetes.Interface
+	agent  Agent
+	opts   Options
+	log    *slog.Logger
+
+	workloadInformers informers.SharedInformerFactory
+	nodeInformers     informers.SharedInformerFactory
+	deployments       appslisters.DeploymentLister
+	statefulSets      appslisters.StatefulSetLister
+	nodes             corelisters.NodeLister
+	synced            []toolscache.InformerSynced
+
+	broadcaster record.EventBroadcaster
+	recorder    record.EventRecorder
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	desired map[string]*want // by canonical ref: what the last reconcile wanted
+	tasks   map[string]*task // by canonical ref
+	invalid map[string]bool  // uid + annotation value already reported as invalid
+}
+
+// want is one desired model and the workloads that name it.
+type want struct {
+	ref     model.Ref
+	holders map[string]*workload // by holder
+}
+
+// task is the download of one desired model.
+type task struct {
+	running  bool
+	err      error
+	res      Result
+	failures int
+	retryAt  time.Time
+}
+
+// workload is a Deployment or StatefulSet with a prefetch annotation.
+type workload struct {
+	kind      string // "deployment" or "statefulset"
+	obj       runtime.Object
+	meta      metav1.Object
+	template  *corev1.PodTemplateSpec
+	annotated string
+}
+
+func (w *workload) holder() string {
+	return HolderPrefix + w.kind + "/" + w.meta.GetNamespace() + "/" + w.meta.GetName()
+}
+
+// New returns a controller over client and agent.
+func New(client kubernetes.Interface, agent Agent, opts Options) (*Controller, error) {
+	if client == nil || agent == nil {
+		return nil, errors.New("prefetch: New needs a client and an agent")
+	}
+	if opts.NodeName == "" {
+		return nil, errors.New("prefetch: Options.NodeName is required")
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = 30 * time.Second
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = 30 * time.Second
+	}
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = 2 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Component == "" {
+		opts.Component = "modelcache-agent"
+	}
+	c := &Controller{client: client, agent: agent, opts: opts, log: opts.Logger.With("controller", "prefetch", "node", opts.NodeName),
+		kick: make(chan struct{}, 1), desired: map[string]*want{}, tasks: map[string]*task{}, invalid: map[string]bool{}}
+
+	strip := informers.WithTransform(stripManagedFields)
+	c.workloadInformers = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(opts.Namespace), strip)
+	c.nodeInformers = informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
+		}))
+	di := c.workloadInformers.Apps().V1().Deployments()
+	si := c.workloadInformers.Apps().V1().StatefulSets()
+	ni := c.nodeInformers.Core().V1().Nodes()
+	c.deployments, c.statefulSets, c.nodes = di.Lister(), si.Lister(), ni.Lister()
+	workloadChanged := toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.trigger() },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(metav1.Object)
+			n, ok2 := cur.(metav1.Object)
+			// Spec changes bump the generation; status updates do not matter.
+			if !ok1 || !ok2 || o.GetGeneration() != n.GetGeneration() ||
+				o.GetAnnotations()[AnnotationPrefetch] != n.GetAnnotations()[AnnotationPrefetch] {
+				c.trigger()
+			}
+		},
+		DeleteFunc: func(any) { c.trigger() },
+	}
+	nodeChanged := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.trigger() },
+		UpdateFunc: func(any, any) { c.trigger() },
+		DeleteFunc: func(any) { c.trigger() },
+	}
+	for _, inf := range []toolscache.SharedIndexInformer{di.Informer(), si.Informer()} {
+		if _, err := inf.AddEventHandler(workloadChanged); err != nil {
+			return nil, err
+		}
+		c.synced = append(c.synced, inf.HasSynced)
+	}
+	if _, err := ni.Informer().AddEventHandler(nodeChanged); err != nil {
+		return nil, err
+	}
+	c.synced = append(c.synced, ni.Informer().HasSynced)
+
+	c.broadcaster = record.NewBroadcaster()
+	c.recorder = c.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: opts.Component, Host: opts.NodeName})
+	return c, nil
+}
+
+// stripManagedFields drops what the controller never reads from cached objects.
+func stripManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// Run starts the informers, waits for their caches and reconciles until ctx
+// ends, then returns nil; it returns ErrCacheSync if the caches do not sync
+// within Options.SyncTimeout. Downloads it started go on in the agent after
+// Run returns.
+func (c *Controller) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	defer c.broadcaster.Shutdown()
+	c.workloadInformers.Start(ctx.Done())
+	c.nodeInformers.Start(ctx.Done())
+	defer c.workloadInformers.Shutdown()
+	defer c.nodeInformers.Shutdown()
+	syncCtx, syncCancel := context.WithTimeout(ctx, c.opts.SyncTimeout)
+	synced := toolscache.WaitForCacheSync(syncCtx.Done(), c.synced...)
+	syncCancel()
+	if !synced {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%w within %s: can the agent list and watch deployments, statefulsets and its node?", ErrCacheSync, c.opts.SyncTimeout)
+	}
+	c.log.Info("prefetch controller started", "namespace", c.opts.Namespace, "resync", c.opts.Resync)
+	t := time.NewTicker(c.opts.Resync)
+	defer t.Stop()
+	for {
+		c.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// trigger asks for a reconcile; triggers that arrive during one coalesce.
+func (c *Controller) trigger() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// reconcile brings downloads, pins and the node's labels in line with the
+// workloads and the agent's cache.
+func (c *Controller) reconcile(ctx context.Context) {
+	node, err := c.nodes.Get(c.opts.NodeName)
+	if err != nil {
+		// Without the Node nothing can be matched; pins stay as they are.
+		if apierrors.IsNotFound(err) {
+			c.log.Warn("node not found; waiting for it", "err", err)
+		} else {
+			c.log.Error("read node", "err", err)
+		}
+		return
+	}
+	desired := c.desiredState(node)
+	models := c.agent.Models()
+
+	c.mu.Lock()
+	c.desired = desired
+	c.mu.Unlock()
+
+	for key, w := range desired {
+		held, rev := heldRevision(models, w.ref)
+		c.mu.Lock()
+		t := c.tasks[key]
+		c.mu.Unlock()
+		switch {
+		case held && (t == nil || !t.running):
+			c.pinHolders(w, rev, models, t)
+		case t == nil, !t.running && t.err == nil:
+			// Never tried, or ready once and evicted since (before the pin).
+			c.startTask(ctx, key, w.ref)
+		case !t.running && t.err != nil && !time.Now().Before(t.retryAt):
+			c.startTask(ctx, key, w.ref)
+		}
+	}
+	c.mu.Lock()
+	for key, t := range c.tasks {
+		if desired[key] == nil && !t.running {
+			delete(c.tasks, key) // forget failures of models no longer wanted
+		}
+	}
+	c.mu.Unlock()
+
+	c.unpinStale(desired, models)
+	if err := c.syncNode(ctx, node, desired, c.agent.Models()); err != nil {
+		c.log.Error("update node labels", "err", err)
+	}
+}
+
+// desiredState lists annotated workloads that fit node and the models they
+// name. Annotations that do not parse are reported once per value.
+func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
+	var ws []*workload
+	deps, err := c.deployments.List(labels.Everything())
+	if err != nil {
+		c.log.Error("list deployments", "err", err)
+	}
+	for _, d := range deps {
+		if v, ok := d.Annotations[AnnotationPrefetch]; ok {
+			ws = append(ws, &workload{kind: "deployment", obj: d, meta: d, template: &d.Spec.Template, annotated: v})
+		}
+	}
+	sts, err := c.statefulSets.List(labels.Everything())
+	if err != nil {
+		c.log.Error("list statefulsets", "err", err)
+	}
+	for _, s := range sts {
+		if v, ok := s.Annotations[AnnotationPrefetch]; ok {
+			ws = append(ws, &workload{kind: "statefulset", obj: s, meta: s, template: &s.Spec.Template, annotated: v})
+		}
+	}
+	desired := map[string]*want{}
+	for _, w := range ws {
+		if w.meta.GetDeletionTimestamp() != nil {
+			continue
+		}
+		refs, errs := ParseAnnotation(w.annotated)
+		if len(errs) > 0 {
+			c.reportInvalid(w, errs)
+		}
+		if ok, why := Fits(&w.template.Spec, node); !ok {
+			c.log.Debug("workload does not fit this node", "workload", w.holder(), "reason", why)
+			continue
+		}
+		for _, r := range refs {
+			key := r.String()
+			if desired[key] == nil {
+				desired[key] = &want{ref: r, holders: map[string]*workload{}}
+			}
+			desired[key].holders[w.holder()] = w
+		}
+	}
+	return desired
+}
+
+func (c *Controller) reportInvalid(w *workload, errs []error) {
+	id := string(w.meta.GetUID()) + "\x00" + w.annotated
+	c.mu.Lock()
+	seen := c.invalid[id]
+	c.invalid[id] = true
+	c.mu.Unlock()
+	if seen {
+		return
+	}
+	msgs := make([]string, len(errs))
+	for i, err := range errs {
+		msgs[i] = err.Error()
+	}
+	msg := fmt.Sprintf("invalid %s annotation: %s", AnnotationPrefetch, strings.Join(msgs, "; "))
+	c.log.Warn("invalid prefetch annotation", "workload", w.holder(), "err", msg)
+	c.recorder.Event(w.obj, corev1.EventTypeWarning, ReasonFailed, msg)
+}
+
+// heldRevision says whether the cache holds ref: its pinned revision, or
+// for a ref without one, the current revision of its location.
+func heldRevision(models []cache.ModelStatus, ref model.Ref) (bool, string) {
+	id := ref.ID()
+	for _, m := range models {
+		if modelID(m) != id {
+			continue
+		}
+		if (ref.Revision == "" && m.Current) || (ref.Revision != "" && m.Revision == ref.Revision) {
+			return true, m.Revision
+		}
+	}
+	return false, ""
+}
+
+func modelID(m cache.ModelStatus) string {
+	r, err := model.ParseRef(m.Ref)
+	if err != nil {
+		return ""
+	}
+	return r.ID()
+}
+
+func hasPin(models []cache.ModelStatus, id, rev, holder string) bool {
+	for _, m := range models {
+		if m.Revision == rev && modelID(m) == id {
+			for _, p := range m.Pins {
+				if p == holder {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// pinHolders pins rev of w.ref for every workload naming it and announces
+// each new pin with a PrefetchDone event.
+func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus, t *task) {
+	ref := w.ref
+	ref.Revision = rev
+	for holder, wl := range w.holders {
+		if hasPin(models, ref.ID(), rev, holder) {
+			continue
+		}
+		if err := c.agent.Pin(ref, holder); err != nil {
+			// Evicted in between: the next reconcile fetches it again.
+			c.log.Error("pin model", "ref", w.ref.String(), "holder", holder, "err", err)
+			c.trigger()
+			continue
+		}
+		c.log.Info("model pinned for workload", "ref", w.ref.String(), "revision", rev, "holder", holder)
+		c.recorder.Event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, t))
+	}
+}
+
+func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.ModelStatus, t *task) string {
+	label := LabelKey(ref) + "=" + LabelReady
+	if t != nil && t.res.Ready && !t.res.Hit && t.res.Revision == rev {
+		secs := t.res.Finished.Sub(t.res.Started).Seconds()
+		return fmt.Sprintf("%s revision %s ready on node %s: %s, %s fetched in %.1fs; node label %s",
+			ref, rev, c.opts.NodeName, cache.FormatBytes(t.res.TotalBytes), cache.FormatBytes(t.res.FetchedBytes), secs, label)
+	}
+	var size int64
+	for _, m := range models {
+		if m.Revision == rev && modelID(m) == ref.ID() {
+			size = m.SizeBytes
+		}
+	}
+	return fmt.Sprintf("%s revision %s ready on node %s: %s already cached, 0 B fetched in 0.0s; node label %s",
+		ref, rev, c.opts.NodeName, cache.FormatBytes(size), label)
+}
+
+// startTask downloads ref in the background; the reconcile after it pins.
+func (c *Controller) startTask(ctx context.Context, key string, ref model.Ref) {
+	c.mu.Lock()
+	t := c.tasks[key]
+	if t == nil {
+		t = &task{}
+		c.tasks[key] = t
+	}
+	t.running = true
+	c.mu.Unlock()
+	go func() {
+		res, err := c.agent.Ensure(ctx, ref, 0)
+		if err == nil && !res.Ready {
+			c.log.Info("prefetch started", "ref", key)
+			c.eventToHolders(key, corev1.EventTypeNormal, ReasonStarted,
+				fmt.Sprintf("fetching %s on node %s", key, c.opts.NodeName))
+			// Wait as long as it takes; ctx ends it when the controller stops.
+			res, err = c.agent.Ensure(ctx, ref, 365*24*time.Hour)
+		}
+		c.mu.Lock()
+		t.running = false
+		switch {
+		case err != nil:
+			t.err, t.failures = err, t.failures+1
+			backoff := c.opts.RetryAfter << min(t.failures-1, 10)
+			t.retryAt = time.Now().Add(min(backoff, 10*time.Minute))
+		case res.Ready:
+			t.err, t.failures, t.res = nil, 0, res
+		default: // the controller is stopping
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.log.Error("prefetch failed", "ref", key, "err", err)
+			c.eventToHolders(key, corev1.EventTypeWarning, ReasonFailed,
+				fmt.Sprintf("%s on node %s: %v", key, c.opts.NodeName, err))
+		}
+		c.trigger()
+	}()
+}
+
+// eventToHolders records an event on every workload that currently names key.
+func (c *Controller) eventToHolders(key, typ, reason, msg string) {
+	c.mu.Lock()
+	var objs []runtime.Object
+	if w := c.desired[key]; w != nil {
+		for _, wl := range w.holders {
+			objs = append(objs, wl.obj)
+		}
+	}
+	c.mu.Unlock()
+	for _, o := range objs {
+		c.recorder.Event(o, typ, reason, msg)
+	}
+}
+
+// unpinStale drops every workload pin no desired model justifies: the
+// workload is gone, no longer names the model, no longer fits the node, or
+// named a revision that is no longer the current one.
+func (c *Controller) unpinStale(desired map[string]*want, models []cache.ModelStatus) {
+	for _, m := range models {
+		for _, holder := range m.Pins {
+			if !strings.HasPrefix(holder, HolderPrefix) || justified(desired, m, holder) {
+				continue
+			}
+			ref, err := model.ParseRef(m.Ref)
+			if err != nil {
+				continue
+			}
+			ref.Revision = m.Revision
+			if err := c.agent.Unpin(ref, holder); err != nil {
+				c.log.Error("unpin model", "ref", m.Ref, "revision", m.Revision, "holder", holder, "err", err)
+				continue
+			}
+			c.log.Info("model unpinned for workload", "ref", m.Ref, "revision", m.Revision, "holder", holder)
+		}
+	}
+}
+
+func justified(desired map[string]*want, m cache.ModelStatus, holder string) bool {
+	id := modelID(m)
+	for _, w := range desired {
+		if w.holders[holder] == nil || w.ref.ID() != id {
+			continue
+		}
+		if w.ref.Revision == m.Revision || (w.ref.Revision == "" && m.Current) {
+			return true
+		}
+	}
+	return false
+}
+
+// syncNode patches the node's warm-model labels and annotation: a label for
+// every desired or already labelled model the cache holds, none for others.
+func (c *Controller) syncNode(ctx context.Context, node *corev1.Node, desired map[string]*want, models []cache.ModelStatus) error {
+	refs := map[string]model.Ref{}
+	for key, w := range desired {
+		refs[key] = w.ref
+	}
+	for key := range decodeModels(node.Annotations[AnnotationModels]) {
+		if r, err := model.ParseRef(key); err == nil {
+			refs[r.String()] = r
+		}
+	}
+	ready := map[string]string{} // ref → label key
+	for key, r := range refs {
+		if held, _ := heldRevision(models, r); held {
+			ready[key] = LabelKey(r)
+		}
+	}
+	patch, changed := nodePatch(node, ready)
+	if !changed {
+		return nil
+	}
+	_, err := c.client.CoreV1().Nodes().Patch(ctx, node.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "modelcache-agent"})
+	if err != nil {
+		return fmt.Errorf("patch node %s: %w", node.Name, err)
+	}
+	c.log.Info("node labels updated", "models", len(ready))
+	return nil
+}
