@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the pinned Go tools into $REPO/bin, each only if it is missing or
-# another version:
-#   hack/tools.sh         versitygw (the S3 server the tests start)
-#   hack/tools.sh bench   versitygw and rclone (the benchmark's baseline)
-# The version is read back from the binary's build info (go version -m), so
-# no stamp files are needed and a hand-installed binary of the right version
-# counts.
+# Installs what the tests start, each only if it is missing or another
+# version:
+#   hack/tools.sh         versitygw (the S3 server), etcd (Debian's
+#                         etcd-server, via apt-get) and bin/k8s/kube-apiserver
+#                         (hack/kube-build.sh) for internal/kubetest
+#   hack/tools.sh bench   the same and rclone (the benchmark's baseline)
+# The version of a Go tool is read back from the binary's build info
+# (go version -m), so no stamp files are needed and a hand-installed binary of
+# the right version counts.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,8 +34,29 @@ ensure() {
 	echo "tools: $name $version installed in $((SECONDS - start))s"
 }
 
+# apt_ensure COMMAND PACKAGE: install a Debian package when COMMAND is missing.
+apt_ensure() {
+	local cmd=$1 pkg=$2
+	if command -v "$cmd" >/dev/null 2>&1; then
+		echo "tools: $cmd present"
+		return 0
+	fi
+	if ! command -v apt-get >/dev/null 2>&1 || [[ $(id -u) != 0 ]]; then
+		echo "tools: $cmd missing; install the $pkg package (apt-get needs root)" >&2
+		return 1
+	fi
+	echo "tools: installing $pkg (apt-get)"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null ||
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null; }
+}
+
 mkdir -p "$BIN"
 ensure versitygw github.com/versity/versitygw/cmd/versitygw v1.8.0
+# internal/kubetest: a real etcd and kube-apiserver.
+apt_ensure etcd etcd-server
+apt_ensure jq jq # hack/kube-build.sh reads the module graph with it
+"$REPO/hack/kube-build.sh" kube-apiserver
 case "${1:-}" in
 "") ;;
 bench) ensure rclone github.com/rclone/rclone v1.76.0 ;;
