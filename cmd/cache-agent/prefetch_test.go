@@ -1,0 +1,101 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/modelcache/modelcache/internal/kubetest"
+	"github.com/modelcache/modelcache/internal/s3test"
+	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/prefetch"
+)
+
+// TestServePrefetch runs `cache-agent serve --kubeconfig K --node-name N`
+// against a real API server: a Deployment at 0 replicas with the prefetch
+// annotation gets its model downloaded, pinned and labelled on the node.
+func TestServePrefetch(t *testing.T) {
+	ks := kubetest.Start(t)
+	kube := ks.Client(t)
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "models")
+	srv.Put(t, "models", "llm/weights.bin", s3test.RandomBytes(7, 3<<20))
+	ctx := context.Background()
+
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: test, context: {cluster: test, user: admin}}]
+current-context: test
+`, ks.Config.Host, ks.Config.BearerToken)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodeName := fmt.Sprintf("cli-node-%d", time.Now().UnixNano()%100000)
+	if _, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kube.CoreV1().Nodes().Delete(context.Background(), nodeName, metav1.DeleteOptions{}) })
+	ns := "cli-" + nodeName
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ref := "s3://models/llm?source=test"
+	zero := int32(0)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "llm", Annotations: map[string]string{prefetch.AnnotationPrefetch: ref}},
+		Spec: appsv1.DeploymentSpec{Replicas: &zero,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "llm"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "llm"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "s", Image: "example.com/s:1"}}}}},
+	}
+	if _, err := kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	n := newNode(t, buildAgent(t), srv.Endpoint, srv)
+	// NODE_NAME is what the DaemonSet sets; the flag is checked too.
+	t.Setenv("NODE_NAME", "not-this-one")
+	n.start("--kubeconfig", kubeconfig, "--node-name", nodeName)
+
+	r, err := model.ParseRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := prefetch.LabelKey(r)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		node, err := kube.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node.Labels[label] == prefetch.LabelReady {
+			var models map[string]string
+			if err := json.Unmarshal([]byte(node.Annotations[prefetch.AnnotationModels]), &models); err != nil || models[ref] != label {
+				t.Fatalf("annotation %s = %q (%v)", prefetch.AnnotationModels, node.Annotations[prefetch.AnnotationModels], err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no label %s on the node after 30s; labels %v\nagent log:\n%s", label, node.Labels, n.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, err := n.run("status")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if holder := "workload:deployment/" + ns + "/llm"; !strings.Contains(out, holder) {
+		t.Errorf("status does not show the workload pin %s:\n%s", holder, out)
+	}
+}
