@@ -86,7 +86,8 @@ func Fits(spec *corev1.PodSpec, node *corev1.Node) (ok bool, why string) {
 	if spec.NodeName != "" && spec.NodeName != node.Name {
 		return false, fmt.Sprintf("pod template names node %s", spec.NodeName)
 	}
-	match, err := nodeaffinity.NewRequiredNodeAffinity(spec.NodeSelector, spec.Affinity).Match(node)
+	selector, affinity := withoutWarmLabels(spec)
+	match, err := nodeaffinity.NewRequiredNodeAffinity(selector, affinity).Match(node)
 	if err != nil {
 		return false, fmt.Sprintf("node affinity: %v", err)
 	}
@@ -102,4 +103,46 @@ func Fits(spec *corev1.PodSpec, node *corev1.Node) (ok bool, why string) {
 		return false, fmt.Sprintf("untolerated taint %s", taint.ToString())
 	}
 	return true, ""
+}
+
+// withoutWarmLabels returns spec's nodeSelector and affinity with every
+// requirement on a warm-model label dropped. A required term left with no
+// requirements matches every node, so then nothing is required at all.
+func withoutWarmLabels(spec *corev1.PodSpec) (map[string]string, *corev1.Affinity) {
+	selector := spec.NodeSelector
+	for k := range spec.NodeSelector {
+		if strings.HasPrefix(k, LabelPrefix) {
+			selector = map[string]string{}
+			for k, v := range spec.NodeSelector {
+				if !strings.HasPrefix(k, LabelPrefix) {
+					selector[k] = v
+				}
+			}
+			break
+		}
+	}
+	aff := spec.Affinity
+	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return selector, aff
+	}
+	req := aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+	terms := make([]corev1.NodeSelectorTerm, 0, len(req.NodeSelectorTerms))
+	for _, term := range req.NodeSelectorTerms {
+		var exprs []corev1.NodeSelectorRequirement
+		dropped := false
+		for _, e := range term.MatchExpressions {
+			if strings.HasPrefix(e.Key, LabelPrefix) {
+				dropped = true
+				continue
+			}
+			exprs = append(exprs, e)
+		}
+		if dropped && len(exprs) == 0 && len(term.MatchFields) == 0 {
+			return selector, nil // this term now matches any node
+		}
+		term.MatchExpressions = exprs
+		terms = append(terms, term)
+	}
+	return selector, &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: terms}}}
 }

@@ -24,6 +24,14 @@ func TestFits(t *testing.T) {
 		return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: op, Values: vals}}}}}}}
 	}
+	warmExpr := corev1.NodeSelectorRequirement{Key: LabelPrefix + "0123456789abcdef", Operator: corev1.NodeSelectorOpIn, Values: []string{"ready"}}
+	warm := &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{warmExpr}}}}}}
+	warmInZone := func(zone string) *corev1.Affinity {
+		return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+				warmExpr, {Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{zone}}}}}}}}
+	}
 	for _, tc := range []struct {
 		name string
 		spec corev1.PodSpec
@@ -38,6 +46,11 @@ func TestFits(t *testing.T) {
 		{"affinity NotIn", corev1.PodSpec{Affinity: affinity(corev1.NodeSelectorOpNotIn, "a"), Tolerations: tol}, false, "affinity"},
 		{"other node name", corev1.PodSpec{NodeName: "n2", Tolerations: tol}, false, "n2"},
 		{"tolerate all", corev1.PodSpec{Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}, true, ""},
+		// Requiring warm nodes must not stop the model from coming to cold ones.
+		{"requires warm label", corev1.PodSpec{Affinity: warm, Tolerations: tol}, true, ""},
+		{"requires warm label and zone a", corev1.PodSpec{Affinity: warmInZone("a"), Tolerations: tol}, true, ""},
+		{"requires warm label and zone b", corev1.PodSpec{Affinity: warmInZone("b"), Tolerations: tol}, false, "affinity"},
+		{"selects warm label", corev1.PodSpec{NodeSelector: map[string]string{LabelPrefix + "0123456789abcdef": "ready", "accel": "gpu"}, Tolerations: tol}, true, ""},
 	} {
 		ok, why := Fits(&tc.spec, node)
 		if ok != tc.ok || !strings.Contains(why, tc.why) {

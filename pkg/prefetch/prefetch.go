@@ -15,7 +15,9 @@
 //   - A ready model is shown on the Node as the label LabelKey(ref)=ready and
 //     in the AnnotationModels annotation, both patched (never updated whole).
 //     They stay while the model is held and go when it is evicted; the agent's
-//     status is read again every Options.Resync.
+//     status is read again every Options.Resync. A workload may require or
+//     prefer these labels in its node affinity: Fits ignores them, so the
+//     model still comes to cold nodes.
 //   - Events on the workload: PrefetchStarted, PrefetchDone (bytes, seconds,
 //     node) and PrefetchFailed (reason; also for an annotation that does not
 //     parse).
@@ -364,10 +366,12 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 		}
 	}
 	desired := map[string]*want{}
+	live := map[string]bool{}
 	for _, w := range ws {
 		if w.meta.GetDeletionTimestamp() != nil {
 			continue
 		}
+		live[invalidKey(w)] = true
 		refs, errs := ParseAnnotation(w.annotated)
 		if len(errs) > 0 {
 			c.reportInvalid(w, errs)
@@ -384,11 +388,20 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 			desired[key].holders[w.holder()] = w
 		}
 	}
+	c.mu.Lock()
+	for k := range c.invalid {
+		if !live[k] {
+			delete(c.invalid, k) // fixed or deleted: report again if it comes back
+		}
+	}
+	c.mu.Unlock()
 	return desired
 }
 
+func invalidKey(w *workload) string { return string(w.meta.GetUID()) + "\x00" + w.annotated }
+
 func (c *Controller) reportInvalid(w *workload, errs []error) {
-	id := string(w.meta.GetUID()) + "\x00" + w.annotated
+	id := invalidKey(w)
 	c.mu.Lock()
 	seen := c.invalid[id]
 	c.invalid[id] = true

@@ -349,6 +349,7 @@ func TestPlacement(t *testing.T) {
 	refUntol := e.putModel(t, "untolerated", 3)
 	refAny := e.putModel(t, "anywhere", 4)
 	refNotIn := e.putModel(t, "notin", 5)
+	refWarm := e.putModel(t, "warm", 6)
 
 	taint := corev1.Taint{Key: "dedicated", Value: "ml", Effect: corev1.TaintEffectNoSchedule}
 	gpu := e.startNode(t, "gpu", map[string]string{"accel": "gpu", "zone": "a"}, taint)
@@ -363,6 +364,11 @@ func TestPlacement(t *testing.T) {
 	e.createDeployment(t, deployment("d-untolerated", refUntol, 1, nodeSelector("accel", "gpu")))
 	// nowhere: NotIn excludes both zones.
 	e.createDeployment(t, deployment("d-notin", refNotIn, 1, requiredAffinity("zone", corev1.NodeSelectorOpNotIn, "a", "b")))
+	// both: requires nodes warm with its own model, which must not keep the
+	// model from coming to cold nodes.
+	e.createDeployment(t, deployment("d-requires-warm", refWarm, 0,
+		requiredAffinity(prefetch.LabelKey(mustRef(t, refWarm)), corev1.NodeSelectorOpIn, prefetch.LabelReady),
+		toleration(corev1.Toleration{Operator: corev1.TolerationOpExists})))
 	// both: a StatefulSet that tolerates every taint.
 	replicas := int32(0)
 	sts := &appsv1.StatefulSet{
@@ -379,8 +385,10 @@ func TestPlacement(t *testing.T) {
 	gpu.waitPins(t, refAny, holder("statefulset", e.ns, "s-anywhere"))
 	cpu.waitPins(t, refAff, holder("deployment", e.ns, "d-affinity"))
 	cpu.waitPins(t, refAny, holder("statefulset", e.ns, "s-anywhere"))
-	e.waitWarm(t, gpu.name, refSel, refAny)
-	e.waitWarm(t, cpu.name, refAff, refAny)
+	gpu.waitPins(t, refWarm, holder("deployment", e.ns, "d-requires-warm"))
+	cpu.waitPins(t, refWarm, holder("deployment", e.ns, "d-requires-warm"))
+	e.waitWarm(t, gpu.name, refSel, refAny, refWarm)
+	e.waitWarm(t, cpu.name, refAff, refAny, refWarm)
 
 	// Several reconciles later, nothing else was fetched on either node.
 	time.Sleep(time.Second)
