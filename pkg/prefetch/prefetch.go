@@ -317,16 +317,21 @@ func (c *Controller) reconcile(ctx context.Context) {
 	for key, w := range desired {
 		held, rev := heldRevision(models, w.ref)
 		c.mu.Lock()
-		t := c.tasks[key]
+		var t task // a copy: the download's goroutine updates the original
+		tp := c.tasks[key]
+		if tp != nil {
+			t = *tp
+		}
 		c.mu.Unlock()
 		switch {
-		case held && (t == nil || !t.running):
-			c.pinHolders(w, rev, models, t)
-		case t == nil, !t.running && t.err == nil:
+		case held && !t.running:
+			c.pinHolders(w, rev, models, t.res)
+		case t.running:
+		case tp == nil, t.err == nil:
 			// Never tried, or ready once and evicted since (before the pin).
 			c.startTask(ctx, key, w.ref)
-		case !t.running && t.err != nil && !time.Now().Before(t.retryAt):
-			c.startTask(ctx, key, w.ref)
+		case !time.Now().Before(t.retryAt):
+			c.startTask(ctx, key, w.ref) // failed; retry
 		}
 	}
 	c.mu.Lock()
@@ -456,7 +461,7 @@ func hasPin(models []cache.ModelStatus, id, rev, holder string) bool {
 
 // pinHolders pins rev of w.ref for every workload naming it and announces
 // each new pin with a PrefetchDone event.
-func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus, t *task) {
+func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus, res Result) {
 	ref := w.ref
 	ref.Revision = rev
 	for holder, wl := range w.holders {
@@ -464,22 +469,23 @@ func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus,
 			continue
 		}
 		if err := c.agent.Pin(ref, holder); err != nil {
-			// Evicted in between: the next reconcile fetches it again.
+			// Evicted in between: the next resync fetches it again.
 			c.log.Error("pin model", "ref", w.ref.String(), "holder", holder, "err", err)
-			c.trigger()
 			continue
 		}
 		c.log.Info("model pinned for workload", "ref", w.ref.String(), "revision", rev, "holder", holder)
-		c.recorder.Event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, t))
+		c.recorder.Event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, res))
 	}
 }
 
-func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.ModelStatus, t *task) string {
+// doneMessage describes a ready model: res is its download, if this
+// controller ran one.
+func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.ModelStatus, res Result) string {
 	label := LabelKey(ref) + "=" + LabelReady
-	if t != nil && t.res.Ready && !t.res.Hit && t.res.Revision == rev {
-		secs := t.res.Finished.Sub(t.res.Started).Seconds()
+	if res.Ready && !res.Hit && res.Revision == rev {
+		secs := res.Finished.Sub(res.Started).Seconds()
 		return fmt.Sprintf("%s revision %s ready on node %s: %s, %s fetched in %.1fs; node label %s",
-			ref, rev, c.opts.NodeName, cache.FormatBytes(t.res.TotalBytes), cache.FormatBytes(t.res.FetchedBytes), secs, label)
+			ref, rev, c.opts.NodeName, cache.FormatBytes(res.TotalBytes), cache.FormatBytes(res.FetchedBytes), secs, label)
 	}
 	var size int64
 	for _, m := range models {
@@ -552,7 +558,7 @@ func (c *Controller) eventToHolders(key, typ, reason, msg string) {
 func (c *Controller) unpinStale(desired map[string]*want, models []cache.ModelStatus) {
 	for _, m := range models {
 		for _, holder := range m.Pins {
-			if !strings.HasPrefix(holder, HolderPrefix) || justified(desired, m, holder) {
+			if !c.owns(holder) || justified(desired, m, holder) {
 				continue
 			}
 			ref, err := model.ParseRef(m.Ref)
@@ -567,6 +573,20 @@ func (c *Controller) unpinStale(desired map[string]*want, models []cache.ModelSt
 			c.log.Info("model unpinned for workload", "ref", m.Ref, "revision", m.Revision, "holder", holder)
 		}
 	}
+}
+
+// owns says whether holder is a workload pin this controller manages: any
+// workload's, or with Options.Namespace only those of that namespace.
+func (c *Controller) owns(holder string) bool {
+	rest, ok := strings.CutPrefix(holder, HolderPrefix)
+	if !ok {
+		return false
+	}
+	if c.opts.Namespace == "" {
+		return true
+	}
+	parts := strings.SplitN(rest, "/", 3) // kind/namespace/name
+	return len(parts) == 3 && parts[1] == c.opts.Namespace
 }
 
 func justified(desired map[string]*want, m cache.ModelStatus, holder string) bool {
