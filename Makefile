@@ -9,7 +9,7 @@ BUILD_CMDS := $(foreach c,$(COMMANDS),$(if $(wildcard cmd/$(c)/*.go),$(c)))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build tools test verify demo bench clean
+.PHONY: all build tools test verify demo bench clean image e2e
 
 all: build
 
@@ -40,6 +40,16 @@ demo:
 bench:
 	hack/bench.sh
 	hack/bench-publish.sh
+
+# The modelcache image (cache-agent + csi-plugin) as an OCI image-layout tar,
+# built without a Docker engine; the Dockerfile builds the same content.
+IMAGE ?= ghcr.io/modelcache/modelcache:$(VERSION)
+image:
+	VERSION=$(VERSION) hack/image.sh $(IMAGE) _output/image.tar
+
+# modelcache on a real one-node Kubernetes (root; see README "End-to-end").
+e2e:
+	e2e/run.sh
 
 clean:
 	rm -rf bin _output

@@ -1,0 +1,142 @@
+//go:build e2e
+
+// Package e2e runs modelcache on a real single-node cluster (e2e/up.sh): the
+// DaemonSet from deploy/e2e, a real kubelet calling the CSI plugin, real
+// bind mounts, versitygw as S3. Run it with `make e2e` (e2e/run.sh), which
+// brings everything up, passes the addresses in MODELCACHE_E2E_* and tears
+// it all down; run directly, the suite skips.
+//
+// Issue 4's assertions and where they live:
+//
+//	(1) Deployment prefetch annotation, replicas 0 → model ready, node label   TODO(prefetch): prefetch_test.go
+//	(2) inline CSI volume: Running, expected bytes, read-only                   TestModelVolumes/inline
+//	(3) generic ephemeral volume of StorageClass model-cache                    TODO(provisioner): storageclass_test.go
+//	(4) model not cached: fetch progress in the pod's events, then Running     TestModelVolumes/cold-progress
+//	(5) creation → Ready, warm vs cold, printed                                 TestModelVolumes (log + summary)
+//	(6a) deleting pods unmounts and unpins                                      TestModelVolumes/delete-unpins
+//	(6b) removing the annotation unpins, removes nothing in use                 TODO(prefetch): prefetch_test.go
+//
+// A new test gets everything through newEnv(t): the clientset, the S3
+// client (upload a testModel), the agent's socket on the host (pinsOn), the
+// kubelet root (mountsOf). Use a bucket or prefix of its own.
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+const bucket = "e2e-models"
+
+func TestModelVolumes(t *testing.T) {
+	e := newEnv(t)
+	t.Cleanup(e.deleteTestPods)
+	// The "slow" source in the agent's sources file points here: 40 MB/s, so
+	// the 160 MiB model takes ~4 s, longer than the overlay's --publish-wait=2s.
+	throttle(t, e.slowAddr, strings.TrimPrefix(mustEnv(t, "MODELCACHE_E2E_S3"), "http://"), 40e6)
+
+	small := newModel(bucket, "small", 24<<20, 1)
+	big := newModel(bucket, "big", 160<<20, 2)
+	small.upload(t, e.s3)
+	big.upload(t, e.s3)
+	smallRef := "s3://" + bucket + "/small?source=local"
+	bigRef := "s3://" + bucket + "/big?source=slow"
+
+	type timing struct {
+		what string
+		d    time.Duration
+	}
+	var timings []timing
+	defer func() {
+		t.Log("time from pod creation to Ready:")
+		for _, x := range timings {
+			t.Logf("  %-44s %8.3fs", x.what, x.d.Seconds())
+		}
+	}()
+	uids := map[string]string{} // pod name → uid, for the mount check
+
+	t.Run("inline", func(t *testing.T) {
+		// (2) a pod with an inline CSI volume: first pod on this model, a cold fetch.
+		p, d := e.createAndWaitReady(t, modelPod("inline-cold", smallRef), 3*time.Minute)
+		uids[p.Name] = string(p.UID)
+		timings = append(timings, timing{"cold, " + mib(small.size()) + " at full speed", d})
+		t.Logf("inline-cold Ready after %.3fs", d.Seconds())
+		e.checkReader(t, p.Name, small)
+		if m := e.mountsOf(t, uids[p.Name]); len(m) == 0 {
+			t.Errorf("no mount of pod %s under the kubelet root", p.Name)
+		} else {
+			for _, l := range m {
+				if strings.Contains(l, "modelcache") || strings.Contains(l, "/volumes/kubernetes.io~csi/") {
+					t.Logf("mount: %s", l)
+				}
+			}
+		}
+
+		// A second pod on the same model: warm, a bind mount and nothing else.
+		p, d = e.createAndWaitReady(t, modelPod("inline-warm", smallRef), 2*time.Minute)
+		uids[p.Name] = string(p.UID)
+		timings = append(timings, timing{"warm, same model", d})
+		t.Logf("inline-warm Ready after %.3fs", d.Seconds())
+		e.checkReader(t, p.Name, small)
+		if pins := e.pinsOn(t, smallRef); len(pins) != 2 {
+			t.Errorf("agent pins on %s with two pods mounting it: %q, want 2", smallRef, pins)
+		}
+	})
+
+	t.Run("cold-progress", func(t *testing.T) {
+		// (4) a model not cached yet, slower to fetch than the publish wait:
+		// kubelet's retries show the progress in the pod's events, then it runs.
+		p, d := e.createAndWaitReady(t, modelPod("cold-slow", bigRef), 5*time.Minute)
+		uids[p.Name] = string(p.UID)
+		timings = append(timings, timing{"cold, " + mib(big.size()) + " at 40 MB/s (publish wait 2s)", d})
+		t.Logf("cold-slow Ready after %.3fs", d.Seconds())
+		var progress []string
+		for _, ev := range e.events(p.Name) {
+			if strings.Contains(ev.Message, "fetching s3://"+bucket+"/big") {
+				progress = append(progress, ev.Reason+": "+ev.Message)
+			}
+		}
+		if len(progress) == 0 {
+			t.Errorf("no event of pod %s shows the fetch progress (\"fetching s3://%s/big…\"):\n%s", p.Name, bucket, e.describe(p.Name))
+		}
+		for _, m := range progress {
+			t.Logf("event %s", m)
+		}
+		e.checkReader(t, p.Name, big)
+
+		// Warm again, for a model 6x bigger: a bind mount costs the same.
+		p, d = e.createAndWaitReady(t, modelPod("cold-slow-warm", bigRef), 2*time.Minute)
+		uids[p.Name] = string(p.UID)
+		timings = append(timings, timing{"warm, " + mib(big.size()), d})
+		e.checkReader(t, p.Name, big)
+	})
+
+	t.Run("delete-unpins", func(t *testing.T) {
+		// (6a) deleting the pods unmounts their volumes and drops their pins.
+		if len(uids) == 0 {
+			t.Skip("no pod was created")
+		}
+		for _, ref := range []string{smallRef, bigRef} {
+			t.Logf("pins on %s before: %q", ref, e.pinsOn(t, ref))
+		}
+		for name := range uids {
+			if err := e.deletePod(name); err != nil {
+				t.Fatalf("delete pod %s: %v", name, err)
+			}
+		}
+		for name, uid := range uids {
+			if m := e.mountsOf(t, uid); len(m) != 0 {
+				t.Errorf("pod %s deleted, its mounts remain:\n  %s", name, strings.Join(m, "\n  "))
+			}
+		}
+		for _, ref := range []string{smallRef, bigRef} {
+			if pins := e.pinsOn(t, ref); len(pins) != 0 {
+				t.Errorf("every pod deleted, the agent still pins %s for %q", ref, pins)
+			}
+		}
+	})
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
