@@ -146,6 +146,7 @@ func (m *testModel) size() int64 {
 // (sorted by path), try two writes, report, then sleep.
 const readerScript = `cd /model || exit 1
 for f in $(find . -type f | sort); do sha256sum "/model/${f#./}"; done
+grep " /model " /proc/mounts | sed 's/^/MOUNT /'
 if out=$(echo x 2>&1 > /model/new-file); then echo "WRITE new-file: ok"; else echo "WRITE new-file: denied: $out"; fi
 if out=$(echo x 2>&1 >> /model/config.json); then echo "WRITE config.json: ok"; else echo "WRITE config.json: denied: $out"; fi
 echo READER-DONE
@@ -311,11 +312,13 @@ func (e *env) checkReader(t *testing.T, name string, m *testModel) {
 	t.Helper()
 	lines := e.readerOutput(t, name)
 	want := m.sums("/model")
-	var got, writes []string
+	var got, writes, mounts []string
 	for _, l := range lines {
 		switch {
 		case strings.HasPrefix(l, "WRITE "):
 			writes = append(writes, l)
+		case strings.HasPrefix(l, "MOUNT "):
+			mounts = append(mounts, l)
 		case l == "READER-DONE":
 		default:
 			got = append(got, l)
@@ -324,6 +327,12 @@ func (e *env) checkReader(t *testing.T, name string, m *testModel) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("pod %s read other bytes than the model's:\n got:\n  %s\n want:\n  %s", name,
 			strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	// "MOUNT /dev/vda /model ext4 ro,relatime,… 0 0" as the pod sees it.
+	if len(mounts) != 1 || len(strings.Fields(mounts[0])) < 5 {
+		t.Errorf("pod %s: want one mount at /model in its /proc/mounts, got %q", name, mounts)
+	} else if opts := strings.Split(strings.Fields(mounts[0])[4], ","); opts[0] != "ro" {
+		t.Errorf("pod %s: /model is not mounted read-only: %s", name, mounts[0])
 	}
 	if len(writes) != 2 {
 		t.Errorf("pod %s: want two write reports, got %q", name, writes)
