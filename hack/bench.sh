@@ -10,6 +10,8 @@
 #   BENCH_DIR=...    where the bucket data (kept, reused) and scratch dirs live
 #   DROP_CACHES=0    run without root and without dropping the page cache
 #   CACHE_AGENT=...  benchmark this cache-agent binary instead of building one
+#   BASELINE_AGENT=... also run this (older) cache-agent binary, as "baseline",
+#                    for a before/after in one run
 #   TOOLS="modelcache rclone sdk null durable"  the tools to run (a subset while iterating)
 set -euo pipefail
 # shellcheck source=hack/lib.sh
@@ -110,7 +112,9 @@ record() {
 		"$(awk -v b="$TOTAL_BYTES" -v t="$2" 'BEGIN { print b / 1e9 / t }')" "$3" $(($4 / 1024))
 }
 
+# run_modelcache [NAME BINARY]: one timed prefetch with a fresh agent.
 run_modelcache() {
+	local name=${1:-modelcache} CACHE_AGENT=${2:-$CACHE_AGENT} # start_agent reads CACHE_AGENT
 	local cache=$RUN/cache cpu0 cpu1 rss wall ccpu used
 	rm -rf "$cache"
 	# Room for the model twice over, so eviction never plays a part.
@@ -121,7 +125,7 @@ run_modelcache() {
 	"$RUN/bin/runstat" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
 		--wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || die "prefetch failed; see $LOGS/prefetch.log $LOGS/agent.log"
 	cpu1=$(agent_cpu "$AGENT_PID")
-	awk -v a="$rd0" '/^read_bytes:/ { print $2 - a }' "/proc/$AGENT_PID/io" >>"$RUN/agent-reads"
+	[[ $name != modelcache ]] || awk -v a="$rd0" '/^read_bytes:/ { print $2 - a }' "/proc/$AGENT_PID/io" >>"$RUN/agent-reads"
 	rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
 	used=$("$CACHE_AGENT" status --socket "$RUN/agent.sock" -o json | grep -o '"usedBytes": *[0-9]*' | head -n 1 | grep -o '[0-9]*$' || true)
 	[[ $used == "$TOTAL_BYTES" ]] || die "agent reports usedBytes=$used after prefetch, want $TOTAL_BYTES"
@@ -129,7 +133,7 @@ run_modelcache() {
 	forget_pid "$AGENT_PID"
 	read -r wall ccpu _ <"$RUN/cost"
 	# CPU of the agent during the prefetch plus the (small) client's.
-	record modelcache "$wall" "$(awk -v a="$cpu0" -v b="$cpu1" -v c="$ccpu" 'BEGIN { printf "%.3f", b - a + c }')" "$rss"
+	record "$name" "$wall" "$(awk -v a="$cpu0" -v b="$cpu1" -v c="$ccpu" 'BEGIN { printf "%.3f", b - a + c }')" "$rss"
 	rm -rf "$cache"
 }
 
@@ -142,7 +146,8 @@ run_tool() {
 		rm -rf "$dest"
 		mkdir -p "$dest"
 	fi
-	drop_caches "$RUN/bin/runstat" "$1"
+	# (the rclone binary too: rclone-sync runs it under sh)
+	drop_caches "$RUN/bin/runstat" "$(command -v "$1")" "$BIN/rclone"
 	"$RUN/bin/runstat" -o "$RUN/cost" "$@" >>"$LOGS/$name.log" 2>&1 || die "$name failed; see $LOGS/$name.log"
 	[[ $dest == - ]] || check_tree "$dest"
 	read -r wall cpu rss <"$RUN/cost"
@@ -154,14 +159,23 @@ S3FLAGS=(--endpoint "$VGW_ENDPOINT" --access "$S3_ACCESS" --secret "$S3_SECRET" 
 run_one() {
 	case $1 in
 	modelcache) run_modelcache ;;
+	baseline) run_modelcache baseline "$BASELINE_AGENT" ;;
 	rclone) run_tool rclone "$RUN/dst" "$BIN/rclone" --config "$RUN/rclone.conf" copy "bench:$BUCKET/$PREFIX" "$RUN/dst" \
+		--transfers 4 --multi-thread-streams 16 --multi-thread-chunk-size 16Mi ;;
+	# The same copy, timed until its bytes are on disk (sync -f: syncfs of
+	# the destination's filesystem), as modelcache's are when it ends.
+	rclone-sync) run_tool rclone-sync "$RUN/dst" sh -c '"$@" && sync -f "$0"' "$RUN/dst" \
+		"$BIN/rclone" --config "$RUN/rclone.conf" copy "bench:$BUCKET/$PREFIX" "$RUN/dst" \
 		--transfers 4 --multi-thread-streams 16 --multi-thread-chunk-size 16Mi ;;
 	sdk) run_tool sdk "$RUN/dst" "$RUN/bin/sdkget" "${S3FLAGS[@]}" --dest "$RUN/dst" ;;
 	null) run_tool null - "$RUN/bin/sdkget" "${S3FLAGS[@]}" --null ;;
 	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdkget" "${S3FLAGS[@]}" --durable-sink "$RUN/dst" ;;
 	esac
 }
-read -r -a TOOLS <<<"${TOOLS:-modelcache rclone sdk null durable}"
+read -r -a TOOLS <<<"${TOOLS:-modelcache rclone rclone-sync sdk null durable${BASELINE_AGENT:+ baseline}}"
+if [[ " ${TOOLS[*]} " == *" baseline "* && ! -x ${BASELINE_AGENT:-} ]]; then
+	die "TOOLS has baseline: set BASELINE_AGENT to an executable cache-agent"
+fi
 for ((round = 0; round < RUNS; round++)); do
 	log "round $((round + 1))/$RUNS"
 	# Each round starts with the next tool, so none always runs right after
@@ -198,6 +212,8 @@ OUT=$REPO/_output/bench.md
 	for t in "${TOOLS[@]}"; do
 		case $t in
 		modelcache) label="modelcache (cache-agent prefetch --wait)" ;;
+		baseline) label="modelcache baseline ($(basename "$(dirname "$BASELINE_AGENT")")/$(basename "$BASELINE_AGENT"))" ;;
+		rclone-sync) label="rclone, same flags, then sync -f (bytes on disk)" ;;
 		rclone) label="rclone v1.76.0 copy, 4 transfers x 16 streams x 16Mi" ;;
 		sdk) label="aws-sdk-go-v2 s3 manager, 16 x 16 MiB parts" ;;
 		null) label="server limit: 16 x 16 MiB ranged GETs to /dev/null" ;;
@@ -211,6 +227,12 @@ OUT=$REPO/_output/bench.md
 	if [[ -n ${WALL[rclone]:-} && -n ${WALL[modelcache]:-} ]]; then
 		echo "- rclone time / modelcache time: $(ratio "${WALL[rclone]}" "${WALL[modelcache]}")"
 	fi
+	if [[ -n ${WALL[rclone-sync]:-} && -n ${WALL[modelcache]:-} ]]; then
+		echo "- (rclone + sync) time / modelcache time: $(ratio "${WALL[rclone-sync]}" "${WALL[modelcache]}")"
+	fi
+	if [[ -n ${WALL[baseline]:-} && -n ${WALL[modelcache]:-} ]]; then
+		echo "- baseline time / modelcache time: $(ratio "${WALL[baseline]}" "${WALL[modelcache]}")"
+	fi
 	if [[ -n ${WALL[sdk]:-} && -n ${WALL[modelcache]:-} ]]; then
 		echo "- SDK time / modelcache time: $(ratio "${WALL[sdk]}" "${WALL[modelcache]}")"
 	fi
@@ -223,7 +245,7 @@ OUT=$REPO/_output/bench.md
 	echo
 	echo "Peak RSS: the agent's VmHWM for modelcache, the process's maxrss for the others."
 	echo "CPU: the agent's user+system during the prefetch plus the CLI's; the process's own for the others (the S3 server's not included)."
-	echo "Durability: modelcache and the durable limit have every byte on disk (fsynced) when they end; rclone and the SDK leave theirs in dirty page cache."
+	echo "Durability: modelcache, rclone + sync and the durable limit have every byte on disk when they end; rclone and the SDK leave theirs in dirty page cache."
 	if [[ -s $RUN/agent-reads ]]; then
 		echo "Second reads: the agent read $(sort -g "$RUN/agent-reads" | tail -n 1) bytes from disk during a prefetch at most (/proc/PID/io read_bytes): leaves are hashed while they stream."
 	fi
