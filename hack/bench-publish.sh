@@ -18,7 +18,7 @@ BUCKET=bench
 "$REPO/hack/tools.sh"
 build_agent
 RUN=$BENCH_DIR/publish-run
-LOGS=$BENCH_DIR/logs
+LOGS=$BENCH_DIR/publish-logs # not logs/: bench.sh empties that one
 rm -rf "$RUN"
 mkdir -p "$RUN/bin" "$LOGS"
 log "building csi-plugin and the helpers"

@@ -184,8 +184,8 @@ func (s *Store) Manifest(ref model.Ref, rev string) (*model.Manifest, error) {
 
 // Pin keeps a held revision from eviction until every holder unpins it. The
 // holder is a free-form name (a volume ID, a workload); pinning twice is a
-// no-op. Pins are in pins.json before Pin returns (see pins.go for why that
-// file is not fsynced).
+// no-op. The pin is in pins.log before Pin returns (see pins.go for why
+// that log is not fsynced).
 func (s *Store) Pin(ref model.Ref, rev, holder string) error {
 	if holder == "" {
 		return errors.New("cache: pin needs a holder")
@@ -203,9 +203,10 @@ func (s *Store) Pin(ref model.Ref, rev, holder string) error {
 	if r.Pins == nil {
 		r.Pins = map[string]time.Time{}
 	}
-	r.Pins[holder] = s.opts.Now()
-	r.LastUse = s.opts.Now()
-	return s.savePinsLocked()
+	now := s.opts.Now()
+	r.Pins[holder] = now
+	r.LastUse = now
+	return s.logPinLocked(pinOp{Pin: true, ID: ref.ID(), Rev: rev, Holder: holder, At: now})
 }
 
 // Unpin drops holder's pin on rev, or on every revision of ref if rev is
@@ -217,20 +218,18 @@ func (s *Store) Unpin(ref model.Ref, rev, holder string) error {
 	if rs == nil {
 		return nil
 	}
-	changed := false
 	for r, st := range rs.Revisions {
 		if rev != "" && r != rev {
 			continue
 		}
 		if _, ok := st.Pins[holder]; ok {
 			delete(st.Pins, holder)
-			changed = true
+			if err := s.logPinLocked(pinOp{ID: ref.ID(), Rev: r, Holder: holder, At: s.opts.Now()}); err != nil {
+				return err
+			}
 		}
 	}
-	if !changed {
-		return nil
-	}
-	return s.savePinsLocked()
+	return nil
 }
 
 // Evict removes rev of ref (every revision if rev is empty) unless pinned.

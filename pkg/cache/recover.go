@@ -24,7 +24,9 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.state = st
-	s.loadPins()
+	if err := s.replayPinLog(); err != nil {
+		return err
+	}
 	if err := removeChildren(filepath.Join(s.root, dirTrash), nil); err != nil {
 		return err
 	}

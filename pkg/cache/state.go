@@ -55,26 +55,66 @@ func loadState(path string) (*state, error) {
 	return st, nil
 }
 
-// saveLocked writes the state; s.mu must be held.
+// saveLocked writes the state durably and empties the pin log; s.mu must be
+// held. It is for changes of structure (a revision added or evicted), which
+// must be on disk before the caller goes on.
 func (s *Store) saveLocked() error {
-	b, err := json.MarshalIndent(s.state, "", " ")
+	b, gen, err := s.snapshotLocked()
 	if err != nil {
 		return err
+	}
+	if err := s.write(b, gen); err != nil {
+		s.dirty = true
+		return err
+	}
+	return s.truncatePinLogLocked()
+}
+
+func (s *Store) snapshotLocked() ([]byte, uint64, error) {
+	b, err := json.MarshalIndent(s.state, "", " ")
+	if err != nil {
+		return nil, 0, err
+	}
+	s.saveGen++
+	s.dirty = false
+	return b, s.saveGen, nil
+}
+
+// write stores snapshot gen unless a newer one is already on disk.
+func (s *Store) write(b []byte, gen uint64) error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if gen <= s.savedGen {
+		return nil
 	}
 	if err := writeFileAtomic(filepath.Join(s.root, fileState), b); err != nil {
 		return fmt.Errorf("cache: save state: %w", classifyNoSpace(err))
 	}
-	s.dirty = false
+	s.savedGen = gen
 	return nil
 }
 
-// Flush writes batched last-use times, if any. The agent calls it now and
-// then and at shutdown.
+// Flush writes batched last-use times and pins, if any. The agent calls it
+// now and then and at shutdown. The fsync happens outside s.mu, so pins and
+// lookups never wait behind the disk. The pin log is not emptied here: ops
+// logged while the write ran may be newer than the snapshot, and replaying
+// ops the state already holds is harmless (see pins.go).
 func (s *Store) Flush() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.dirty {
+		s.mu.Unlock()
 		return nil
 	}
-	return s.saveLocked()
+	b, gen, err := s.snapshotLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := s.write(b, gen); err != nil {
+		s.mu.Lock()
+		s.dirty = true
+		s.mu.Unlock()
+		return err
+	}
+	return nil
 }

@@ -11,7 +11,7 @@
 //	models/<ref-id>/<rev>/…       hard links to blobs; what gets bind-mounted
 //	index.log                     (etag, size) → digest, append-only
 //	state.json                    refs, revisions, pins, last use (temp + fsync + rename)
-//	pins.json                     pins, rewritten on every pin change (temp + rename, see pins.go)
+//	pins.log                      pin changes since the last state save (append, see pins.go)
 //	quarantine/                   blobs that failed verify
 //	trash/                        trees being deleted
 package cache
@@ -77,9 +77,15 @@ type Store struct {
 
 	index *etagIndex
 
-	mu        sync.Mutex // guards everything below
-	state     *state
-	dirty     bool                       // state has unsaved last-use times
+	mu         sync.Mutex // guards everything below
+	state      *state
+	dirty      bool     // state has unsaved last-use times or pins
+	saveGen    uint64   // snapshots of state taken for saving
+	pinLog     *os.File // pins.log, append-only (see pins.go)
+	pinLogSize int64
+
+	saveMu    sync.Mutex                 // serializes writes of state.json; taken after mu, never before
+	savedGen  uint64                     // newest snapshot written
 	manifests map[string]*model.Manifest // by manifestKey(refID, rev)
 	used      int64                      // bytes of blobs on disk
 	reserved  map[*Reservation]bool
@@ -144,7 +150,11 @@ func Open(root string, opts Options) (*Store, error) {
 // directory lock.
 func (s *Store) Close() error {
 	ferr := s.Flush()
-	return errors.Join(ferr, s.lock.Close())
+	var perr error
+	if s.pinLog != nil {
+		perr = s.pinLog.Close()
+	}
+	return errors.Join(ferr, perr, s.lock.Close())
 }
 
 // Root is the cache directory.

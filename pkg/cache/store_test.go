@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -350,32 +351,73 @@ func TestVerifyQuarantinesCorruptBlob(t *testing.T) {
 	}
 }
 
-func TestPinsFileIsNewerThanStateAndStateIsTheFallback(t *testing.T) {
+// crashCopy copies a live store's directory, as a kill -9 would leave it
+// (the page cache keeps every write), for a second store to open.
+func crashCopy(t *testing.T, root string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-a", root, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	os.Remove(filepath.Join(dst, "lock"))
+	return dst
+}
+
+func pinsAfterCrash(t *testing.T, root string, tamper func(dir string)) string {
+	t.Helper()
+	dir := crashCopy(t, root)
+	if tamper != nil {
+		tamper(dir)
+	}
+	c := openStore(t, dir, 1<<30)
+	defer c.Close()
+	return fmt.Sprint(c.Status().Models[0].Pins)
+}
+
+func TestPinLogReplaysOverState(t *testing.T) {
 	root := t.TempDir()
 	s := openStore(t, root, 1<<30)
 	m := putModel(t, s, "s3://bkt/m", map[string][]byte{"a": []byte("pinned")})
 	if err := s.Pin(m.Ref, m.Revision, "vol-1"); err != nil {
 		t.Fatal(err)
 	}
-	s.Close() // state.json now carries vol-1 too
-
-	// pins.json wins over state.json: an unpin recorded only there (the
-	// agent died before the next durable save) stays unpinned.
-	os.WriteFile(filepath.Join(root, "pins.json"), []byte(`{"pins":{}}`), 0o644)
-	s = openStore(t, root, 1<<30)
-	if p := s.Status().Models[0].Pins; len(p) != 0 {
-		t.Fatalf("pins = %q, want none (pins.json is newer)", p)
+	// Killed right after the pin: state.json has no pins, the log has it.
+	if got := pinsAfterCrash(t, root, nil); got != "[vol-1]" {
+		t.Fatalf("pins after a crash = %s, want [vol-1]", got)
 	}
-	if err := s.Pin(m.Ref, m.Revision, "vol-2"); err != nil {
+	s.Unpin(m.Ref, m.Revision, "vol-1")
+	s.Pin(m.Ref, m.Revision, "vol-2")
+	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	s.Pin(m.Ref, m.Revision, "vol-3")
+	// The flush put vol-2 in state.json; the log, replayed over it, still
+	// holds every op since, and a torn tail (power loss) is skipped.
+	torn := func(dir string) {
+		f, _ := os.OpenFile(filepath.Join(dir, "pins.log"), os.O_WRONLY|os.O_APPEND, 0)
+		f.WriteString(`{"pin":true,"id":"`)
+		f.Close()
+	}
+	if got := pinsAfterCrash(t, root, torn); got != "[vol-2 vol-3]" {
+		t.Fatalf("pins after a crash = %s, want [vol-2 vol-3]", got)
+	}
+	// A lost log (power loss) falls back to state.json as of the flush.
+	lost := func(dir string) { os.Remove(filepath.Join(dir, "pins.log")) }
+	if got := pinsAfterCrash(t, root, lost); got != "[vol-2]" {
+		t.Fatalf("pins without the log = %s, want [vol-2]", got)
+	}
+	// A durable save empties the log.
+	putModel(t, s, "s3://bkt/other", map[string][]byte{"b": []byte("x")})
+	if st, err := os.Stat(filepath.Join(root, "pins.log")); err != nil || st.Size() != 0 {
+		t.Fatalf("pin log after a state save: %v, %v", st, err)
+	}
 	s.Close()
-
-	// A torn pins.json (power loss) falls back to state.json's pins.
-	os.WriteFile(filepath.Join(root, "pins.json"), []byte(`{"pins":{"`), 0o644)
 	s = openStore(t, root, 1<<30)
-	if p := s.Status().Models[0].Pins; fmt.Sprint(p) != "[vol-2]" {
-		t.Fatalf("pins = %q, want [vol-2] from state.json", p)
+	defer s.Close()
+	for _, ms := range s.Status().Models {
+		if ms.Ref == m.Ref.String() && fmt.Sprint(ms.Pins) != "[vol-2 vol-3]" {
+			t.Fatalf("pins after a clean restart = %v", ms.Pins)
+		}
 	}
 }
 

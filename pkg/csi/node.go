@@ -136,9 +136,11 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	defer d.unlock(vol)
 
+	start := time.Now()
 	if err := d.opts.Mounter.Unmount(target); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	tUnpin := time.Now()
 	rec, had, err := d.recs.get(vol, target)
 	if err != nil {
 		d.log.Warn("unpublish: unreadable volume record; reconciliation will drop its pin", "volume", vol, "err", err)
@@ -154,7 +156,9 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if err := d.recs.remove(vol, target); err != nil {
 		d.log.Warn("unpublish", "volume", vol, "err", err)
 	}
-	d.log.Info("unpublished model", "volume", vol, "target", target, "model", rec.Ref)
+	ms := func(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
+	d.log.Info("unpublished model", "volume", vol, "target", target, "model", rec.Ref,
+		"ms", ms(start, time.Now()), "unmountMs", ms(start, tUnpin), "unpinMs", ms(tUnpin, time.Now()))
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }
 
