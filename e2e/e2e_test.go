@@ -23,6 +23,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,12 @@ func TestModelVolumes(t *testing.T) {
 		t.Log("time from pod creation to Ready:")
 		for _, x := range timings {
 			t.Logf("  %-44s %8.3fs", x.what, x.d.Seconds())
+		}
+		if url := os.Getenv("MODELCACHE_E2E_PLUGIN_METRICS"); url != "" {
+			t.Log("NodePublishVolume as the plugin measured it (successful calls):")
+			for label, v := range publishLatency(url) {
+				t.Logf("  cache=%-5s mean %8.3f ms over %.0f calls", label, v[0]*1000, v[1])
+			}
 		}
 	}()
 	uids := map[string]string{} // pod name → uid, for the mount check

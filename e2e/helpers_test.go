@@ -11,9 +11,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -457,4 +459,45 @@ func throttle(t *testing.T, addr, target string, bytesPerSec int64) {
 			}()
 		}
 	}()
+}
+
+// publishLatency reads the plugin's modelcache_csi_publish_duration_seconds
+// from its metrics endpoint: mean seconds and count per cache label (hit,
+// miss). Empty when the endpoint does not answer.
+func publishLatency(url string) map[string][2]float64 {
+	out := map[string][2]float64{}
+	resp, err := http.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	sums, counts := map[string]float64{}, map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(l, "{")
+		if !ok {
+			continue
+		}
+		labels, val, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		label := strings.TrimSuffix(strings.TrimPrefix(labels, `cache="`), `"`)
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "modelcache_csi_publish_duration_seconds_sum":
+			sums[label] = v
+		case "modelcache_csi_publish_duration_seconds_count":
+			counts[label] = v
+		}
+	}
+	for l, c := range counts {
+		if c > 0 {
+			out[l] = [2]float64{sums[l] / c, c}
+		}
+	}
+	return out
 }

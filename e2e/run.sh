@@ -131,5 +131,5 @@ step "modelcache.csi.io registered on $node"
 step "go test -tags e2e ./e2e"
 MODELCACHE_E2E_S3=$VGW_ENDPOINT MODELCACHE_E2E_S3_ACCESS=$S3_ACCESS MODELCACHE_E2E_S3_SECRET=$S3_SECRET \
 	MODELCACHE_E2E_SLOW_ADDR=$SLOW_ADDR MODELCACHE_E2E_AGENT_SOCKET=$E2E_DIR/run/modelcache/agent.sock \
-	MODELCACHE_E2E_KUBELET_ROOT=$E2E_DIR/kubelet \
+	MODELCACHE_E2E_KUBELET_ROOT=$E2E_DIR/kubelet MODELCACHE_E2E_PLUGIN_METRICS=http://127.0.0.1:19091/metrics \
 	go test -tags e2e -count=1 -v -timeout 20m ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/
