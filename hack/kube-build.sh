@@ -73,6 +73,8 @@ if [[ ! -f go.sum ]] || ! grep -q "k8s.io/kubernetes $KV" go.mod 2>/dev/null; th
 	rm -f go.sum
 	go mod tidy
 fi
+# This directory is under the repository: keep `make verify` (gofmt -l .) clean.
+gofmt -w tools.go
 
 LDF="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
