@@ -10,7 +10,7 @@
 //
 //	(1) Deployment prefetch annotation, replicas 0 → model ready, node label   TODO(prefetch): prefetch_test.go
 //	(2) inline CSI volume: Running, expected bytes, read-only                   TestModelVolumes/inline
-//	(3) generic ephemeral volume of StorageClass model-cache                    TODO(provisioner): storageclass_test.go
+//	(3) generic ephemeral volume of StorageClass model-cache                    TestStorageClass
 //	(4) model not cached: fetch progress in the pod's events, then Running     TestModelVolumes/cold-progress
 //	(5) creation → Ready, warm vs cold, printed                                 TestModelVolumes (log + summary)
 //	(6a) deleting pods unmounts and unpins                                      TestModelVolumes/delete-unpins
@@ -22,11 +22,18 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 const bucket = "e2e-models"
@@ -147,3 +154,82 @@ func TestModelVolumes(t *testing.T) {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+
+// TestStorageClass: (3) a pod with a generic ephemeral volume of the
+// StorageClass model-cache (deploy/storageclass; the provisioner is
+// csi-plugin --mode=controller) runs and reads the model; a claim that names
+// no model gets a ProvisioningFailed event instead of a silent Pending.
+func TestStorageClass(t *testing.T) {
+	e := newEnv(t)
+	t.Cleanup(e.deleteTestPods)
+	ctx := context.Background()
+	m := newModel(bucket, "sc", 8<<20, 3)
+	m.upload(t, e.s3)
+	ref := "s3://" + bucket + "/sc?source=local"
+
+	pod := modelPod("sc-ephemeral", "")
+	pod.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{
+		VolumeClaimTemplate: &corev1.PersistentVolumeClaimTemplate{
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"modelcache.io/model": ref}},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				StorageClassName: ptr("model-cache"),
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadOnlyMany},
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}}}
+	p, d := e.createAndWaitReady(t, pod, 3*time.Minute)
+	t.Logf("%s Ready after %.3fs (claim, provisioning, cold fetch)", p.Name, d.Seconds())
+	e.checkReader(t, p.Name, m)
+	claim, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, p.Name+"-model", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the ephemeral claim: %v", err)
+	}
+	pv, err := e.kube.CoreV1().PersistentVolumes().Get(ctx, claim.Spec.VolumeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the claim's volume %q: %v", claim.Spec.VolumeName, err)
+	}
+	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != "modelcache.csi.io" || !pv.Spec.CSI.ReadOnly {
+		t.Errorf("PV %s: want a read-only CSI source of modelcache.csi.io, got %+v", pv.Name, pv.Spec.CSI)
+	} else {
+		t.Logf("PV %s: access %v, attributes %v", pv.Name, pv.Spec.AccessModes, pv.Spec.CSI.VolumeAttributes)
+	}
+
+	// A claim without a model: an event that says so.
+	bad := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "sc-no-model"},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: ptr("model-cache"),
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadOnlyMany},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+				corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	if _, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.kube.CoreV1().PersistentVolumeClaims(e.ns).Delete(ctx, bad.Name, metav1.DeleteOptions{}) })
+	var msg string
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		l, err := e.kube.CoreV1().Events(e.ns).List(ctx, metav1.ListOptions{FieldSelector: fields.Set{
+			"involvedObject.kind": "PersistentVolumeClaim", "involvedObject.name": bad.Name, "reason": "ProvisioningFailed"}.String()})
+		if err != nil || len(l.Items) == 0 {
+			return false, nil
+		}
+		msg = l.Items[0].Message
+		return true, nil
+	})
+	if err != nil {
+		t.Errorf("claim %s names no model: no ProvisioningFailed event after a minute", bad.Name)
+	} else {
+		t.Logf("claim without a model: ProvisioningFailed: %s", msg)
+	}
+
+	// Deleting the pod deletes its claim (owner reference) and unpins.
+	if err := e.deletePod(p.Name); err != nil {
+		t.Fatal(err)
+	}
+	if pins := e.pinsOn(t, ref); len(pins) != 0 {
+		t.Errorf("pod deleted, the agent still pins %s for %q", ref, pins)
+	}
+}

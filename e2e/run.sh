@@ -34,9 +34,9 @@ dump() {
 	echo
 	echo "================ e2e failed: state and logs (all logs under $d) ================"
 	kubectl get nodes,pods -A -o wide 2>&1 || true
-	kubectl -n "$NS" describe ds/modelcache-node 2>&1 | tail -n 30 || true
+	kubectl -n "$NS" describe ds/modelcache-node deploy/modelcache-controller 2>&1 | grep -A12 "^Events:" || true
 	for p in $(kubectl -n "$NS" get pods -o name 2>/dev/null); do
-		for c in cache-agent csi-plugin; do
+		for c in $(kubectl -n "$NS" get "$p" -o jsonpath='{.spec.containers[*].name}' 2>/dev/null); do
 			echo "---------------- $p $c (last 80 lines)"
 			kubectl -n "$NS" logs "$p" -c "$c" --tail=80 2>&1 || true
 			kubectl -n "$NS" logs "$p" -c "$c" --previous --tail=40 2>/dev/null | sed 's/^/[previous] /' || true
@@ -119,6 +119,7 @@ kubectl apply -k deploy/e2e
 # The DaemonSet controller needs the ServiceAccount's token controller first;
 # rollout status waits for the pod to be created and ready.
 kubectl -n "$NS" rollout status ds/modelcache-node --timeout=180s
+kubectl -n "$NS" rollout status deploy/modelcache-controller --timeout=120s
 node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
 for _ in $(seq 60); do
 	kubectl get csinode "$node" -o jsonpath='{.spec.drivers[*].name}' 2>/dev/null | grep -qw modelcache.csi.io && break
