@@ -217,7 +217,7 @@ OUT=$REPO/_output/bench.md
 		rclone) label="rclone v1.76.0 copy, 4 transfers x 16 streams x 16Mi" ;;
 		sdk) label="aws-sdk-go-v2 s3 manager, 16 x 16 MiB parts" ;;
 		null) label="server limit: 16 x 16 MiB ranged GETs to /dev/null" ;;
-		durable) label="durable limit: same GETs, O_DIRECT pwrite at offsets, fsync" ;;
+		durable) label="durable limit: same GETs, pwrite at offsets, writeback per part, fsync" ;;
 		esac
 		awk -v l="$label" -v w="${WALL[$t]}" -v c="${CPU[$t]}" -v r="${RSS[$t]}" -v b="$TOTAL_BYTES" \
 			'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %d |\n", l, w, b / 1e9 / w, c / (b / 1e9), r / 1024 }'

@@ -9,9 +9,10 @@
 //
 // With --durable-sink DIR it measures the limit for any download that must
 // be on disk when it ends: the same ranged GETs, each written at its offset
-// with O_DIRECT into a preallocated file (page cache bypassed), every file
-// fsynced at the end; no hashing, no content store, no tree. When the S3
-// server reads its data from the same disk, this is the floor.
+// in 256 KiB pwrites into a preallocated file, writeback started as each
+// part ends (sync_file_range), every file fsynced at the end; no hashing, no
+// content store, no tree. When the S3 server reads its data from the same
+// disk, this is about the floor.
 //
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --dest /tmp/out
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --null
@@ -30,7 +31,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -59,7 +59,7 @@ func main() {
 	partMiB := flag.Int64("part-size-mib", 16, "part size in MiB")
 	files := flag.Int("files", 1, "files downloaded at once (each with --concurrency parts in flight)")
 	null := flag.Bool("null", false, "discard the bytes: measure the server, not the disk")
-	durable := flag.String("durable-sink", "", "write parts with O_DIRECT into files in this directory and fsync them")
+	durable := flag.String("durable-sink", "", "write parts into files in this directory and fsync them")
 	quiet := flag.Bool("q", false, "print nothing but errors")
 	flag.Parse()
 	modes := 0
@@ -255,15 +255,14 @@ func parallel[T any](items []T, n int, fn func(T) (int64, error)) (int64, error)
 	return total, firstErr
 }
 
-// durableAll is discardAll with the bytes kept: each part is read in full
-// 512 KiB page-aligned pieces and written at its offset with O_DIRECT (the
-// tail of a file through the page cache), and every file is fsynced once
-// all its parts are in.
+// durableAll is discardAll with the bytes kept: each part is read in 256 KiB
+// pieces written at their offsets, its writeback is started when it ends,
+// and every file is fsynced once all parts are in.
 func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object, dir string, partSize int64, concurrency int) (int64, error) {
 	type part struct {
-		key         string
-		off, len    int64
-		buf, direct *os.File
+		key      string
+		off, len int64
+		f        *os.File
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
@@ -288,22 +287,11 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 		if err := unix.Fallocate(int(f.Fd()), 0, 0, o.size); err != nil {
 			return 0, fmt.Errorf("fallocate %s: %w", path, err)
 		}
-		d, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
-		if err != nil {
-			return 0, fmt.Errorf("open %s with O_DIRECT: %w", path, err)
-		}
-		files = append(files, d)
 		for off := int64(0); off < o.size; off += partSize {
-			ranges = append(ranges, part{o.key, off, min(partSize, o.size-off), f, d})
+			ranges = append(ranges, part{o.key, off, min(partSize, o.size-off), f})
 		}
 	}
-	const bufSize, align = 512 << 10, 4096
-	bufs := sync.Pool{New: func() any {
-		b := make([]byte, bufSize+align)
-		skip := (align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align)) % align
-		b = b[skip : skip+bufSize]
-		return &b
-	}}
+	bufs := sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 	total, err := parallel(ranges, concurrency, func(p part) (int64, error) {
 		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(p.key),
 			Range: aws.String(fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.len-1))})
@@ -319,16 +307,12 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 			if _, err := io.ReadFull(out.Body, b); err != nil {
 				return n, fmt.Errorf("read %s %d+%d: %w", p.key, p.off, p.len, err)
 			}
-			f := p.direct
-			if len(b)%align != 0 {
-				f = p.buf
-			}
-			if _, err := f.WriteAt(b, p.off+n); err != nil {
+			if _, err := p.f.WriteAt(b, p.off+n); err != nil {
 				return n, err
 			}
 			n += int64(len(b))
 		}
-		return n, nil
+		return n, unix.SyncFileRange(int(p.f.Fd()), p.off, p.len, unix.SYNC_FILE_RANGE_WRITE)
 	})
 	if err != nil {
 		return total, err

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
@@ -49,9 +47,6 @@ type Ingest struct {
 	key   IngestKey
 	dir   string
 	data  *os.File
-	// direct is a second descriptor of data opened with O_DIRECT (nil where
-	// the filesystem refuses it): WriteAt sends page-aligned writes through it.
-	direct atomic.Pointer[os.File]
 
 	mu      sync.Mutex
 	journal *os.File
@@ -116,7 +111,6 @@ func (s *Store) openIngest(id string, key IngestKey) (*Ingest, error) {
 		w.data.Close()
 		return nil, err
 	}
-	w.openDirect()
 	if resumed {
 		if err := w.replayJournal(); err != nil {
 			w.data.Close()
@@ -160,36 +154,6 @@ func (w *Ingest) preallocate() error {
 	}
 	if err != nil {
 		return fmt.Errorf("cache: preallocate %d bytes for %s: %w", w.key.Size, w.key.Origin, classifyNoSpace(err))
-	}
-	return nil
-}
-
-// openDirect opens the data file a second time with O_DIRECT, where the
-// filesystem allows it. Downloaded bytes then go from the fetcher's buffer
-// to the disk without a copy into the page cache, and without gigabytes of
-// dirty pages that the commit's fsync would have to write back at the end:
-// on a machine where the download is CPU-bound, that copy and the writeback
-// were most of the cost of a fetch. Durability is unchanged: Commit fsyncs
-// the file (device cache and extent metadata) before the rename either way.
-func (w *Ingest) openDirect() {
-	if w.key.Size < directAlign {
-		return
-	}
-	f, err := os.OpenFile(filepath.Join(w.dir, ingestData), os.O_WRONLY|unix.O_DIRECT, 0)
-	if err != nil {
-		return // tmpfs, some FUSE and network filesystems: buffered writes only
-	}
-	w.direct.Store(f)
-}
-
-// directAlign is the alignment of offset, length and memory that O_DIRECT
-// writes get: the page size, which satisfies every logical block size up to it.
-const directAlign = 4096
-
-// closeDirect closes the O_DIRECT descriptor, if any.
-func (w *Ingest) closeDirect() error {
-	if f := w.direct.Swap(nil); f != nil {
-		return f.Close()
 	}
 	return nil
 }
@@ -285,29 +249,9 @@ func (w *Ingest) HeldBytes() int64 {
 }
 
 // WriteAt writes downloaded bytes; safe for concurrent use on disjoint ranges.
-//
-// A write whose offset, length and memory are all page-aligned goes to disk
-// directly (O_DIRECT, where the filesystem allows it); others (a file's last
-// bytes, the rest of a part after a short read) go through the page cache.
-// Both kinds may be mixed in one file as long as no page is written both
-// ways at the same time: callers that write disjoint ranges whose bounds are
-// page-aligned, except at the end of the blob, never share a page.
 func (w *Ingest) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > w.key.Size {
 		return 0, fmt.Errorf("cache: write [%d,%d) outside blob of %d bytes", off, off+int64(len(p)), w.key.Size)
-	}
-	if f := w.direct.Load(); f != nil && aligned(p, off) {
-		n, err := f.WriteAt(p, off)
-		if err == nil {
-			return n, nil
-		}
-		if !errors.Is(err, unix.EINVAL) {
-			return n, classifyNoSpace(err)
-		}
-		// The filesystem accepted O_DIRECT at open but refuses these writes
-		// (stricter alignment, or no direct I/O after all): write through
-		// the page cache from now on. Nothing of p was written.
-		w.direct.CompareAndSwap(f, nil)
 	}
 	n, err := w.data.WriteAt(p, off)
 	if err != nil {
@@ -316,19 +260,13 @@ func (w *Ingest) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// aligned reports whether p at off can be written with O_DIRECT.
-func aligned(p []byte, off int64) bool {
-	return len(p) > 0 && off%directAlign == 0 && len(p)%directAlign == 0 &&
-		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign == 0
-}
-
 // StartWriteback asks the kernel to start writing [off, off+n) of the data
-// file to disk now, without waiting (sync_file_range SYNC_FILE_RANGE_WRITE),
-// for bytes written through the page cache. It changes nothing about
-// durability (Commit still fsyncs) but when the disk does the work: called
-// for each finished part, it overlaps writeback with the rest of the
-// download, so the commit's fsync finds little left to write. Bytes written
-// with O_DIRECT leave no dirty pages, and it costs next to nothing for them.
+// file to disk now, without waiting (sync_file_range SYNC_FILE_RANGE_WRITE).
+// It changes nothing about durability (Commit still fsyncs) but when the
+// disk does the work: called for each finished part, it overlaps writeback
+// with the rest of the download, so the commit's fsync finds little left to
+// write and gigabytes of dirty pages never pile up. The bytes stay in the
+// page cache, warm for the first reader of the model.
 func (w *Ingest) StartWriteback(off, n int64) error {
 	if off < 0 || n <= 0 || off+n > w.key.Size {
 		return nil
@@ -375,10 +313,6 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 			w.data.Close()
 			return "", fmt.Errorf("cache: commit %s: leaf %d of %d not written", w.key.Origin, i, len(w.held))
 		}
-	}
-	if err := w.closeDirect(); err != nil {
-		w.data.Close()
-		return "", fmt.Errorf("cache: close ingest: %w", err)
 	}
 	if err := w.data.Sync(); err != nil {
 		w.data.Close()
@@ -429,7 +363,7 @@ func (w *Ingest) release(remove bool) error {
 	}
 	w.done = true
 	defer w.store.unlockIngest(w.key.id())
-	err := errors.Join(w.journal.Close(), w.closeDirect(), w.data.Close())
+	err := errors.Join(w.journal.Close(), w.data.Close())
 	if remove {
 		return os.RemoveAll(w.dir)
 	}

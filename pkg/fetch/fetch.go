@@ -140,7 +140,7 @@ func (r *run) work(n int) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			buf := alignedBuffer(bufferSize) // per worker: memory is n × 512 KiB
+			buf := make([]byte, bufferSize) // per worker: memory is n × 256 KiB
 			for p := range parts {
 				if r.ctx.Err() == nil {
 					r.fetchPart(p, buf)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -40,8 +39,8 @@ func (r *run) fetchPart(p *part, buf []byte) {
 		r.fail(err)
 		return
 	}
-	// Whatever went through the page cache starts for the disk now, while
-	// other parts download, rather than all at once in the commit's fsync.
+	// The part's bytes start for the disk now, while other parts download,
+	// rather than all at once in the commit's fsync.
 	if err := fl.ing.StartWriteback(p.off, p.end-p.off); err != nil {
 		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, fl.key, err))
 		return
@@ -135,15 +134,6 @@ func checkResponse(out *s3.GetObjectOutput, pos, end int64, f model.File) error 
 		return &changedError{fmt.Sprintf("object is %d bytes, listed as %d", t, f.Size)}
 	}
 	return nil
-}
-
-// alignedBuffer returns n bytes whose start is page-aligned, so that full
-// reads into it can be written with O_DIRECT (see cache.Ingest.WriteAt).
-func alignedBuffer(n int) []byte {
-	const align = 4096
-	b := make([]byte, n+align)
-	skip := (align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align)) % align
-	return b[skip : skip+n : skip+n]
 }
 
 // changedError: the object is not the one listed. Not retried.
