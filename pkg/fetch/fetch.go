@@ -134,9 +134,11 @@ func (r *run) fail(err error) {
 // work feeds the parts of every file to n workers. Files are opened as the
 // feed reaches them, so at most about n ingests (and 2n descriptors) are open
 // whatever the number of files. Largest files go first: the tail of the
-// download is then small files, not one big file on one connection.
+// download is then small files, not one big file on one connection. Parts
+// of up to filesAtOnce files are interleaved (see feed).
 func (r *run) work(n int) {
 	parts := make(chan *part)
+	fd := &feed{ctx: r.ctx, out: parts}
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
@@ -172,19 +174,21 @@ func (r *run) work(n int) {
 			}
 			first[k] = i
 		}
-		if !r.schedule(i, parts) {
+		if !r.schedule(i, fd) {
 			locked = append(locked, i)
 		}
 	}
+	fd.drain()
 	// Held by another download in this agent (another model with the same
 	// file): wait for it, then it is either held (dedup) or ours to resume.
 	for _, i := range locked {
-		for delay := 50 * time.Millisecond; r.ctx.Err() == nil && !r.schedule(i, parts); delay = min(2*delay, time.Second) {
+		for delay := 50 * time.Millisecond; r.ctx.Err() == nil && !r.schedule(i, fd); delay = min(2*delay, time.Second) {
 			select {
 			case <-time.After(delay):
 			case <-r.ctx.Done():
 			}
 		}
+		fd.drain()
 	}
 	close(parts)
 	wg.Wait()
@@ -207,7 +211,7 @@ func (r *run) work(n int) {
 // schedule handles file i: done at once if the store holds it, empty or
 // fully resumed; otherwise its parts are sent to the workers. It returns
 // false if another download holds the file's ingest.
-func (r *run) schedule(i int, parts chan<- *part) bool {
+func (r *run) schedule(i int, fd *feed) bool {
 	fm := r.out.Files[i]
 	key := r.prefix + "/" + fm.Path
 	if r.prefix == "" {
@@ -242,12 +246,54 @@ func (r *run) schedule(i int, parts chan<- *part) bool {
 		return true
 	}
 	fl.left.Store(int32(len(ps)))
-	for _, p := range ps {
-		select {
-		case parts <- p:
-		case <-r.ctx.Done():
-			return true
-		}
+	fd.add(ps)
+	return true
+}
+
+// filesAtOnce is how many files' parts the feed interleaves. Parts of one
+// file written by all workers at once queue on that file's inode lock
+// (buffered writes to one file are serialized by the kernel); spread over a
+// few files they mostly do not, as with rclone's 4 transfers × N streams.
+const filesAtOnce = 4
+
+// feed sends parts to the workers round-robin over up to filesAtOnce files.
+type feed struct {
+	ctx   context.Context
+	out   chan<- *part
+	lists [][]*part // per file, parts not yet sent
+	next  int
+}
+
+// add queues a file's parts, then sends until fewer than filesAtOnce files
+// have parts waiting, so the next file joins the rotation.
+func (f *feed) add(ps []*part) {
+	f.lists = append(f.lists, ps)
+	for len(f.lists) >= filesAtOnce && f.sendOne() {
+	}
+}
+
+// drain sends every queued part.
+func (f *feed) drain() {
+	for len(f.lists) > 0 && f.sendOne() {
+	}
+}
+
+// sendOne sends the next part in rotation; false once the run is stopped
+// (the queue is then dropped: its files are closed, not committed).
+func (f *feed) sendOne() bool {
+	f.next %= len(f.lists)
+	l := f.lists[f.next]
+	select {
+	case f.out <- l[0]:
+	case <-f.ctx.Done():
+		f.lists = nil
+		return false
+	}
+	if len(l) == 1 {
+		f.lists = slices.Delete(f.lists, f.next, f.next+1)
+	} else {
+		f.lists[f.next] = l[1:]
+		f.next++
 	}
 	return true
 }
