@@ -36,11 +36,17 @@ import (
 	"k8s.io/client-go/rest"
 )
 
+// User is the name of an unprivileged user of every Server: it may do only
+// what RBAC objects the test creates grant it.
+const User = "kubetest-user"
+
 // Server is a running API server.
 type Server struct {
 	// Config reaches the API server as a cluster admin (insecure TLS: the
 	// serving certificate is self-signed).
 	Config *rest.Config
+	// UserConfig reaches it as User.
+	UserConfig *rest.Config
 	// StartupTime is how long etcd and the API server took to become ready.
 	StartupTime time.Duration
 
@@ -202,12 +208,14 @@ func (s *Server) startEtcd(bin string) (string, error) {
 }
 
 func (s *Server) startAPIServer(bin, etcdURL string) error {
-	token, err := randomHex(16)
-	if err != nil {
+	token, err1 := randomHex(16)
+	userToken, err2 := randomHex(16)
+	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
 	tokens := filepath.Join(s.dir, "tokens.csv")
-	if err := os.WriteFile(tokens, []byte(token+",kubetest-admin,kubetest-admin,system:masters\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokens, []byte(token+",kubetest-admin,kubetest-admin,system:masters\n"+
+		userToken+","+User+","+User+"\n"), 0o600); err != nil {
 		return err
 	}
 	saKey := filepath.Join(s.dir, "sa.key")
@@ -246,6 +254,8 @@ func (s *Server) startAPIServer(bin, etcdURL string) error {
 		s.procs = append(s.procs, p)
 		s.Config = &rest.Config{Host: host, BearerToken: token,
 			TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 100, Burst: 200}
+		s.UserConfig = rest.CopyConfig(s.Config)
+		s.UserConfig.BearerToken = userToken
 		return nil
 	}
 	return fmt.Errorf("kube-apiserver did not start: %w", lastErr)

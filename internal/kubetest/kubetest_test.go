@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/modelcache/modelcache/internal/kubetest"
 )
@@ -32,6 +34,14 @@ func TestServer(t *testing.T) {
 	}
 	if n.Labels["a"] != "b" {
 		t.Fatalf("labels after patch: %v", n.Labels)
+	}
+	// The unprivileged user is authenticated and denied until RBAC allows.
+	user, err := kubernetes.NewForConfig(s.UserConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := user.CoreV1().Nodes().Get(ctx, "kubetest-node", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("unprivileged get node: %v, want Forbidden", err)
 	}
 	if s2 := kubetest.Start(t); s2 != s {
 		t.Fatal("a second Start started another server")

@@ -261,8 +261,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.broadcaster.Shutdown()
 	c.workloadInformers.Start(ctx.Done())
 	c.nodeInformers.Start(ctx.Done())
-	defer c.workloadInformers.Shutdown()
-	defer c.nodeInformers.Shutdown()
+	defer func() {
+		cancel() // the informers stop on ctx; Shutdown waits for them
+		c.workloadInformers.Shutdown()
+		c.nodeInformers.Shutdown()
+	}()
 	syncCtx, syncCancel := context.WithTimeout(ctx, c.opts.SyncTimeout)
 	synced := toolscache.WaitForCacheSync(syncCtx.Done(), c.synced...)
 	syncCancel()

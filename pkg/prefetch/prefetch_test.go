@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -73,6 +74,13 @@ func newEnv(t *testing.T) *env {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// No namespace controller runs, so the workloads go one by one: a later
+	// test that watches every namespace sees only its own.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		e.kube.AppsV1().Deployments(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		e.kube.AppsV1().StatefulSets(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	})
 	return e
 }
 
@@ -89,6 +97,7 @@ type node struct {
 	name  string
 	agent *agent.Agent
 	store *cache.Store
+	stop  func() // stops the controller
 }
 
 // startNode creates the Node object and runs an agent and a prefetch
@@ -110,29 +119,36 @@ func (e *env) startNode(t *testing.T, suffix string, labels map[string]string, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := agent.New(store, f, nil, nil)
-	c, err := prefetch.New(e.kube, agentAdapter{a}, prefetch.Options{NodeName: name, Namespace: e.ns,
-		Resync: 300 * time.Millisecond, RetryAfter: 500 * time.Millisecond})
+	n := &node{name: name, agent: agent.New(store, f, nil, nil), store: store}
+	t.Cleanup(func() {
+		n.stop()
+		n.agent.Close()
+		store.Close()
+		e.kube.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	n.startController(t, e.kube, e.ns)
+	return n
+}
+
+// startController runs a prefetch controller for n with client, watching
+// namespace ("" for all), until n.stop or the end of the test.
+func (n *node) startController(t *testing.T, client kubernetes.Interface, namespace string) {
+	t.Helper()
+	c, err := prefetch.New(client, agentAdapter{n.agent}, prefetch.Options{NodeName: n.name, Namespace: namespace,
+		Resync: 300 * time.Millisecond, RetryAfter: 500 * time.Millisecond, SyncTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := c.Run(runCtx); err != nil {
-			t.Errorf("controller for %s: %v", name, err)
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("controller for %s: %v", n.name, err)
 		}
 	}()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		a.Close()
-		store.Close()
-		e.kube.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-	return &node{name: name, agent: a, store: store}
+	n.stop = func() { cancel(); wg.Wait() }
 }
 
 type podSpec func(*corev1.PodSpec)
@@ -526,4 +542,89 @@ func TestBadAnnotationAndFailure(t *testing.T) {
 	e.createDeployment(t, deployment("missing", "s3://no-such-bucket/m?source=test", 1))
 	ev = e.waitEvent(t, "missing", prefetch.ReasonFailed, "no-such-bucket", n.name)
 	t.Logf("event: %s", ev)
+}
+
+// TestRestart: a controller started over an agent that already holds
+// workload pins keeps the ones still wanted (without announcing them again)
+// and drops the pins of a workload deleted while it was down.
+func TestRestart(t *testing.T) {
+	e := newEnv(t)
+	refA := e.putModel(t, "a", 40)
+	refB := e.putModel(t, "b", 41)
+	n := e.startNode(t, "n", nil)
+	e.createDeployment(t, deployment("keep", refA, 1))
+	e.createDeployment(t, deployment("gone", refB, 1))
+	n.waitPins(t, refA, holder("deployment", e.ns, "keep"))
+	n.waitPins(t, refB, holder("deployment", e.ns, "gone"))
+	e.waitEvent(t, "keep", prefetch.ReasonDone)
+
+	n.stop()
+	if err := e.kube.AppsV1().Deployments(e.ns).Delete(context.Background(), "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.startController(t, e.kube, e.ns)
+	n.waitPins(t, refB)
+	n.waitPins(t, refA, holder("deployment", e.ns, "keep"))
+	e.waitWarm(t, n.name, refA, refB)
+	time.Sleep(time.Second) // a few reconciles
+	var done int
+	for _, ev := range e.events(t, "keep") {
+		if strings.HasPrefix(ev, prefetch.ReasonDone) {
+			done++
+		}
+	}
+	if done != 1 {
+		t.Errorf("%d PrefetchDone events on keep after a restart, want 1: %q", done, e.events(t, "keep"))
+	}
+}
+
+// TestLeastPrivilege runs the controller, watching every namespace, as a
+// user holding only the RBAC rules the README lists; without them Run fails
+// with ErrCacheSync.
+func TestLeastPrivilege(t *testing.T) {
+	e := newEnv(t)
+	ks := kubetest.Start(t)
+	ctx := context.Background()
+	user, err := kubernetes.NewForConfig(ks.UserConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := e.startNode(t, "n", nil)
+	n.stop() // the admin's controller; the user's runs instead
+
+	bare, err := prefetch.New(user, agentAdapter{n.agent}, prefetch.Options{NodeName: n.name, SyncTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bare.Run(ctx); !errors.Is(err, prefetch.ErrCacheSync) {
+		t.Fatalf("Run without RBAC: %v, want ErrCacheSync", err)
+	} else {
+		t.Logf("without RBAC: %v", err)
+	}
+
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: e.ns},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
+			{APIGroups: []string{"apps"}, Resources: []string{"deployments", "statefulsets"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		}}
+	if _, err := e.kube.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: e.ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: e.ns},
+		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: kubetest.User}}}
+	if _, err := e.kube.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.kube.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.ns, metav1.DeleteOptions{})
+		e.kube.RbacV1().ClusterRoles().Delete(context.Background(), e.ns, metav1.DeleteOptions{})
+	})
+	n.startController(t, user, "")
+	ref := e.putModel(t, "m", 50)
+	e.createDeployment(t, deployment("server", ref, 0))
+	n.waitPins(t, ref, holder("deployment", e.ns, "server"))
+	e.waitWarm(t, n.name, ref)
+	e.waitEvent(t, "server", prefetch.ReasonDone, n.name)
 }
