@@ -266,3 +266,29 @@ func httpGet(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// An optional Secret that does not exist leaves kubelet's mount empty: the
+// agent starts without named sources. A sources file that exists but is bad
+// still stops it.
+func TestServeSourcesFileMissingOrBad(t *testing.T) {
+	bin := buildAgent(t)
+	srv := s3test.Start(t)
+	n := newNode(t, bin, srv.Endpoint, srv)
+	n.sources = filepath.Join(n.dir, "secret", "sources.yaml")
+	n.start()
+	out, err := n.run("prefetch", "s3://models/tiny?source=test", "--wait")
+	if err == nil || !strings.Contains(out, "none are configured") {
+		t.Errorf("prefetch of a named source without a sources file: %v %q", err, out)
+	}
+	if !strings.Contains(n.log.String(), "sources file does not exist") {
+		t.Errorf("no warning about the missing sources file:\n%s", n.log)
+	}
+
+	bad := filepath.Join(t.TempDir(), "sources.yaml")
+	os.WriteFile(bad, []byte("sources:\n  test:\n    endpiont: http://x\n"), 0o600)
+	raw, err := exec.Command(bin, "serve", "--socket", filepath.Join(t.TempDir(), "a.sock"), "--cache-dir", t.TempDir(),
+		"--metrics-addr", "", "--sources-file", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(raw), "endpiont") {
+		t.Errorf("serve with a misspelt sources file: %v %s", err, raw)
+	}
+}

@@ -45,7 +45,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Capacity, "capacity", "80%", `most the cache may hold: bytes with a unit ("500GiB", "2TB") or a percentage of the cache filesystem ("80%")`)
 	fs.Float64Var(&o.HighWatermark, "high-watermark", 0.9, "fraction of capacity past which a new download first evicts least recently used unpinned models")
 	fs.Float64Var(&o.LowWatermark, "low-watermark", 0.8, "fraction of capacity eviction brings usage down to")
-	fs.StringVar(&o.SourcesFile, "sources-file", "", "YAML file of named S3 sources (endpoint, region, path style, credentials); refs select one with ?source=NAME")
+	fs.StringVar(&o.SourcesFile, "sources-file", "", "YAML file of named S3 sources (endpoint, region, path style, credentials); refs select one with ?source=NAME. A missing file means no named sources (an optional Secret)")
 	fs.IntVar(&o.Concurrency, "concurrency", 16, "parallel ranged GETs per model download")
 	fs.StringVar(&o.PartSize, "part-size", "16MiB", "size of each ranged GET (a multiple of 8MiB)")
 	o.Prefetch.AddFlags(fs)
@@ -103,7 +103,12 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 	defer store.Close()
 	sources := map[string]fetch.Source{}
 	if o.SourcesFile != "" {
-		if sources, err = fetch.LoadSources(o.SourcesFile); err != nil {
+		// A missing file is an optional Secret that does not exist (kubelet
+		// mounts an empty directory): refs may then only use the AWS default
+		// chain. Any other read error, or a bad file, stops the agent.
+		if _, serr := os.Stat(o.SourcesFile); errors.Is(serr, os.ErrNotExist) {
+			log.Warn("sources file does not exist: no named sources, refs with ?source= will fail", "file", o.SourcesFile)
+		} else if sources, err = fetch.LoadSources(o.SourcesFile); err != nil {
 			return err
 		}
 	}

@@ -101,7 +101,7 @@ CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
 	f.DurationVar(&o.publishWait, "publish-wait", 20*time.Second,
 		"longest a publish waits for a download before answering Unavailable with progress (kubelet retries; keep it well under kubelet's 2m)")
 	f.DurationVar(&o.reconcileEvery, "reconcile-interval", 30*time.Second, "how often pins are checked against mounts")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":9091", `address for Prometheus /metrics ("" disables)`)
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":9091", `address for Prometheus /metrics and the probes /healthz (alive) and /readyz (agent answering); "" disables`)
 	f.BoolVar(&o.register, "kubelet-registration", true, "register with kubelet through its plugins_registry directory (node mode)")
 	f.StringVar(&o.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory")
 	f.StringVar(&o.kubeletEndpoint, "kubelet-endpoint", "",
@@ -176,6 +176,9 @@ func run(ctx context.Context, o options) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		health := d.HealthHandler()
+		mux.Handle("/healthz", health)
+		mux.Handle("/readyz", health)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
 			go func() { <-ctx.Done(); srv.Close() }()

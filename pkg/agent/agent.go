@@ -20,7 +20,7 @@ import (
 // Fetcher lists and downloads models. *fetch.Fetcher implements it.
 type Fetcher interface {
 	List(ctx context.Context, ref model.Ref) (*model.Manifest, error)
-	Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store fetch.Store, progress func(n int64)) (*model.Manifest, fetch.Stats, error)
+	Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store fetch.Store, progress fetch.Progress) (*model.Manifest, fetch.Stats, error)
 }
 
 // Agent is the node agent. Create it with New, stop it with Close.
@@ -247,8 +247,11 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 		return cache.Model{}, fmt.Errorf("%s (%s, %d files): %w", ref.Location(), cache.FormatBytes(m.Size()), len(m.Files), err)
 	}
 	defer res.Release()
-	full, stats, err := a.fetcher.Fetch(a.ctx, ref.Location(), m, res, func(n int64) {
+	full, stats, err := a.fetcher.Fetch(a.ctx, ref.Location(), m, res, func(n int64, fetched bool) {
 		j.doneN.Add(n)
+		if fetched {
+			j.fetched.Add(n)
+		}
 	})
 	j.fetched.Store(stats.BytesFetched)
 	a.metrics.fetched.Add(float64(stats.BytesFetched))

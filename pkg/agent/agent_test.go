@@ -255,3 +255,45 @@ func TestAPIRefusesMalformedRequests(t *testing.T) {
 		t.Fatalf("socket mode %v (%v), want 0660", fi.Mode(), err)
 	}
 }
+
+// While a model downloads, status reports a real rate and an ETA, and the
+// message kubelet turns into a pod event carries no percent sign.
+func TestProgressWhileDownloading(t *testing.T) {
+	e := newEnv(t, 1<<30)
+	e.srv.CreateBucket(t, "models")
+	e.srv.Put(t, "models", "slow/weights.bin", s3test.RandomBytes(2, 24<<20))
+	e.proxy.SetThrottle(8 << 20)
+	ref := "s3://models/slow?source=test"
+	if _, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.State == agent.StateReady {
+			t.Fatalf("model ready before any in-flight progress showed a rate: %+v", p)
+		}
+		if p.State == agent.StateFetching && p.FetchedBytes > 0 {
+			if p.BytesPerSecond <= 0 || p.ETASeconds <= 0 {
+				t.Fatalf("fetched %d bytes but rate %.0f B/s, eta %.1fs", p.FetchedBytes, p.BytesPerSecond, p.ETASeconds)
+			}
+			msg := p.Message()
+			if strings.Contains(msg, "%") || strings.Contains(msg, "eta ?") || !strings.Contains(msg, " pct, ") {
+				t.Fatalf("message %q", msg)
+			}
+			t.Logf("in flight: %s", msg)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fetched bytes reported in 30s: %+v", p)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.proxy.SetThrottle(0)
+	if _, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{Wait: time.Minute}, nil); err != nil {
+		t.Fatal(err)
+	}
+}

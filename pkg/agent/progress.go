@@ -41,7 +41,10 @@ type Progress struct {
 }
 
 // Message is one human line, the one kubelet shows in pod events while a
-// volume waits: "fetching s3://b/m: 45% 1.8/4.0 GiB 1.1 GiB/s eta 2s".
+// volume waits: "fetching s3://b/m: 45 pct, 1.8/4.0 GiB, 1.1 GiB/s, eta 2s".
+// It has no percent sign because kubelet passes the CSI error to Eventf as
+// the format string, so "45% 1" would reach the pod's events as
+// "45%! (MISSING)".
 func (p Progress) Message() string {
 	switch p.State {
 	case StateReady:
@@ -55,7 +58,7 @@ func (p Progress) Message() string {
 	if p.TotalBytes > 0 {
 		pct = 100 * float64(p.DoneBytes) / float64(p.TotalBytes)
 	}
-	return fmt.Sprintf("fetching %s: %.0f%% %s/%s %s/s eta %s", p.Ref, pct,
+	return fmt.Sprintf("fetching %s: %.0f pct, %s/%s, %s/s, eta %s", p.Ref, pct,
 		cache.FormatBytes(p.DoneBytes), cache.FormatBytes(p.TotalBytes),
 		cache.FormatBytes(int64(p.BytesPerSecond)), formatETA(p.ETASeconds))
 }

@@ -2,6 +2,8 @@ package csi_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,10 +31,23 @@ func TestAgentRestartKeepsPins(t *testing.T) {
 	if r, err := e.identity.Probe(context.Background(), nil); err != nil || r.GetReady().GetValue() {
 		t.Fatalf("probe with the agent down: %v, %v; want not ready", r, err)
 	}
+	// The container's probes: alive (no restart of the plugin for an agent
+	// that is down), not ready.
+	health := httptest.NewServer(e.driver.HealthHandler())
+	defer health.Close()
+	if code := httpStatus(t, health.URL+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz with the agent down: %d, want 200", code)
+	}
+	if code := httpStatus(t, health.URL+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with the agent down: %d, want 503", code)
+	}
 	if err := e.unpublish("b"); err != nil {
 		t.Fatalf("unpublish with the agent down: %v", err)
 	}
 	e.startAgent()
+	if code := httpStatus(t, health.URL+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz with the agent up: %d, want 200", code)
+	}
 
 	after := e.pins()
 	slices.Sort(after)
@@ -103,4 +118,14 @@ func TestPluginRestartKeepsPins(t *testing.T) {
 	if ents, _ := os.ReadDir(e.stateDir); len(ents) != 0 {
 		t.Fatalf("%d volume records left", len(ents))
 	}
+}
+
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }

@@ -35,6 +35,11 @@ type Stats struct {
 	Retries      int64 // requests retried after a transient failure
 }
 
+// Progress receives bytes of a model as they become held: fetched is true
+// for bytes just written from S3, false for resumed or deduplicated ones,
+// so a caller can report a download rate that means network speed.
+type Progress func(n int64, fetched bool)
+
 // Fetch downloads every file of m (from List) into store and returns m with
 // every Digest filled. Files the store holds are not downloaded; partly
 // downloaded ones resume. progress, if not nil, is called (from many
@@ -45,7 +50,7 @@ type Stats struct {
 // On the first failure the other downloads stop, open ingests are closed
 // (kept for a resume) and that error is returned; if ctx ends, ctx.Err().
 // Stats are valid in every case.
-func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store Store, progress func(n int64)) (*model.Manifest, Stats, error) {
+func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store Store, progress Progress) (*model.Manifest, Stats, error) {
 	if m == nil {
 		return nil, Stats{}, errors.New("fetch: nil manifest")
 	}
@@ -57,7 +62,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, s
 		return nil, Stats{}, err
 	}
 	if progress == nil {
-		progress = func(int64) {}
+		progress = func(int64, bool) {}
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -88,7 +93,7 @@ type run struct {
 	prefix   string
 	store    Store
 	out      *model.Manifest
-	progress func(int64)
+	progress Progress
 
 	fetched, resumed, deduped, retries atomic.Int64
 	filesFetched, filesDeduped         atomic.Int64
@@ -204,7 +209,7 @@ func (r *run) work(n int) {
 		r.out.Files[i].Digest = r.out.Files[j].Digest
 		r.filesDeduped.Add(1)
 		r.deduped.Add(r.out.Files[i].Size)
-		r.progress(r.out.Files[i].Size)
+		r.progress(r.out.Files[i].Size, false)
 	}
 }
 
@@ -221,7 +226,7 @@ func (r *run) schedule(i int, fd *feed) bool {
 		r.out.Files[i].Digest = d
 		r.filesDeduped.Add(1)
 		r.deduped.Add(fm.Size)
-		r.progress(fm.Size)
+		r.progress(fm.Size, false)
 		return true
 	}
 	ing, err := r.store.OpenIngest(cache.IngestKey{Origin: r.t.endpoint + "/" + r.bucket + "/" + key, ETag: fm.ETag, Size: fm.Size})
@@ -238,7 +243,7 @@ func (r *run) schedule(i int, fd *feed) bool {
 	r.mu.Unlock()
 	if held := ing.HeldBytes(); held > 0 {
 		r.resumed.Add(held)
-		r.progress(held)
+		r.progress(held, false)
 	}
 	ps := r.plan(fl, ing.Pending())
 	if len(ps) == 0 { // empty, or every leaf resumed

@@ -78,7 +78,7 @@ func TestFetchWritesExactBytesAndDigests(t *testing.T) {
 	}
 	var progressed atomic.Int64
 	start := time.Now()
-	full, st, err := f.Fetch(context.Background(), ref, m, e.store, func(n int64) { progressed.Add(n) })
+	full, st, err := f.Fetch(context.Background(), ref, m, e.store, func(n int64, _ bool) { progressed.Add(n) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	e.proxy.SetThrottle(64 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	var done atomic.Int64
-	_, st1, err := f.Fetch(ctx, ref, m, e.store, func(n int64) {
+	_, st1, err := f.Fetch(ctx, ref, m, e.store, func(n int64, _ bool) {
 		if done.Add(n) >= total/2 {
 			cancel()
 		}
@@ -259,7 +259,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	// Second run: finishes from what the first one kept.
 	e.proxy.SetThrottle(0)
 	var progressed atomic.Int64
-	full, st2, err := f.Fetch(context.Background(), ref, m, e.store, func(n int64) { progressed.Add(n) })
+	full, st2, err := f.Fetch(context.Background(), ref, m, e.store, func(n int64, _ bool) { progressed.Add(n) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestConcurrentFetchesShareAFile(t *testing.T) {
 	var once sync.Once
 	errA := make(chan error, 1)
 	go func() {
-		_, _, err := f.Fetch(context.Background(), refA, mA, e.store, func(int64) { once.Do(func() { close(started) }) })
+		_, _, err := f.Fetch(context.Background(), refA, mA, e.store, func(int64, bool) { once.Do(func() { close(started) }) })
 		errA <- err
 	}()
 	<-started

@@ -105,7 +105,7 @@ func (r *run) write(fl *file, st *leafState, b []byte) error {
 		}
 	}
 	r.fetched.Add(n)
-	r.progress(n)
+	r.progress(n, true)
 	return nil
 }
 
