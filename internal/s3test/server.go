@@ -45,6 +45,8 @@ type Server struct {
 	Client *minio.Client
 
 	fake gofakes3.Backend // set by StartFake
+
+	adminEndpoint, bin string // set by StartWithIAM
 }
 
 // Start runs a versitygw process on a free loopback port with a fresh posix
@@ -141,9 +143,12 @@ type process struct {
 	out    *syncBuffer
 }
 
-func startProcess(bin, addr, data string) (*process, error) {
-	cmd := exec.Command(bin, "--access", AccessKey, "--secret", SecretKey, "--port", addr,
-		"--region", Region, "--quiet", "posix", data)
+// startProcess runs versitygw on addr over the posix root data; extra are
+// global flags (e.g. the IAM directory and admin port).
+func startProcess(bin, addr, data string, extra ...string) (*process, error) {
+	args := append([]string{"--access", AccessKey, "--secret", SecretKey, "--port", addr,
+		"--region", Region, "--quiet"}, extra...)
+	cmd := exec.Command(bin, append(args, "posix", data)...)
 	// The sandbox's AWS_CA_BUNDLE (and any ROOT_*/VGW_* settings) must not
 	// change how the server runs.
 	for _, kv := range os.Environ() {

@@ -36,6 +36,8 @@ type Agent struct {
 
 	mu   sync.Mutex
 	jobs map[string]*job // by ref string: one download per model
+
+	access accessCache
 }
 
 // New returns an agent over store and fetcher. reg may be nil (no metrics).
@@ -44,7 +46,8 @@ func New(store *cache.Store, fetcher Fetcher, log *slog.Logger, reg Registerer) 
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{store: store, fetcher: fetcher, log: log, ctx: ctx, cancel: cancel, jobs: map[string]*job{}}
+	a := &Agent{store: store, fetcher: fetcher, log: log, ctx: ctx, cancel: cancel, jobs: map[string]*job{},
+		access: accessCache{m: map[[32]byte]accessEntry{}}}
 	a.metrics = newMetrics(reg, store)
 	return a
 }
@@ -69,6 +72,7 @@ type job struct {
 	doneN   atomic.Int64 // bytes held so far: resumed + deduplicated + fetched
 	fetched atomic.Int64
 	listing atomic.Bool
+	creds   *fetch.Credentials // a volume's, for this download only
 
 	// set before done is closed
 	finished time.Time
@@ -115,6 +119,8 @@ type EnsureOptions struct {
 	// Wait bounds how long Ensure blocks; the download goes on after it
 	// returns. Zero returns at once with the current progress.
 	Wait time.Duration
+	// Access, if set, is checked before anything else (see Access).
+	Access *Access
 }
 
 // Ensure makes ref available on this node: a hit returns at once; otherwise
@@ -128,7 +134,15 @@ func (a *Agent) Ensure(ctx context.Context, ref model.Ref, opts EnsureOptions) (
 // EnsureWatch is Ensure that also calls fn with the progress every interval
 // while it waits (for a live progress bar).
 func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptions, interval time.Duration, fn func(Progress)) (Progress, error) {
-	j, hit := a.start(ref, opts.Refresh)
+	if err := a.authorize(ctx, ref, opts.Access); err != nil {
+		a.log.Warn("access refused", "ref", ref.String(), "namespace", opts.Access.Namespace, "err", err)
+		return Progress{Ref: ref.String(), State: StateFailed, Error: err.Error(), ErrorClass: Classify(err)}, err
+	}
+	var creds *fetch.Credentials
+	if opts.Access != nil {
+		creds = opts.Access.Credentials
+	}
+	j, hit := a.start(ref, opts.Refresh, creds)
 	if hit != nil {
 		return *hit, nil
 	}
@@ -162,8 +176,9 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 	return p, nil
 }
 
-// start returns a ready progress for a hit, else the job to wait on.
-func (a *Agent) start(ref model.Ref, refresh bool) (*job, *Progress) {
+// start returns a ready progress for a hit, else the job to wait on. A
+// download it starts uses creds, if set, instead of the source's.
+func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials) (*job, *Progress) {
 	if !refresh {
 		if m, err := a.store.Lookup(ref); err == nil {
 			a.metrics.ensures.WithLabelValues("hit").Inc()
@@ -183,7 +198,7 @@ func (a *Agent) start(ref model.Ref, refresh bool) (*job, *Progress) {
 			return j, nil
 		}
 	}
-	j := &job{ref: ref, started: time.Now(), done: make(chan struct{})}
+	j := &job{ref: ref, started: time.Now(), done: make(chan struct{}), creds: creds}
 	j.listing.Store(true)
 	a.jobs[key] = j
 	a.wg.Add(1)
@@ -209,7 +224,11 @@ func (a *Agent) start(ref model.Ref, refresh bool) (*job, *Progress) {
 
 func (a *Agent) download(j *job) (cache.Model, error) {
 	ref := j.ref
-	m, err := a.fetcher.List(a.ctx, ref.Location())
+	ctx := a.ctx
+	if j.creds != nil {
+		ctx = fetch.WithCredentials(ctx, *j.creds)
+	}
+	m, err := a.fetcher.List(ctx, ref.Location())
 	j.listing.Store(false)
 	if err != nil {
 		return cache.Model{}, err
@@ -247,7 +266,7 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 		return cache.Model{}, fmt.Errorf("%s (%s, %d files): %w", ref.Location(), cache.FormatBytes(m.Size()), len(m.Files), err)
 	}
 	defer res.Release()
-	full, stats, err := a.fetcher.Fetch(a.ctx, ref.Location(), m, res, func(n int64, fetched bool) {
+	full, stats, err := a.fetcher.Fetch(ctx, ref.Location(), m, res, func(n int64, fetched bool) {
 		j.doneN.Add(n)
 		if fetched {
 			j.fetched.Add(n)

@@ -17,6 +17,7 @@ type metrics struct {
 	ensures      *prometheus.CounterVec
 	inFlight     prometheus.Gauge
 	errors       *prometheus.CounterVec
+	accessChecks *prometheus.CounterVec
 }
 
 func newMetrics(reg Registerer, store *cache.Store) *metrics {
@@ -39,6 +40,10 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 			Name: "modelcache_downloads_in_flight", Help: "Model downloads running now."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelcache_errors_total", Help: "Failed model downloads by error class."}, []string{"class"}),
+		accessChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelcache_access_checks_total",
+			Help: "Checks of a volume's credentials against the bucket: granted, denied, cached (answered from the last minute) or error (S3 gave no answer)."},
+			[]string{"result"}),
 	}
 	if reg == nil {
 		return m
@@ -46,7 +51,7 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 	stat := func(f func(cache.Status) float64) func() float64 {
 		return func() float64 { return f(store.Status()) }
 	}
-	reg.MustRegister(m.fetchSeconds, m.fetched, m.deduped, m.resumed, m.ensures, m.inFlight, m.errors,
+	reg.MustRegister(m.fetchSeconds, m.fetched, m.deduped, m.resumed, m.ensures, m.inFlight, m.errors, m.accessChecks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_used_bytes", Help: "Bytes of content on disk."},
 			stat(func(s cache.Status) float64 { return float64(s.UsedBytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_capacity_bytes", Help: "Cache capacity."},

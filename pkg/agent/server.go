@@ -25,6 +25,8 @@ type (
 		WaitSeconds float64 `json:"waitSeconds,omitempty"`
 		// Watch streams progress as JSON lines while waiting; the last line is final.
 		Watch bool `json:"watch,omitempty"`
+		// Access is who the model is for (see Access); the CSI plugin sets it.
+		Access *Access `json:"access,omitempty"`
 	}
 	PinRequest struct {
 		Ref    string `json:"ref"`
@@ -135,7 +137,7 @@ func (a *Agent) handleEnsure(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: waitSeconds %v out of range [0, %v]", ErrInvalid, req.WaitSeconds, maxWait.Seconds()))
 		return
 	}
-	opts := EnsureOptions{Refresh: req.Refresh, Wait: time.Duration(req.WaitSeconds * float64(time.Second))}
+	opts := EnsureOptions{Refresh: req.Refresh, Wait: time.Duration(req.WaitSeconds * float64(time.Second)), Access: req.Access}
 	if !req.Watch {
 		p, err := a.Ensure(r.Context(), ref, opts)
 		if err != nil {

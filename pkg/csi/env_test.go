@@ -42,6 +42,7 @@ type env struct {
 	identity   csipb.IdentityClient
 	controller csipb.ControllerClient
 	wait       time.Duration
+	extra      map[string]fetch.Source
 }
 
 func needRoot(t *testing.T) {
@@ -57,14 +58,21 @@ func needRoot(t *testing.T) {
 func newEnv(t *testing.T, publishWait time.Duration) *env {
 	t.Helper()
 	needRoot(t)
-	srv := s3test.Start(t)
+	return newEnvOn(t, s3test.Start(t), publishWait, nil)
+}
+
+// newEnvOn is newEnv over srv, with extra named sources in the agent
+// (their endpoint is set to the proxy's).
+func newEnvOn(t *testing.T, srv *s3test.Server, publishWait time.Duration, extra map[string]fetch.Source) *env {
+	t.Helper()
+	needRoot(t)
 	dir, err := os.MkdirTemp("", "mc-csi-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, srv: srv, proxy: s3test.NewCountingProxy(t, srv.Endpoint), dir: dir,
 		cacheDir: filepath.Join(dir, "cache"), agentSk: filepath.Join(dir, "agent.sock"),
-		stateDir: filepath.Join(dir, "state"), csiSk: filepath.Join(dir, "csi.sock"), wait: publishWait}
+		stateDir: filepath.Join(dir, "state"), csiSk: filepath.Join(dir, "csi.sock"), wait: publishWait, extra: extra}
 	e.client = agent.NewClient(e.agentSk)
 	t.Cleanup(func() {
 		if e.stopPlugin != nil {
@@ -99,7 +107,12 @@ func (e *env) startAgent() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fetch.New(map[string]fetch.Source{"test": e.source()}, fetch.WithPartSize(8<<20))
+	sources := map[string]fetch.Source{"test": e.source()}
+	for name, src := range e.extra {
+		src.Endpoint, src.PathStyle = e.proxy.URL(), true
+		sources[name] = src
+	}
+	f, err := fetch.New(sources, fetch.WithPartSize(8<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	creds, err := ParseSecrets(req.GetSecrets())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// Checked by the agent before it looks at the cache: a model held on
+	// this node is served only to a pod that could read it from the bucket.
+	access := &agent.Access{Namespace: req.GetVolumeContext()[podNamespaceKey], Credentials: creds}
 	vol, target := req.GetVolumeId(), req.GetTargetPath()
 	if !d.lock(vol) {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is in progress", vol)
@@ -61,7 +68,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		wait = max(time.Until(dl)-time.Second, 0)
 	}
 	tEnsure := time.Now()
-	p, err := d.opts.Agent.Ensure(ctx, ref.String(), agent.EnsureOptions{Wait: wait}, nil)
+	p, err := d.opts.Agent.Ensure(ctx, ref.String(), agent.EnsureOptions{Wait: wait, Access: access}, nil)
 	if err != nil {
 		d.metrics.publishErrors.WithLabelValues(codeOf(err)).Inc()
 		return nil, agentStatus("model "+ref.String(), err)

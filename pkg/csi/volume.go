@@ -8,6 +8,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -61,6 +62,37 @@ func ParseVolumeAttributes(vc map[string]string) (model.Ref, error) {
 		}
 	}
 	return ref, nil
+}
+
+// Keys of a volume's Secret (nodePublishSecretRef). The AWS environment
+// variable names are accepted too, since many existing Secrets use them.
+var secretKeys = map[string][]string{
+	"accessKeyID":     {"accessKeyID", "AWS_ACCESS_KEY_ID"},
+	"secretAccessKey": {"secretAccessKey", "AWS_SECRET_ACCESS_KEY"},
+	"sessionToken":    {"sessionToken", "AWS_SESSION_TOKEN"},
+}
+
+// ParseSecrets turns the Secret kubelet passes with a publish into the
+// volume's S3 credentials; nil when the volume has none. Other keys of the
+// Secret are ignored. Errors name keys, never values.
+func ParseSecrets(secrets map[string]string) (*fetch.Credentials, error) {
+	get := func(name string) string {
+		for _, k := range secretKeys[name] {
+			if v := strings.TrimSpace(secrets[k]); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	c := fetch.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken")}
+	if c == (fetch.Credentials{}) {
+		return nil, nil
+	}
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
+		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+			"accessKeyID", "secretAccessKey")
+	}
+	return &c, nil
 }
 
 // checkCapability refuses what a model volume cannot be: a raw block device,

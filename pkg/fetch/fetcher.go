@@ -191,15 +191,24 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
 			region = src.Region
 		}
 	}
+	volume, withVolume := credentialsFrom(ctx)
 	key := ref.Source + "\x00" + endpoint + "\x00" + region
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if t, ok := f.clients[key]; ok {
+	if t, ok := f.clients[key]; ok && !withVolume {
 		return t, nil
 	}
 	var cfg aws.Config
 	t := &target{endpoint: endpoint}
-	if named && src.credentialsProvider() != nil {
+	if withVolume {
+		// Not cached: one client per request is cheap next to a download,
+		// and keeps a volume's keys out of every shared structure.
+		if err := volume.Validate(); err != nil {
+			return nil, &Error{Class: model.ErrInvalidRef, Bucket: ref.Bucket, Key: ref.Prefix, Msg: err.Error()}
+		}
+		cfg = aws.Config{Credentials: volumeProvider(volume), HTTPClient: f.http}
+		t.creds = "the volume's credentials " + volume.String()
+	} else if named && src.credentialsProvider() != nil {
 		cfg = aws.Config{Credentials: src.credentialsProvider(), HTTPClient: f.http}
 		t.creds = fmt.Sprintf("source %q (%s)", ref.Source, src.credentialsKind())
 	} else {
@@ -240,7 +249,9 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})
-	f.clients[key] = t
+	if !withVolume {
+		f.clients[key] = t
+	}
 	return t, nil
 }
 

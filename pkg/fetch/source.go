@@ -42,6 +42,9 @@ type Source struct {
 	SecretAccessKeyFile string
 	// Anonymous sends unsigned requests (public buckets).
 	Anonymous bool
+	// Namespaces, if set, are the only namespaces whose volumes may use the
+	// source (and so the agent's credentials for it). Empty: every namespace.
+	Namespaces []string
 }
 
 // credentialReload is how long credentials read from files are trusted
@@ -163,14 +166,15 @@ func (f fileCredentials) Retrieve(context.Context) (aws.Credentials, error) {
 // be marshalled back out with its secret by accident.
 type sourcesFile struct {
 	Sources map[string]struct {
-		Endpoint            string `yaml:"endpoint"`
-		Region              string `yaml:"region"`
-		PathStyle           bool   `yaml:"pathStyle"`
-		AccessKeyID         string `yaml:"accessKeyID"`
-		SecretAccessKey     string `yaml:"secretAccessKey"`
-		AccessKeyIDFile     string `yaml:"accessKeyIDFile"`
-		SecretAccessKeyFile string `yaml:"secretAccessKeyFile"`
-		Anonymous           bool   `yaml:"anonymous"`
+		Endpoint            string   `yaml:"endpoint"`
+		Region              string   `yaml:"region"`
+		PathStyle           bool     `yaml:"pathStyle"`
+		AccessKeyID         string   `yaml:"accessKeyID"`
+		SecretAccessKey     string   `yaml:"secretAccessKey"`
+		AccessKeyIDFile     string   `yaml:"accessKeyIDFile"`
+		SecretAccessKeyFile string   `yaml:"secretAccessKeyFile"`
+		Anonymous           bool     `yaml:"anonymous"`
+		Namespaces          []string `yaml:"namespaces"`
 	} `yaml:"sources"`
 }
 
@@ -183,6 +187,7 @@ type sourcesFile struct {
 //	    pathStyle: true
 //	    accessKeyIDFile: /etc/modelcache/minio/access-key     # or accessKeyID: …
 //	    secretAccessKeyFile: /etc/modelcache/minio/secret-key # or secretAccessKey: …
+//	    namespaces: [ml-serving] # optional: only volumes of pods in these namespaces
 //	  aws-prod:
 //	    region: eu-west-1        # no keys: the AWS default chain (IRSA, instance profile)
 //
@@ -212,7 +217,7 @@ func LoadSources(path string) (map[string]Source, error) {
 		s := Source{Endpoint: strings.TrimSuffix(y.Endpoint, "/"), Region: y.Region, PathStyle: y.PathStyle,
 			AccessKeyID: y.AccessKeyID, SecretAccessKey: y.SecretAccessKey,
 			AccessKeyIDFile: absTo(dir, y.AccessKeyIDFile), SecretAccessKeyFile: absTo(dir, y.SecretAccessKeyFile),
-			Anonymous: y.Anonymous}
+			Anonymous: y.Anonymous, Namespaces: y.Namespaces}
 		if err := s.Validate(); err != nil {
 			return nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}

@@ -92,6 +92,10 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 	if class.ReclaimPolicy != nil {
 		reclaim = *class.ReclaimPolicy
 	}
+	secretRef, err := nodePublishSecret(class.Parameters, claim)
+	if err != nil {
+		return nil, err
+	}
 	fs := v1.PersistentVolumeFilesystem
 	return &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: o.PVName, Labels: map[string]string{"app.kubernetes.io/managed-by": "modelcache"}},
@@ -107,6 +111,9 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 				VolumeHandle:     csi.VolumeID(o.PVName, ref.String()),
 				ReadOnly:         true,
 				VolumeAttributes: map[string]string{csi.AttrModel: ref.String()},
+				// kubelet reads this Secret and passes it with every publish;
+				// the plugin has the agent check it against the bucket.
+				NodePublishSecretRef: secretRef,
 			}},
 		},
 	}, nil
@@ -115,3 +122,27 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 // Delete implements controller.Provisioner: there is no storage asset. The
 // models stay in the node caches until evicted.
 func (p *Provisioner) Delete(context.Context, *v1.PersistentVolume) error { return nil }
+
+// StorageClass parameters naming the Secret with the S3 keys of each volume,
+// as in external-provisioner; ${pvc.name} and ${pvc.namespace} are replaced,
+// so each team's claims use that team's keys.
+const (
+	paramSecretName      = "csi.storage.k8s.io/node-publish-secret-name"
+	paramSecretNamespace = "csi.storage.k8s.io/node-publish-secret-namespace"
+)
+
+func nodePublishSecret(params map[string]string, claim *v1.PersistentVolumeClaim) (*v1.SecretReference, error) {
+	name, ns := params[paramSecretName], params[paramSecretNamespace]
+	if name == "" && ns == "" {
+		return nil, nil
+	}
+	if name == "" || ns == "" {
+		return nil, fmt.Errorf("StorageClass parameters %s and %s go together; set both", paramSecretName, paramSecretNamespace)
+	}
+	expand := strings.NewReplacer("${pvc.name}", claim.Name, "${pvc.namespace}", claim.Namespace)
+	ref := &v1.SecretReference{Name: expand.Replace(name), Namespace: expand.Replace(ns)}
+	if strings.Contains(ref.Name+ref.Namespace, "${") {
+		return nil, fmt.Errorf("secret reference %s/%s: only ${pvc.name} and ${pvc.namespace} can be used", ref.Namespace, ref.Name)
+	}
+	return ref, nil
+}

@@ -61,11 +61,34 @@ func TestProvisionRefusals(t *testing.T) {
 		{"bad ref", claim(map[string]string{AnnModel: "s3://models/../etc"}, v1.ReadOnlyMany), class(nil), ".."},
 		{"bad param", claim(map[string]string{AnnModel: "s3://models/m"}, v1.ReadOnlyMany), class(map[string]string{"modle": "x"}), "modle"},
 		{"bad revision", claim(map[string]string{AnnModel: "s3://models/m", AnnRevision: "zz"}, v1.ReadOnlyMany), class(nil), "revision"},
+		{"half secret", claim(map[string]string{AnnModel: "s3://models/m"}, v1.ReadOnlyMany),
+			class(map[string]string{paramSecretName: "keys"}), "go together"},
+		{"bad template", claim(map[string]string{AnnModel: "s3://models/m"}, v1.ReadOnlyMany),
+			class(map[string]string{paramSecretName: "${pvc.annotations['x']}", paramSecretNamespace: "ns"}), "only ${pvc.name}"},
 	}
 	for _, c := range cases {
 		_, state, err := p.Provision(context.Background(), controller.ProvisionOptions{PVName: "pv", PVC: c.claim, StorageClass: c.class})
 		if err == nil || !strings.Contains(err.Error(), c.want) || state != controller.ProvisioningFinished {
 			t.Errorf("%s: %v (%v), want a final error mentioning %q", c.name, err, state, c.want)
 		}
+	}
+}
+
+// Each claim's volume carries the Secret of its own namespace, which kubelet
+// hands to the plugin for the credentials check.
+func TestProvisionNodePublishSecret(t *testing.T) {
+	p := &Provisioner{DriverName: "modelcache.csi.io"}
+	pv, _, err := p.Provision(context.Background(), controller.ProvisionOptions{PVName: "pv",
+		PVC: claim(map[string]string{AnnModel: "s3://models/m"}, v1.ReadOnlyMany),
+		StorageClass: class(map[string]string{paramSecretName: "s3-keys-${pvc.name}", paramSecretNamespace: "${pvc.namespace}"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := pv.Spec.CSI.NodePublishSecretRef
+	if ref == nil || ref.Name != "s3-keys-c" || ref.Namespace != "ns" {
+		t.Fatalf("nodePublishSecretRef %+v, want ns/s3-keys-c", ref)
+	}
+	if _, ok := pv.Spec.CSI.VolumeAttributes[paramSecretName]; ok {
+		t.Fatal("the secret parameter leaked into the volume attributes")
 	}
 }

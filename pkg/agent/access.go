@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/modelcache/modelcache/pkg/fetch"
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Access is who an ensure is for: the CSI plugin sends it for every volume,
+// so that a model held on the node is served only to a pod that could have
+// read it from the bucket. The CLI and the prefetch controller, local and
+// trusted, send none.
+type Access struct {
+	// Namespace of the pod; checked against a source's namespaces list.
+	Namespace string `json:"namespace"`
+	// Credentials of the volume (nodePublishSecretRef). When set, the agent
+	// asks S3 whether they may read the model, even on a cache hit, and a
+	// download the ensure starts uses them.
+	Credentials *fetch.Credentials `json:"credentials,omitempty"`
+}
+
+// How long an answer of S3 about a volume's credentials is trusted. A grant
+// lasts a minute so that kubelet's retries and a Deployment's many pods cost
+// one request; a denial only a few seconds, so a fixed bucket policy takes
+// effect at the next retry.
+const (
+	accessGrantTTL = time.Minute
+	accessDenyTTL  = 5 * time.Second
+)
+
+// AccessChecker asks S3 about credentials; *fetch.Fetcher implements it.
+type AccessChecker interface {
+	AllowedIn(ref model.Ref, namespace string) error
+	CheckAccess(ctx context.Context, ref model.Ref) error
+}
+
+type accessEntry struct {
+	err     error
+	expires time.Time
+}
+
+// accessCache remembers S3's answers by a hash of (model, credentials): the
+// keys themselves are never stored.
+type accessCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]accessEntry
+}
+
+func accessKey(ref model.Ref, c fetch.Credentials) [sha256.Size]byte {
+	h := sha256.New()
+	for _, s := range []string{ref.Location().String(), c.AccessKeyID, c.SecretAccessKey, c.SessionToken} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// authorize refuses an ensure whose access may not read ref. It runs before
+// the cache is looked at, so a hit is no way around it.
+func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error {
+	if acc == nil {
+		return nil
+	}
+	ac, ok := a.fetcher.(AccessChecker)
+	if !ok {
+		return errors.New("agent: the fetcher cannot check access")
+	}
+	if err := ac.AllowedIn(ref.Location(), acc.Namespace); err != nil {
+		return err
+	}
+	if acc.Credentials == nil {
+		return nil
+	}
+	key := accessKey(ref, *acc.Credentials)
+	now := time.Now()
+	a.access.mu.Lock()
+	if e, ok := a.access.m[key]; ok && now.Before(e.expires) {
+		a.access.mu.Unlock()
+		a.metrics.accessChecks.WithLabelValues("cached").Inc()
+		return e.err
+	}
+	a.access.mu.Unlock()
+
+	err := ac.CheckAccess(fetch.WithCredentials(ctx, *acc.Credentials), ref.Location())
+	result, ttl := "granted", accessGrantTTL
+	switch c := Classify(err); {
+	case err == nil:
+	case c == "access_denied" || c == "not_found" || c == "invalid":
+		result, ttl = "denied", accessDenyTTL
+	default: // unreachable, cancelled: no answer about the credentials
+		a.metrics.accessChecks.WithLabelValues("error").Inc()
+		return err
+	}
+	a.metrics.accessChecks.WithLabelValues(result).Inc()
+	a.access.mu.Lock()
+	if len(a.access.m) > 10000 { // bounded: drop everything rather than track ages
+		clear(a.access.m)
+	}
+	a.access.m[key] = accessEntry{err: err, expires: now.Add(ttl)}
+	a.access.mu.Unlock()
+	return err
+}
