@@ -79,7 +79,7 @@ func TestProvisionRefusals(t *testing.T) {
 func TestProvisionNodePublishSecret(t *testing.T) {
 	p := &Provisioner{DriverName: "modelcache.csi.io"}
 	pv, _, err := p.Provision(context.Background(), controller.ProvisionOptions{PVName: "pv",
-		PVC: claim(map[string]string{AnnModel: "s3://models/m"}, v1.ReadOnlyMany),
+		PVC:          claim(map[string]string{AnnModel: "s3://models/m"}, v1.ReadOnlyMany),
 		StorageClass: class(map[string]string{paramSecretName: "s3-keys-${pvc.name}", paramSecretNamespace: "${pvc.namespace}"})})
 	if err != nil {
 		t.Fatal(err)
