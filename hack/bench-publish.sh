@@ -61,9 +61,11 @@ for m in p1x1g p200x20m; do
 done
 
 log "warm publish latency, $ITERATIONS iterations each (ms)"
+echo "load average (1/5/15 min) before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-28s %s  %s  %s\n' "model" "publish p50 p99 max" "unpublish p50 p99 max" "pair p50 p99 max"
 "$RUN/bin/publishbench" --csi "$RUN/csi.sock" --model "s3://$BUCKET/p1x1g?source=local" \
 	--label "1 GiB, 1 file" --n "$ITERATIONS" --dir "$RUN/targets"
 "$RUN/bin/publishbench" --csi "$RUN/csi.sock" --model "s3://$BUCKET/p200x20m?source=local" \
 	--label "3.9 GiB, 200 files" --n "$ITERATIONS" --dir "$RUN/targets"
+echo "load average (1/5/15 min) after: $(cut -d' ' -f1-3 /proc/loadavg); goal: publish p99 < 5 ms"
 log "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"

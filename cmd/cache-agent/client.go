@@ -21,7 +21,7 @@ import (
 func newPrefetchCmd(socket *string) *cobra.Command {
 	var wait bool
 	var timeout time.Duration
-	var cached bool
+	var cached, warm bool
 	cmd := &cobra.Command{
 		Use:   "prefetch REF",
 		Short: "Download a model onto this node",
@@ -35,7 +35,12 @@ REF is s3://BUCKET/PREFIX with optional query options:
 
 The bucket is listed again, so a changed model becomes a new revision; files the
 cache already holds (by ETag or content) are not downloaded again. Without --wait
-the command returns once the download has started.`,
+the command returns once the download has started.
+
+--warm-page-cache also reads the model into the page cache once it is ready
+(only what is not there already, as far as memory allows), so an inference
+server's first load reads memory instead of disk. With --wait the command
+returns after the warm-up; without it the warm-up follows the download.`,
 		Example: `  cache-agent prefetch 's3://models/llama-3-8b?source=minio' --wait
   cache-agent prefetch s3://models/llama-3-8b --wait --timeout 30m`,
 		Args: cobra.ExactArgs(1),
@@ -44,7 +49,7 @@ the command returns once the download has started.`,
 				return err
 			}
 			ctx := cmd.Context()
-			opts := agent.EnsureOptions{Refresh: !cached}
+			opts := agent.EnsureOptions{Refresh: !cached, WarmPageCache: warm}
 			var onProgress func(agent.Progress)
 			bar := newProgressPrinter(cmd.OutOrStdout())
 			if wait {
@@ -68,12 +73,24 @@ the command returns once the download has started.`,
 			default:
 				fmt.Fprintln(cmd.OutOrStdout(), p.Message())
 			}
+			if w := p.Warm; w != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "page cache: %s of %s resident before, %s read in %.2fs",
+					cache.FormatBytes(w.ResidentBytes), cache.FormatBytes(w.Bytes), cache.FormatBytes(w.ReadBytes), w.Seconds)
+				if w.SkippedBytes > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), ", %s left on disk (memory budget)", cache.FormatBytes(w.SkippedBytes))
+				}
+				if w.Error != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "; stopped: %s", w.Error)
+				}
+				fmt.Fprintln(cmd.OutOrStdout())
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the model is ready, showing progress")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "with --wait: give up waiting after this long (the download goes on)")
 	cmd.Flags().BoolVar(&cached, "cached", false, "use a held revision if there is one, without listing the bucket (what a pod start does)")
+	cmd.Flags().BoolVar(&warm, "warm-page-cache", false, "read the model into the page cache once it is ready (a hint: as far as memory allows)")
 	return cmd
 }
 

@@ -9,6 +9,14 @@
 // --mutate-one rewrites only the first big file (or the first small one when
 // there are no big files) with different content of the same size: a new
 // revision of the model that shares every other file with the old one.
+// --variant V picks which different content (a new V, a new revision).
+//
+// --many N --many-total SIZE adds N shard files under shards/NN/ whose sizes
+// are spread log-uniformly over 1:64 (about 70 KiB to 4.5 MiB for 2,000
+// files in 2 GiB) and add up to exactly SIZE: a sharded checkpoint with a
+// tokenizer's worth of small pieces.
+//
+//	go run ./hack/s3seed --bucket bench --prefix m2000 --many 2000 --many-total 2GiB
 package main
 
 import (
@@ -20,8 +28,11 @@ import (
 	"hash/fnv"
 	"io"
 	"log"
+	"math"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -48,6 +59,9 @@ func main() {
 	smallSize := flag.String("small-size", "4KiB", "size of each small file")
 	seed := flag.Uint64("seed", 1, "content seed")
 	mutate := flag.Bool("mutate-one", false, "rewrite only the first big (else small) file with new content")
+	variant := flag.Uint64("variant", 0, "with --mutate-one: which new content (each value gives other bytes)")
+	many := flag.Int("many", 0, "number of shard files of varied sizes (see --many-total)")
+	manyTotal := flag.String("many-total", "2GiB", "total size of the --many shards")
 	skip := flag.Bool("skip-existing", false, "do not upload objects that already exist with the right size")
 	threads := flag.Uint("threads", 4, "parallel part uploads per object")
 	flag.Parse()
@@ -59,6 +73,10 @@ func main() {
 		log.Fatal(err)
 	}
 	ss, err := parseSize(*smallSize)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mt, err := parseSize(*manyTotal)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -99,6 +117,9 @@ func main() {
 		}
 		objs = append(objs, object{name, ss, true})
 	}
+	for i, size := range shardSizes(*many, mt, *seed) {
+		objs = append(objs, object{fmt.Sprintf("shards/%02d/shard-%05d-of-%05d.bin", i%20, i+1, *many), size, false})
+	}
 	if *mutate {
 		if len(objs) == 0 {
 			log.Fatal("--mutate-one needs --big or --small")
@@ -106,51 +127,111 @@ func main() {
 		objs = objs[:1]
 	}
 
-	start := time.Now()
-	var total int64
-	for _, o := range objs {
-		key := o.name
-		if p := strings.Trim(*prefix, "/"); p != "" {
-			key = p + "/" + o.name
+	pfx := strings.Trim(*prefix, "/")
+	keyOf := func(name string) string {
+		if pfx == "" {
+			return name
 		}
-		if *skip && !*mutate {
-			if st, err := client.StatObject(ctx, *bucket, key, minio.StatObjectOptions{}); err == nil && st.Size == o.size {
-				fmt.Printf("have s3://%s/%s (%s)\n", *bucket, key, human(o.size))
-				continue
+		return pfx + "/" + name
+	}
+	// One listing instead of a HEAD per object: a 2,000-file model is
+	// checked in a few requests.
+	have := map[string]int64{}
+	if *skip && !*mutate {
+		lp := pfx
+		if lp != "" {
+			lp += "/"
+		}
+		for o := range client.ListObjects(ctx, *bucket, minio.ListObjectsOptions{Prefix: lp, Recursive: true}) {
+			if o.Err != nil {
+				log.Fatalf("list s3://%s/%s: %v", *bucket, lp, o.Err)
 			}
+			have[o.Key] = o.Size
 		}
-		// Each object's stream depends on the seed and the key; a mutation
-		// perturbs the seed so the same key gets different bytes.
-		s := mix(*seed, keyHash(key))
-		if *mutate {
-			s = mix(s, 0x6d75746174650a) // "mutate"
-		}
-		var r interface {
-			io.Reader
-			io.ReaderAt
-		}
-		if o.json {
-			r = bytes.NewReader(jsonContent(o.name, *seed, s, o.size))
-		} else {
-			r = &gen{seed: s, size: o.size}
-		}
-		_, err := client.PutObject(ctx, *bucket, key, r, o.size, minio.PutObjectOptions{
-			ContentType: contentType(o.json),
-			NumThreads:  *threads,
-			PartSize:    16 << 20,
-			// UNSIGNED-PAYLOAD: skip hashing every byte for the streaming signature.
-			DisableContentSha256: true,
+	}
+	verbose := len(objs) <= 20
+	start := time.Now()
+	var total, held atomic.Int64
+	var wg sync.WaitGroup
+	work := make(chan object)
+	for range min(8, len(objs)) {
+		wg.Go(func() {
+			for o := range work {
+				key := keyOf(o.name)
+				if size, ok := have[key]; ok && size == o.size {
+					held.Add(1)
+					if verbose {
+						fmt.Printf("have s3://%s/%s (%s)\n", *bucket, key, human(o.size))
+					}
+					continue
+				}
+				// Each object's stream depends on the seed and the key; a mutation
+				// perturbs the seed so the same key gets different bytes.
+				s := mix(*seed, keyHash(key))
+				if *mutate {
+					s = mix(mix(s, 0x6d75746174650a), *variant) // "mutate"
+				}
+				var r interface {
+					io.Reader
+					io.ReaderAt
+				}
+				if o.json {
+					r = bytes.NewReader(jsonContent(o.name, *seed, s, o.size))
+				} else {
+					r = &gen{seed: s, size: o.size}
+				}
+				_, err := client.PutObject(ctx, *bucket, key, r, o.size, minio.PutObjectOptions{
+					ContentType: contentType(o.json),
+					NumThreads:  *threads,
+					PartSize:    16 << 20,
+					// UNSIGNED-PAYLOAD: skip hashing every byte for the streaming signature.
+					DisableContentSha256: true,
+				})
+				if err != nil {
+					log.Fatalf("put s3://%s/%s: %v", *bucket, key, err)
+				}
+				total.Add(o.size)
+				if verbose {
+					fmt.Printf("put  s3://%s/%s (%s)\n", *bucket, key, human(o.size))
+				}
+			}
 		})
-		if err != nil {
-			log.Fatalf("put s3://%s/%s: %v", *bucket, key, err)
-		}
-		total += o.size
-		fmt.Printf("put  s3://%s/%s (%s)\n", *bucket, key, human(o.size))
 	}
-	if total > 0 {
+	for _, o := range objs {
+		work <- o
+	}
+	close(work)
+	wg.Wait()
+	if !verbose {
+		fmt.Printf("s3://%s/%s: %d objects held, %d uploaded\n", *bucket, pfx, held.Load(), int64(len(objs))-held.Load())
+	}
+	if t := total.Load(); t > 0 {
 		d := time.Since(start)
-		fmt.Printf("uploaded %s in %.1fs (%.0f MB/s)\n", human(total), d.Seconds(), float64(total)/1e6/d.Seconds())
+		fmt.Printf("uploaded %s in %.1fs (%.0f MB/s)\n", human(t), d.Seconds(), float64(t)/1e6/d.Seconds())
 	}
+}
+
+// shardSizes returns n sizes spread log-uniformly over a 1:64 range, in a
+// shuffled order fixed by seed, scaled to add up to exactly total.
+func shardSizes(n int, total int64, seed uint64) []int64 {
+	if n <= 0 {
+		return nil
+	}
+	w := make([]float64, n)
+	var sum float64
+	for i := range w {
+		u := float64(mix(seed^0x5348415244, uint64(i))>>11) / (1 << 53) // [0,1)
+		w[i] = math.Exp(u * math.Log(64))
+		sum += w[i]
+	}
+	sizes := make([]int64, n)
+	var got int64
+	for i := range w {
+		sizes[i] = max(1, int64(float64(total)*w[i]/sum))
+		got += sizes[i]
+	}
+	sizes[0] += total - got // rounding
+	return sizes
 }
 
 func ensureBucket(ctx context.Context, c *minio.Client, bucket, region string) error {

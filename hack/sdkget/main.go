@@ -10,9 +10,9 @@
 // With --durable-sink DIR it measures the limit for any download that must
 // be on disk when it ends: the same ranged GETs, each written at its offset
 // in 256 KiB pwrites into a preallocated file, writeback started as each
-// part ends (sync_file_range), every file fsynced at the end; no hashing, no
-// content store, no tree. When the S3 server reads its data from the same
-// disk, this is about the floor.
+// part ends (sync_file_range), each file fsynced after its last part; no
+// hashing, no content store, no tree. When the S3 server reads its data from
+// the same disk, this is about the floor.
 //
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --dest /tmp/out
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --null
@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -257,21 +258,26 @@ func parallel[T any](items []T, n int, fn func(T) (int64, error)) (int64, error)
 
 // durableAll is discardAll with the bytes kept: each part is read in 256 KiB
 // pieces written at their offsets, its writeback is started when it ends,
-// and every file is fsynced once all parts are in.
+// and each file is fsynced by the worker that wrote its last part (so with
+// many small files the fsyncs run in parallel, as a real downloader's would).
 func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object, dir string, partSize int64, concurrency int) (int64, error) {
+	type file struct {
+		f    *os.File
+		left atomic.Int64 // parts not yet written
+	}
 	type part struct {
 		key      string
 		off, len int64
-		f        *os.File
+		f        *file
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
 	var ranges []part
-	var files []*os.File
+	var files []*file
 	defer func() {
 		for _, f := range files {
-			f.Close()
+			f.f.Close()
 		}
 	}()
 	for i, o := range objs {
@@ -280,7 +286,8 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 		if err != nil {
 			return 0, err
 		}
-		files = append(files, f)
+		fl := &file{f: f}
+		files = append(files, fl)
 		if o.size == 0 {
 			continue
 		}
@@ -288,11 +295,12 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 			return 0, fmt.Errorf("fallocate %s: %w", path, err)
 		}
 		for off := int64(0); off < o.size; off += partSize {
-			ranges = append(ranges, part{o.key, off, min(partSize, o.size-off), f})
+			ranges = append(ranges, part{o.key, off, min(partSize, o.size-off), fl})
+			fl.left.Add(1)
 		}
 	}
 	bufs := sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-	total, err := parallel(ranges, concurrency, func(p part) (int64, error) {
+	return parallel(ranges, concurrency, func(p part) (int64, error) {
 		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(p.key),
 			Range: aws.String(fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.len-1))})
 		if err != nil {
@@ -307,20 +315,17 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 			if _, err := io.ReadFull(out.Body, b); err != nil {
 				return n, fmt.Errorf("read %s %d+%d: %w", p.key, p.off, p.len, err)
 			}
-			if _, err := p.f.WriteAt(b, p.off+n); err != nil {
+			if _, err := p.f.f.WriteAt(b, p.off+n); err != nil {
 				return n, err
 			}
 			n += int64(len(b))
 		}
-		return n, unix.SyncFileRange(int(p.f.Fd()), p.off, p.len, unix.SYNC_FILE_RANGE_WRITE)
-	})
-	if err != nil {
-		return total, err
-	}
-	for _, f := range files {
-		if err := f.Sync(); err != nil {
-			return total, err
+		if err := unix.SyncFileRange(int(p.f.f.Fd()), p.off, p.len, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+			return n, err
 		}
-	}
-	return total, nil
+		if p.f.left.Add(-1) == 0 {
+			return n, p.f.f.Sync()
+		}
+		return n, nil
+	})
 }

@@ -121,6 +121,10 @@ type EnsureOptions struct {
 	Wait time.Duration
 	// Access, if set, is checked before anything else (see Access).
 	Access *Access
+	// WarmPageCache reads the model into the page cache once it is ready
+	// (see warm.go): within the wait, and reported in Progress.Warm, or in
+	// the background after a download that outlasts it.
+	WarmPageCache bool
 }
 
 // Ensure makes ref available on this node: a hit returns at once; otherwise
@@ -144,6 +148,9 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 	}
 	j, hit := a.start(ref, opts.Refresh, creds)
 	if hit != nil {
+		if opts.WarmPageCache {
+			hit.Warm = a.warm(ctx, hit.Ref, hit.Path)
+		}
 		return *hit, nil
 	}
 	if opts.Wait > 0 {
@@ -172,6 +179,9 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 	p := j.progress()
 	if p.State == StateFailed {
 		return p, j.err
+	}
+	if opts.WarmPageCache {
+		a.warmWhenReady(ctx, j, &p)
 	}
 	return p, nil
 }

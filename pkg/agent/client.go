@@ -36,7 +36,8 @@ func NewClient(socket string) *Client {
 // Ensure asks the agent to make ref available (see Agent.Ensure). With
 // onProgress set, progress streams to it while the agent waits.
 func (c *Client) Ensure(ctx context.Context, ref string, opts EnsureOptions, onProgress func(Progress)) (Progress, error) {
-	req := EnsureRequest{Ref: ref, Refresh: opts.Refresh, WaitSeconds: opts.Wait.Seconds(), Watch: onProgress != nil, Access: opts.Access}
+	req := EnsureRequest{Ref: ref, Refresh: opts.Refresh, WaitSeconds: opts.Wait.Seconds(), Watch: onProgress != nil, Access: opts.Access,
+		WarmPageCache: opts.WarmPageCache}
 	var p Progress
 	if onProgress == nil {
 		return p, c.call(ctx, http.MethodPost, "/v1/ensure", req, &p)

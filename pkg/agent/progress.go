@@ -38,6 +38,8 @@ type Progress struct {
 	FetchedBytes int64  `json:"fetchedBytes"`
 	Error        string `json:"error,omitempty"`
 	ErrorClass   string `json:"errorClass,omitempty"`
+	// Warm reports the page-cache warm-up an ensure asked for.
+	Warm *WarmReport `json:"warm,omitempty"`
 }
 
 // Message is one human line, the one kubelet shows in pod events while a

@@ -27,6 +27,8 @@ type (
 		Watch bool `json:"watch,omitempty"`
 		// Access is who the model is for (see Access); the CSI plugin sets it.
 		Access *Access `json:"access,omitempty"`
+		// WarmPageCache reads the model into the page cache once it is ready.
+		WarmPageCache bool `json:"warmPageCache,omitempty"`
 	}
 	PinRequest struct {
 		Ref    string `json:"ref"`
@@ -137,7 +139,8 @@ func (a *Agent) handleEnsure(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: waitSeconds %v out of range [0, %v]", ErrInvalid, req.WaitSeconds, maxWait.Seconds()))
 		return
 	}
-	opts := EnsureOptions{Refresh: req.Refresh, Wait: time.Duration(req.WaitSeconds * float64(time.Second)), Access: req.Access}
+	opts := EnsureOptions{Refresh: req.Refresh, Wait: time.Duration(req.WaitSeconds * float64(time.Second)), Access: req.Access,
+		WarmPageCache: req.WarmPageCache}
 	if !req.Watch {
 		p, err := a.Ensure(r.Context(), ref, opts)
 		if err != nil {

@@ -1,0 +1,220 @@
+# shellcheck shell=bash
+# Measuring helpers of hack/bench.sh: one timed run of each downloader, the
+# per-data-set results, medians and the download table. Source it after
+# hack/lib.sh, with RUN, LOGS, CACHE_AGENT and the versitygw set up.
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# loadavg: the 1, 5 and 15 minute load averages. Other work on the machine
+# moves every figure, so each table says what the load was.
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# drop_caches BINARY...: empty the page cache, then read the binaries about
+# to run back in, so a run pays for cold data but not for loading a 100 MB
+# executable from disk.
+drop_caches() {
+	sync
+	if [[ $DROP_CACHES == 1 ]]; then echo 3 >/proc/sys/vm/drop_caches; fi
+	cat "$@" >/dev/null
+}
+
+# proc_cpu PID: its user+system CPU so far, in seconds (fields 14, 15 of
+# /proc/PID/stat, counted after the ")" that ends the command name).
+proc_cpu() {
+	local stat rest
+	stat=$(<"/proc/$1/stat")
+	rest=${stat##*) }
+	# shellcheck disable=SC2086
+	set -- $rest
+	awk -v u="${12}" -v s="${13}" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", (u + s) / hz }'
+}
+
+# proc_io PID FIELD: a counter of /proc/PID/io (read_bytes: from the disk;
+# rchar: through read(2) from anything, sockets included).
+proc_io() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/io"; }
+
+# dataset NAME PREFIX: makes NAME the data set of the runs that follow; sets
+# DS, REF, TOTAL_FILES, TOTAL_BYTES (read from versitygw's posix backend).
+dataset() {
+	DS=$1
+	DS_PREFIX=$2
+	REF="s3://$BUCKET/$DS_PREFIX?source=local"
+	read -r TOTAL_FILES TOTAL_BYTES < <(find "$BENCH_DIR/s3/$BUCKET/$DS_PREFIX" -type f -printf '%s\n' |
+		awk '{ n++; s += $1 } END { printf "%d %.0f\n", n, s }')
+	: >>"$RUN/results-$DS"
+}
+
+# check_tree DIR: the destination holds the whole data set.
+check_tree() {
+	local got
+	got=$(find "$1" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d %.0f\n", n, s }')
+	[[ $got == "$TOTAL_FILES $TOTAL_BYTES" ]] || die "$1 holds $got (files bytes), want $TOTAL_FILES $TOTAL_BYTES"
+}
+
+# record TOOL WALL CPU RSS_KIB [DISK_READ RCHAR FETCHED]: one run's result.
+record() {
+	echo "$*" >>"$RUN/results-$DS"
+	printf '    %-12s %7.2fs  %5.2f GB/s  cpu %6.2fs  rss %4d MiB  load %s\n' "$1" "$2" \
+		"$(awk -v b="$TOTAL_BYTES" -v t="$2" 'BEGIN { print b / 1e9 / t }')" "$3" $(($4 / 1024)) "$(loadavg)"
+}
+
+# run_modelcache [NAME BINARY]: one timed prefetch of REF with a fresh agent.
+run_modelcache() {
+	local name=${1:-modelcache} CACHE_AGENT=${2:-$CACHE_AGENT} # start_agent reads CACHE_AGENT
+	local cache=$RUN/cache cpu0 cpu1 rd0 rc0 rd rc rss wall ccpu used fetched
+	rm -rf "$cache"
+	# Room for the model twice over, so eviction never plays a part.
+	start_agent "$cache" "$RUN/agent.sock" $((2 * TOTAL_BYTES + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
+	drop_caches "$RUN/bin/runstat" "$CACHE_AGENT"
+	cpu0=$(proc_cpu "$AGENT_PID")
+	rd0=$(proc_io "$AGENT_PID" read_bytes)
+	rc0=$(proc_io "$AGENT_PID" rchar)
+	"$RUN/bin/runstat" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
+		--wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || die "prefetch failed; see $LOGS/prefetch.log $LOGS/agent.log"
+	cpu1=$(proc_cpu "$AGENT_PID")
+	rd=$(($(proc_io "$AGENT_PID" read_bytes) - rd0))
+	rc=$(($(proc_io "$AGENT_PID" rchar) - rc0))
+	rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
+	"$CACHE_AGENT" status --socket "$RUN/agent.sock" -o json >"$RUN/status.json"
+	used=$(jq -r .usedBytes "$RUN/status.json")
+	fetched=$(jq -r '[.jobs[].fetchedBytes] | add' "$RUN/status.json")
+	[[ $used == "$TOTAL_BYTES" ]] || die "agent reports usedBytes=$used after prefetch, want $TOTAL_BYTES"
+	stop_pid "$AGENT_PID"
+	forget_pid "$AGENT_PID"
+	read -r wall ccpu _ <"$RUN/cost"
+	# CPU of the agent during the prefetch plus the (small) client's.
+	record "$name" "$wall" "$(awk -v a="$cpu0" -v b="$cpu1" -v c="$ccpu" 'BEGIN { printf "%.3f", b - a + c }')" \
+		"$rss" "$rd" "$rc" "$fetched"
+	rm -rf "$cache"
+}
+
+# run_tool NAME DEST COMMAND...: one timed run of another downloader.
+run_tool() {
+	local name=$1 dest=$2 wall cpu rss
+	shift 2
+	# DEST "-": the tool writes nothing (the null run).
+	if [[ $dest != - ]]; then
+		rm -rf "$dest"
+		mkdir -p "$dest"
+	fi
+	# (the rclone binary too: rclone-sync runs it under sh)
+	drop_caches "$RUN/bin/runstat" "$(command -v "$1")" "$BIN/rclone"
+	"$RUN/bin/runstat" -o "$RUN/cost" "$@" >>"$LOGS/$name.log" 2>&1 || die "$name failed; see $LOGS/$name.log"
+	[[ $dest == - ]] || check_tree "$dest"
+	read -r wall cpu rss <"$RUN/cost"
+	record "$name" "$wall" "$cpu" "$rss"
+	[[ $dest == - ]] || rm -rf "$dest"
+}
+
+# The tuned rclone of TESTING.md; with many files it also gets more
+# transfers (rclone-t16), which suits it better there.
+RCLONE_FLAGS=(--transfers 4 --multi-thread-streams 16 --multi-thread-chunk-size 16Mi)
+# shellcheck disable=SC2016 # rclone-sync: $@ and $0 are the inner sh's
+run_one() {
+	local s3=(--endpoint "$VGW_ENDPOINT" --access "$S3_ACCESS" --secret "$S3_SECRET" --bucket "$BUCKET" --prefix "$DS_PREFIX")
+	local rc=("$BIN/rclone" --config "$RUN/rclone.conf" copy "bench:$BUCKET/$DS_PREFIX" "$RUN/dst" "${RCLONE_FLAGS[@]}")
+	case $1 in
+	modelcache) run_modelcache ;;
+	baseline) run_modelcache baseline "$BASELINE_AGENT" ;;
+	rclone) run_tool rclone "$RUN/dst" "${rc[@]}" ;;
+	rclone-t16) run_tool rclone-t16 "$RUN/dst" "${rc[@]}" --transfers 16 --checkers 16 ;;
+	# The same copy, timed until its bytes are on disk (sync -f: syncfs of
+	# the destination's filesystem), as modelcache's are when it ends.
+	rclone-sync) run_tool rclone-sync "$RUN/dst" sh -c '"$@" && sync -f "$0"' "$RUN/dst" "${rc[@]}" ;;
+	# 16 files at once: one at a time, the manager would fetch 2,000 small
+	# files one part at a time.
+	sdk) run_tool sdk "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --dest "$RUN/dst" --files $((TOTAL_FILES > 100 ? 16 : 1)) ;;
+	null) run_tool null - "$RUN/bin/sdkget" "${s3[@]}" --null ;;
+	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --durable-sink "$RUN/dst" ;;
+	*) die "unknown tool $1" ;;
+	esac
+}
+
+# run_rounds TOOL...: RUNS rounds of every tool on the current data set. Each
+# round starts with the next tool, so none always runs right after the same
+# neighbour (disk still busy discarding the last one's files).
+run_rounds() {
+	local tools=("$@") round i
+	for ((round = 0; round < RUNS; round++)); do
+		log "$DS: round $((round + 1))/$RUNS (load $(loadavg))"
+		for ((i = 0; i < ${#tools[@]}; i++)); do
+			run_one "${tools[(i + round) % ${#tools[@]}]}"
+		done
+	done
+}
+
+# median FILE TOOL FIELD: the median of one column of TOOL's lines in FILE.
+median() {
+	awk -v t="$2" -v f="$3" '$1 == t { print $f }' "$1" | sort -g |
+		awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); print NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# tool_label TOOL: the table's name for it.
+tool_label() {
+	case $1 in
+	modelcache) echo "modelcache (cache-agent prefetch --wait)" ;;
+	baseline) echo "modelcache baseline ($(basename "$(dirname "$BASELINE_AGENT")")/$(basename "$BASELINE_AGENT"))" ;;
+	rclone) echo "rclone v1.76.0 copy ${RCLONE_FLAGS[*]}" ;;
+	rclone-t16) echo "rclone, same flags + --transfers 16 --checkers 16" ;;
+	rclone-sync) echo "rclone, same flags, then sync -f (bytes on disk)" ;;
+	sdk) echo "aws-sdk-go-v2 s3 manager, 16 x 16 MiB parts" ;;
+	null) echo "server limit: 16 x 16 MiB ranged GETs to /dev/null" ;;
+	durable) echo "durable limit: same GETs, pwrite at offsets, writeback per part, fsync per file" ;;
+	esac
+}
+
+# download_table TITLE LOAD_BEFORE TOOL...: the medians of the current data
+# set as a markdown table with its ratios, into $RUN/table-$DS. Sets
+# WALL_<ds>_<tool> style values in the associative arrays WALL and CPU.
+declare -A WALL CPU RSS
+download_table() {
+	local title=$1 load0=$2 t n best_rclone="" f=$RUN/results-$DS
+	shift 2
+	for t in "$@"; do
+		n=$(awk -v t="$t" '$1 == t' "$f" | wc -l)
+		((n == RUNS)) || die "$DS: $t has $n results, want $RUNS"
+		WALL[$DS.$t]=$(median "$f" "$t" 2)
+		CPU[$DS.$t]=$(median "$f" "$t" 3)
+		RSS[$DS.$t]=$(awk -v t="$t" '$1 == t && $4 > r { r = $4 } END { printf "%d", r }' "$f")
+		if [[ $t == rclone || $t == rclone-t16 ]] && { [[ -z $best_rclone ]] ||
+			awk -v a="${WALL[$DS.$t]}" -v b="${WALL[$DS.$best_rclone]}" 'BEGIN { exit !(a < b) }'; }; then
+			best_rclone=$t
+		fi
+	done
+	{
+		echo "### $title"
+		echo
+		echo "s3://$BUCKET/$DS_PREFIX: $TOTAL_FILES files, $(awk -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }');" \
+			"median of $RUNS runs, page cache dropped before each$([[ $DROP_CACHES == 1 ]] || echo ' (NOT: DROP_CACHES=0)');" \
+			"load average (1/5/15 min) $load0 before, $(loadavg) after."
+		echo
+		echo "| tool | median s | GB/s | CPU s per GB | peak RSS MiB |"
+		echo "|---|---:|---:|---:|---:|"
+		for t in "$@"; do
+			awk -v l="$(tool_label "$t")" -v w="${WALL[$DS.$t]}" -v c="${CPU[$DS.$t]}" -v r="${RSS[$DS.$t]}" -v b="$TOTAL_BYTES" \
+				'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %d |\n", l, w, b / 1e9 / w, c / (b / 1e9), r / 1024 }'
+		done
+		echo
+		local mc=${WALL[$DS.modelcache]:-}
+		if [[ -n $mc ]]; then
+			[[ -z $best_rclone ]] || echo "- $best_rclone time / modelcache time: **$(ratio "${WALL[$DS.$best_rclone]}" "$mc")** (goal >= 1.3)"
+			[[ -z ${WALL[$DS.rclone-sync]:-} ]] || echo "- (rclone + sync) time / modelcache time: $(ratio "${WALL[$DS.rclone-sync]}" "$mc")"
+			[[ -z ${WALL[$DS.null]:-} ]] || echo "- modelcache speed / server limit: **$(ratio "${WALL[$DS.null]}" "$mc")** (goal >= 0.90)"
+			[[ -z ${WALL[$DS.durable]:-} ]] || echo "- modelcache speed / durable limit: $(ratio "${WALL[$DS.durable]}" "$mc")"
+			[[ -z ${WALL[$DS.sdk]:-} ]] || echo "- SDK time / modelcache time: $(ratio "${WALL[$DS.sdk]}" "$mc")"
+			[[ -z ${WALL[$DS.baseline]:-} ]] || echo "- baseline time / modelcache time: $(ratio "${WALL[$DS.baseline]}" "$mc")"
+			if [[ -n ${CPU[$DS.rclone]:-} ]]; then
+				echo "- CPU per GB: modelcache $(awk -v c="${CPU[$DS.modelcache]}" -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f", c / (b / 1e9) }') s," \
+					"rclone $(awk -v c="${CPU[$DS.rclone]}" -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f", c / (b / 1e9) }') s" \
+					"(user+system of the process; the S3 server's own CPU not included)"
+			fi
+			echo "- agent peak RSS: $((RSS[$DS.modelcache] / 1024)) MiB (VmHWM over the runs; goal < 64 MiB)"
+			# Fields 5-7 of modelcache's lines: disk reads, rchar, fetched bytes.
+			awk '$1 == "modelcache" { if ($5 > d) d = $5; r = $6 / $7; if (r > x) x = r }
+				END { printf "- second reads: the agent read at most %d bytes from disk during a prefetch (/proc/PID/io read_bytes), and read(2) returned at most %.3f bytes per byte fetched (rchar, sockets included): each byte is hashed as it streams, never read back\n", d, x }' "$f"
+		fi
+		echo
+	} >"$RUN/table-$DS"
+	cat "$RUN/table-$DS"
+}
