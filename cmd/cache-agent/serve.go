@@ -36,6 +36,8 @@ type serveOptions struct {
 	SourcesFile   string
 	Concurrency   int
 	PartSize      string
+	ScrubInterval time.Duration
+	ScrubRate     string
 	Prefetch      prefetchOptions
 }
 
@@ -48,6 +50,8 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.SourcesFile, "sources-file", "", "YAML file of named S3 sources (endpoint, region, path style, credentials); refs select one with ?source=NAME. A missing file means no named sources (an optional Secret)")
 	fs.IntVar(&o.Concurrency, "concurrency", 16, "parallel ranged GETs per model download")
 	fs.StringVar(&o.PartSize, "part-size", "16MiB", "size of each ranged GET (a multiple of 8MiB)")
+	fs.DurationVar(&o.ScrubInterval, "scrub-interval", 24*time.Hour, "how often a background scrub re-hashes every blob, quarantines corrupt ones and fetches again those pinned models use (0 disables)")
+	fs.StringVar(&o.ScrubRate, "scrub-rate", "64MiB", "most bytes per second the background scrub reads")
 	o.Prefetch.AddFlags(fs)
 }
 
@@ -60,6 +64,12 @@ func (o *serveOptions) Validate() error {
 	}
 	if ps, err := parseBytes(o.PartSize); err != nil || ps <= 0 || ps%model.LeafSize != 0 {
 		return fmt.Errorf("--part-size %q: want a positive multiple of 8MiB", o.PartSize)
+	}
+	if o.ScrubInterval < 0 {
+		return fmt.Errorf("--scrub-interval %s: want 0 (off) or more", o.ScrubInterval)
+	}
+	if r, err := parseBytes(o.ScrubRate); err != nil || r <= 0 {
+		return fmt.Errorf("--scrub-rate %q: want a positive size per second, e.g. 64MiB", o.ScrubRate)
 	}
 	return nil
 }
@@ -129,6 +139,8 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 	errc := make(chan error, 2)
 	go func() { errc <- a.Serve(ctx, l) }()
 	go a.Run(ctx)
+	scrubRate, _ := parseBytes(o.ScrubRate)
+	go a.Scrub(ctx, o.ScrubInterval, scrubRate)
 	if kube != nil {
 		if err := startPrefetch(ctx, kube, &o.Prefetch, a, log); err != nil {
 			return err

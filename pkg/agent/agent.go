@@ -330,10 +330,6 @@ func (a *Agent) Evict(ref model.Ref) ([]string, error) {
 	return a.store.Evict(ref, ref.Revision)
 }
 
-// Verify re-hashes every blob and quarantines corrupt ones.
-func (a *Agent) Verify(ctx context.Context) (cache.VerifyReport, error) {
-	return a.store.Verify(ctx)
-}
 
 // Status is the store snapshot plus downloads.
 func (a *Agent) Status() StatusReport {

@@ -18,6 +18,10 @@ type metrics struct {
 	inFlight     prometheus.Gauge
 	errors       *prometheus.CounterVec
 	accessChecks *prometheus.CounterVec
+	corrupt      prometheus.Counter
+	repaired     prometheus.Counter
+	scrubs       prometheus.Counter
+	lastScrub    prometheus.Gauge
 }
 
 func newMetrics(reg Registerer, store *cache.Store) *metrics {
@@ -44,6 +48,14 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 			Name: "modelcache_access_checks_total",
 			Help: "Checks of a volume's credentials against the bucket: granted, denied, cached (answered from the last minute) or error (S3 gave no answer)."},
 			[]string{"result"}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelcache_corrupt_blobs_total", Help: "Blobs whose content no longer matched their digest (quarantined)."}),
+		repaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelcache_repaired_blobs_total", Help: "Corrupt blobs fetched again and swapped into pinned revisions."}),
+		scrubs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelcache_scrubs_total", Help: "Background scrubs run (see --scrub-interval)."}),
+		lastScrub: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modelcache_last_scrub_timestamp_seconds", Help: "When the last background scrub finished."}),
 	}
 	if reg == nil {
 		return m
@@ -52,6 +64,7 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 		return func() float64 { return f(store.Status()) }
 	}
 	reg.MustRegister(m.fetchSeconds, m.fetched, m.deduped, m.resumed, m.ensures, m.inFlight, m.errors, m.accessChecks,
+		m.corrupt, m.repaired, m.scrubs, m.lastScrub,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_used_bytes", Help: "Bytes of content on disk."},
 			stat(func(s cache.Status) float64 { return float64(s.UsedBytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_capacity_bytes", Help: "Cache capacity."},

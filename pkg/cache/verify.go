@@ -2,9 +2,13 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/time/rate"
 
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -25,25 +29,56 @@ type CorruptBlob struct {
 	// ones that stay because a holder uses them (they need a repair).
 	Evicted []string `json:"evicted,omitempty"`
 	Pinned  []string `json:"pinned,omitempty"`
+	// Repaired are the pinned revisions whose file was fetched again and
+	// swapped in; RepairError says why a repair failed.
+	Repaired    []string `json:"repaired,omitempty"`
+	RepairError string   `json:"repairError,omitempty"`
 }
+
+// VerifyOption tunes Verify.
+type VerifyOption func(*verifyConfig)
+
+type verifyConfig struct{ limiter *rate.Limiter }
+
+// WithRate caps the bytes read per second, so a background scrub does not
+// take the disk from the models being served.
+func WithRate(bytesPerSecond int64) VerifyOption {
+	return func(c *verifyConfig) {
+		if bytesPerSecond > 0 {
+			c.limiter = rate.NewLimiter(rate.Limit(bytesPerSecond), verifyBuffer)
+		}
+	}
+}
+
+const verifyBuffer = 1 << 20
 
 // Verify re-hashes every blob. A corrupt blob is moved to quarantine/, and
 // every unpinned revision linking it is evicted so the next ensure fetches
 // it again; pinned revisions are reported, not touched.
-func (s *Store) Verify(ctx context.Context) (VerifyReport, error) {
+func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport, error) {
+	var cfg verifyConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	var rep VerifyReport
 	algDir := filepath.Join(s.root, dirBlobs, model.DigestAlgorithm)
 	entries, err := os.ReadDir(algDir)
 	if err != nil {
 		return rep, fmt.Errorf("cache: read blobs: %w", err)
 	}
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, verifyBuffer)
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
 		want := model.Digest(model.DigestAlgorithm + ":" + e.Name())
-		got, size, err := hashFile(filepath.Join(algDir, e.Name()), buf)
+		got, size, err := hashFile(ctx, filepath.Join(algDir, e.Name()), buf, cfg.limiter)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // evicted while we walked: nothing to check
+		}
+		if errors.Is(err, errVerifyStopped) || (err != nil && ctx.Err() != nil) {
+			return rep, err // stopped, not corrupt
+		}
 		rep.Blobs++
 		rep.Bytes += size
 		if err == nil && got == want {
@@ -59,7 +94,7 @@ func (s *Store) Verify(ctx context.Context) (VerifyReport, error) {
 	return rep, nil
 }
 
-func hashFile(path string, buf []byte) (model.Digest, int64, error) {
+func hashFile(ctx context.Context, path string, buf []byte, lim *rate.Limiter) (model.Digest, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
@@ -69,8 +104,36 @@ func hashFile(path string, buf []byte) (model.Digest, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	d, err := model.DigestReader(f, fi.Size(), buf)
+	var r io.Reader = f
+	if lim != nil {
+		r = &pacedReader{ctx: ctx, r: f, lim: lim}
+	}
+	d, err := model.DigestReader(r, fi.Size(), buf)
 	return d, fi.Size(), err
+}
+
+var errVerifyStopped = errors.New("cache: verify stopped")
+
+// pacedReader waits for the limiter after each read.
+type pacedReader struct {
+	ctx context.Context
+	r   io.Reader
+	lim *rate.Limiter
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	if len(b) > p.lim.Burst() {
+		b = b[:p.lim.Burst()]
+	}
+	n, err := p.r.Read(b)
+	if n > 0 {
+		if werr := p.lim.WaitN(p.ctx, n); werr != nil {
+			// WaitN fails before the deadline if it cannot make it: that
+			// is a stop, never a sign of a corrupt blob.
+			return n, fmt.Errorf("%w: %v", errVerifyStopped, werr)
+		}
+	}
+	return n, err
 }
 
 func (s *Store) quarantine(cb *CorruptBlob) {
