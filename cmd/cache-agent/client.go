@@ -222,7 +222,7 @@ func newEvictCmd(socket *string) *cobra.Command {
 func newVerifyCmd(socket *string) *cobra.Command {
 	return &cobra.Command{
 		Use:   "verify",
-		Short: "Re-hash every cached file; quarantine corrupt ones (exit 1 if any)",
+		Short: "Re-hash every cached file; quarantine corrupt ones and repair pinned models (exit 1 if any)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := agent.NewClient(*socket).Verify(cmd.Context())
@@ -231,8 +231,14 @@ func newVerifyCmd(socket *string) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "verified %d blobs, %s\n", rep.Blobs, cache.FormatBytes(rep.Bytes))
 			for _, c := range rep.Corrupt {
-				fmt.Fprintf(cmd.OutOrStdout(), "CORRUPT %s (hashes to %s %s): quarantined; evicted %v; still pinned %v\n",
+				fmt.Fprintf(cmd.OutOrStdout(), "CORRUPT %s (hashes to %s %s): quarantined; evicted %v; pinned %v\n",
 					c.Digest, c.Got, c.Err, c.Evicted, c.Pinned)
+				switch {
+				case c.RepairError != "":
+					fmt.Fprintf(cmd.OutOrStdout(), "  repair FAILED: %s\n", c.RepairError)
+				case len(c.Repaired) > 0:
+					fmt.Fprintf(cmd.OutOrStdout(), "  fetched again and swapped into %v\n", c.Repaired)
+				}
 			}
 			if len(rep.Corrupt) > 0 {
 				return errors.New("corrupt content found and quarantined; evicted models are fetched again on next use")
