@@ -74,6 +74,10 @@ func (c *Client) Ensure(ctx context.Context, ref string, opts EnsureOptions, onP
 	return p, nil
 }
 
+// CloseIdleConnections closes the kept-alive connections to the agent (on
+// shutdown, or to count what a workload leaves behind).
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // Status returns the cache and download status.
 func (c *Client) Status(ctx context.Context) (StatusReport, error) {
 	var s StatusReport

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +100,15 @@ func TestPublishChecksVolumeCredentials(t *testing.T) {
 	}
 	if p := e.pins(); len(p) != 0 {
 		t.Fatalf("pins left: %q", p)
+	}
+	// Neither the plugin nor the agent wrote a secret anywhere in its logs.
+	logs := e.logs.String()
+	for _, secret := range []string{"reader-secret-1", "stranger-secret-1", srv.SecretKey} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a secret (%s…) is in the logs", secret[:3])
+		}
+	}
+	if !strings.Contains(logs, "access refused") || !strings.Contains(logs, "***stripped***") {
+		t.Errorf("the logs do not show the refused publishes with their secrets stripped:\n%s", logs)
 	}
 }

@@ -1,11 +1,13 @@
 package csi_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +45,7 @@ type env struct {
 	controller csipb.ControllerClient
 	wait       time.Duration
 	extra      map[string]fetch.Source
+	logs       logBuffer // the plugin's and the agent's
 }
 
 func needRoot(t *testing.T) {
@@ -116,7 +119,7 @@ func (e *env) startAgent() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := agent.New(store, f, slog.New(slog.DiscardHandler), nil)
+	a := agent.New(store, f, slog.New(slog.NewTextHandler(testWriter{t, &e.logs}, nil)), nil)
 	l, err := agent.ListenUnix(e.agentSk)
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +132,7 @@ func (e *env) startAgent() {
 
 func (e *env) startPlugin() {
 	t := e.t
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(testWriter{t, &e.logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := csi.New(csi.Options{NodeID: "node-1", Node: true, Controller: true, Agent: e.client,
 		Mounter: mounter.New(), StateDir: e.stateDir, PublishWait: e.wait, Logger: log, Version: "test"})
 	if err != nil {
@@ -217,10 +220,29 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends log lines to the test's log and keeps them in logs, so a
+// test can check what the plugin and the agent wrote.
+type testWriter struct {
+	t    *testing.T
+	logs *logBuffer
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(p[:len(p)-1]))
+	w.logs.mu.Lock()
+	w.logs.b.Write(p)
+	w.logs.mu.Unlock()
 	return len(p), nil
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
