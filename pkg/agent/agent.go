@@ -330,7 +330,6 @@ func (a *Agent) Evict(ref model.Ref) ([]string, error) {
 	return a.store.Evict(ref, ref.Revision)
 }
 
-
 // Status is the store snapshot plus downloads.
 func (a *Agent) Status() StatusReport {
 	return StatusReport{Status: a.store.Status(), Jobs: a.Jobs()}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -45,7 +46,8 @@ type env struct {
 	controller csipb.ControllerClient
 	wait       time.Duration
 	extra      map[string]fetch.Source
-	logs       logBuffer // the plugin's and the agent's
+	logs       logBuffer    // the plugin's and the agent's
+	s3http     *http.Client // the agent's, to S3
 }
 
 func needRoot(t *testing.T) {
@@ -115,7 +117,9 @@ func (e *env) startAgent() {
 		src.Endpoint, src.PathStyle = e.proxy.URL(), true
 		sources[name] = src
 	}
-	f, err := fetch.New(sources, fetch.WithPartSize(8<<20))
+	// The test's own HTTP client, so settle can close its idle connections.
+	e.s3http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	f, err := fetch.New(sources, fetch.WithPartSize(8<<20), fetch.WithHTTPClient(e.s3http))
 	if err != nil {
 		t.Fatal(err)
 	}

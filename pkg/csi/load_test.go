@@ -118,10 +118,12 @@ func TestLoadLeavesNothingBehind(t *testing.T) {
 	}
 }
 
-// settle closes idle connections to the agent and waits for the goroutine
+// settle closes idle connections (plugin to agent, agent to S3: pooled,
+// not leaked) and waits for the goroutine
 // and descriptor counts to stop falling; it returns them.
 func settle(e *env) (goroutines, fds int) {
 	e.client.CloseIdleConnections()
+	e.s3http.CloseIdleConnections()
 	count := func() (int, int) {
 		d, _ := os.ReadDir("/proc/self/fd")
 		return runtime.NumGoroutine(), len(d)
@@ -151,4 +153,3 @@ func mountsUnder(t *testing.T, dir string) []string {
 	}
 	return out
 }
-
