@@ -110,6 +110,19 @@ func TestLoadLeavesNothingBehind(t *testing.T) {
 	if p := e.pins(); len(p) != 0 {
 		t.Errorf("pins left: %q", p)
 	}
+	// A prefetch whose caller left goes on in the agent: let it end.
+	waitFor(t, 30*time.Second, func() bool {
+		st, err := e.client.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range st.Jobs {
+			if j.State == agent.StateFetching || j.State == agent.StateListing {
+				return false
+			}
+		}
+		return true
+	})
 	goAfter, fdAfter := settle(e)
 	if goAfter > goBefore || fdAfter > fdBefore {
 		buf := make([]byte, 1<<20)
