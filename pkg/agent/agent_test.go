@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,6 +254,10 @@ func TestAPIRefusesMalformedRequests(t *testing.T) {
 	fi, err := os.Stat(e.socket)
 	if err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket mode %v (%v), want 0660", fi.Mode(), err)
+	}
+	// Only root (and the socket's group) may drive the agent.
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uint32(os.Geteuid()) {
+		t.Fatalf("socket owned by uid %d, want the agent's uid %d", st.Uid, os.Geteuid())
 	}
 }
 
