@@ -45,7 +45,8 @@ type Ingest struct {
 	store *Store
 	res   *Reservation // set when opened through a Reservation
 	key   IngestKey
-	dir   string
+	dir   string // ingest/<id>, or for a one-leaf blob the data file ingest/<id>.one
+	path  string // the data file
 	data  *os.File
 
 	mu      sync.Mutex
@@ -82,11 +83,23 @@ func (s *Store) OpenIngest(key IngestKey) (*Ingest, error) {
 	return w, nil
 }
 
+// oneLeafSuffix names the ingest file of a blob of at most one leaf. Such a
+// blob is fetched whole or again (a leaf is only ever kept complete), so
+// its ingest needs no directory, no meta and no journal: one file, created
+// empty every time. That is a quarter of the file system calls and one
+// fsync less per file, most of the cost of a model of many small files
+// (2,000 shards: 1.2 ms of system CPU per file went to the ingest's
+// bookkeeping). Close removes the file, and Open removes any a crash left.
+const oneLeafSuffix = ".one"
+
 func (s *Store) openIngest(id string, key IngestKey) (*Ingest, error) {
 	dir := filepath.Join(s.root, dirIngest, id)
-	w := &Ingest{store: s, key: key, dir: dir,
+	w := &Ingest{store: s, key: key, dir: dir, path: filepath.Join(dir, ingestData),
 		leaves: make([]uint64, model.LeafCount(key.Size)),
 		held:   make([]bool, model.LeafCount(key.Size))}
+	if key.Size <= model.LeafSize {
+		return w.openOneLeaf(dir + oneLeafSuffix)
+	}
 	resumed, err := w.loadMeta()
 	if err != nil {
 		return nil, err
@@ -98,12 +111,15 @@ func (s *Store) openIngest(id string, key IngestKey) (*Ingest, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("cache: create ingest: %w", err)
 		}
+		// Not fsynced: the meta only says which key the leaves belong to,
+		// and a resume trusts no leaf it has not re-hashed. A meta lost or
+		// torn in a crash means a fresh start, never a wrong blob.
 		meta, _ := json.Marshal(key)
-		if err := writeFileSync(filepath.Join(dir, ingestMeta), meta); err != nil {
-			return nil, fmt.Errorf("cache: create ingest: %w", err)
+		if err := os.WriteFile(filepath.Join(dir, ingestMeta), meta, 0o600); err != nil {
+			return nil, fmt.Errorf("cache: create ingest: %w", classifyNoSpace(err))
 		}
 	}
-	w.data, err = os.OpenFile(filepath.Join(dir, ingestData), os.O_RDWR|os.O_CREATE, 0o600)
+	w.data, err = os.OpenFile(w.path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("cache: open ingest data: %w", err)
 	}
@@ -288,6 +304,9 @@ func (w *Ingest) MarkLeaf(i int, sum uint64) error {
 		return fmt.Errorf("cache: leaf %d out of range (blob has %d)", i, len(w.leaves))
 	}
 	w.leaves[i], w.held[i] = sum, true
+	if w.journal == nil {
+		return nil // one-leaf ingest: nothing to resume
+	}
 	if _, err := fmt.Fprintf(w.journal, "%d %016x\n", i, sum); err != nil {
 		return fmt.Errorf("cache: append ingest journal: %w", classifyNoSpace(err))
 	}
@@ -307,7 +326,9 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 	}
 	w.done = true
 	defer w.store.unlockIngest(w.key.id())
-	defer w.journal.Close()
+	if w.journal != nil {
+		defer w.journal.Close()
+	}
 	for i, ok := range w.held {
 		if !ok {
 			w.data.Close()
@@ -338,9 +359,10 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 	// Index first: a crash right after the rename must still find the blob
 	// (an entry whose blob never landed is ignored on lookup).
 	w.store.index.add(w.key, digest)
-	if err := w.store.commitBlob(filepath.Join(w.dir, ingestData), digest, w.key.Size, w.res); err != nil {
+	if err := w.store.commitBlob(w.path, digest, w.key.Size, w.res); err != nil {
 		return "", err
 	}
+	// (a one-leaf ingest's file was renamed away, unless the blob was held)
 	if err := os.RemoveAll(w.dir); err != nil {
 		w.store.log.Warn("remove committed ingest", "dir", w.dir, "err", err)
 	}
@@ -363,9 +385,28 @@ func (w *Ingest) release(remove bool) error {
 	}
 	w.done = true
 	defer w.store.unlockIngest(w.key.id())
+	if w.journal == nil { // one-leaf ingest: nothing worth keeping
+		return errors.Join(w.data.Close(), os.Remove(w.dir))
+	}
 	err := errors.Join(w.journal.Close(), w.data.Close())
 	if remove {
 		return os.RemoveAll(w.dir)
 	}
 	return err
+}
+
+// openOneLeaf opens the single data file of a one-leaf ingest at path,
+// empty (see oneLeafSuffix).
+func (w *Ingest) openOneLeaf(path string) (*Ingest, error) {
+	w.dir, w.path = path, path
+	var err error
+	w.data, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open ingest data: %w", classifyNoSpace(err))
+	}
+	if err := w.preallocate(); err != nil {
+		w.data.Close()
+		return nil, err
+	}
+	return w, nil
 }

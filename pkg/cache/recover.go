@@ -17,7 +17,8 @@ import (
 //     (crash between rename and state write) are added back;
 //   - used bytes are recounted from blobs/ and the etag index rebuilt.
 //
-// Ingests are kept: OpenIngest resumes them.
+// Ingests are kept: OpenIngest resumes them (one-leaf ingests, which it
+// never resumes, are removed).
 func (s *Store) recover() error {
 	st, err := loadState(filepath.Join(s.root, fileState))
 	if err != nil {
@@ -29,6 +30,11 @@ func (s *Store) recover() error {
 	}
 	if err := removeChildren(filepath.Join(s.root, dirTrash), nil); err != nil {
 		return err
+	}
+	// One-leaf ingests are never resumed (see oneLeafSuffix).
+	strays, _ := filepath.Glob(filepath.Join(s.root, dirIngest, "*"+oneLeafSuffix))
+	for _, p := range strays {
+		os.Remove(p)
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(s.root, "*.tmp-*"))
 	for _, p := range leftovers {

@@ -98,6 +98,8 @@ type run struct {
 	fetched, resumed, deduped, retries atomic.Int64
 	filesFetched, filesDeduped         atomic.Int64
 
+	commits chan *file // files whose every part is written (see committers)
+
 	mu   sync.Mutex
 	err  error              // the first failure
 	open map[*file]struct{} // ingests not yet committed
@@ -136,11 +138,11 @@ func (r *run) fail(err error) {
 	r.cancel()
 }
 
-// work feeds the parts of every file to n workers. Files are opened as the
-// feed reaches them, so at most about n ingests (and 2n descriptors) are open
-// whatever the number of files. Largest files go first: the tail of the
-// download is then small files, not one big file on one connection. Parts
-// of up to filesAtOnce files are interleaved (see feed).
+// work feeds the parts of every file to n workers. Files are opened a few
+// ahead of the feed (see feedAll), so at most about n ingests (and 2n
+// descriptors) are open whatever the number of files. Largest files go
+// first: the tail of the download is then small files, not one big file on
+// one connection. Parts of up to filesAtOnce files are interleaved (see feed).
 func (r *run) work(n int) {
 	parts := make(chan *part)
 	fd := &feed{ctx: r.ctx, out: parts}
@@ -155,6 +157,19 @@ func (r *run) work(n int) {
 			}
 		})
 	}
+	// Commits (fsync, verify, rename, directory fsync: milliseconds each)
+	// run beside the downloads instead of in the worker that wrote a file's
+	// last part; with many small files that worker would otherwise spend a
+	// good part of its time waiting for the disk instead of the network.
+	r.commits = make(chan *file, n)
+	var cwg sync.WaitGroup
+	for range committers {
+		cwg.Go(func() {
+			for fl := range r.commits {
+				r.commit(fl)
+			}
+		})
+	}
 	r.open = map[*file]struct{}{}
 	order := make([]int, len(r.out.Files))
 	for i := range order {
@@ -165,11 +180,8 @@ func (r *run) work(n int) {
 	// once; the copies take its digest at the end.
 	first := map[cache.IngestKey]int{}
 	dups := map[int]int{}
-	var locked []int
+	var todo []int
 	for _, i := range order {
-		if r.ctx.Err() != nil {
-			break
-		}
 		fm := r.out.Files[i]
 		if fm.ETag != "" {
 			k := cache.IngestKey{ETag: fm.ETag, Size: fm.Size}
@@ -179,15 +191,19 @@ func (r *run) work(n int) {
 			}
 			first[k] = i
 		}
-		if !r.schedule(i, fd) {
-			locked = append(locked, i)
-		}
+		todo = append(todo, i)
 	}
-	fd.drain()
+	locked := r.feedAll(todo, fd)
 	// Held by another download in this agent (another model with the same
 	// file): wait for it, then it is either held (dedup) or ours to resume.
 	for _, i := range locked {
-		for delay := 50 * time.Millisecond; r.ctx.Err() == nil && !r.schedule(i, fd); delay = min(2*delay, time.Second) {
+		for delay := 50 * time.Millisecond; r.ctx.Err() == nil; delay = min(2*delay, time.Second) {
+			if p := r.prepare(i); !p.locked {
+				if len(p.parts) > 0 {
+					fd.add(p.parts)
+				}
+				break
+			}
 			select {
 			case <-time.After(delay):
 			case <-r.ctx.Done():
@@ -197,6 +213,8 @@ func (r *run) work(n int) {
 	}
 	close(parts)
 	wg.Wait()
+	close(r.commits)
+	cwg.Wait()
 	for fl := range r.open {
 		if err := fl.ing.Close(); err != nil {
 			r.f.log.Warn("close ingest", "key", fl.key, "err", err)
@@ -211,96 +229,6 @@ func (r *run) work(n int) {
 		r.deduped.Add(r.out.Files[i].Size)
 		r.progress(r.out.Files[i].Size, false)
 	}
-}
-
-// schedule handles file i: done at once if the store holds it, empty or
-// fully resumed; otherwise its parts are sent to the workers. It returns
-// false if another download holds the file's ingest.
-func (r *run) schedule(i int, fd *feed) bool {
-	fm := r.out.Files[i]
-	key := r.prefix + "/" + fm.Path
-	if r.prefix == "" {
-		key = fm.Path
-	}
-	if d, ok := r.store.LookupETag(fm.ETag, fm.Size); ok && (fm.Digest == "" || fm.Digest == d) {
-		r.out.Files[i].Digest = d
-		r.filesDeduped.Add(1)
-		r.deduped.Add(fm.Size)
-		r.progress(fm.Size, false)
-		return true
-	}
-	ing, err := r.store.OpenIngest(cache.IngestKey{Origin: r.t.endpoint + "/" + r.bucket + "/" + key, ETag: fm.ETag, Size: fm.Size})
-	if errors.Is(err, cache.ErrLocked) {
-		return false
-	}
-	if err != nil {
-		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, key, err))
-		return true
-	}
-	fl := &file{idx: i, key: key, meta: fm, ing: ing}
-	r.mu.Lock()
-	r.open[fl] = struct{}{}
-	r.mu.Unlock()
-	if held := ing.HeldBytes(); held > 0 {
-		r.resumed.Add(held)
-		r.progress(held, false)
-	}
-	ps := r.plan(fl, ing.Pending())
-	if len(ps) == 0 { // empty, or every leaf resumed
-		r.commit(fl)
-		return true
-	}
-	fl.left.Store(int32(len(ps)))
-	fd.add(ps)
-	return true
-}
-
-// filesAtOnce is how many files' parts the feed interleaves. Parts of one
-// file written by all workers at once queue on that file's inode lock
-// (buffered writes to one file are serialized by the kernel); spread over a
-// few files they mostly do not, as with rclone's 4 transfers × N streams.
-const filesAtOnce = 4
-
-// feed sends parts to the workers round-robin over up to filesAtOnce files.
-type feed struct {
-	ctx   context.Context
-	out   chan<- *part
-	lists [][]*part // per file, parts not yet sent
-	next  int
-}
-
-// add queues a file's parts, then sends until fewer than filesAtOnce files
-// have parts waiting, so the next file joins the rotation.
-func (f *feed) add(ps []*part) {
-	f.lists = append(f.lists, ps)
-	for len(f.lists) >= filesAtOnce && f.sendOne() {
-	}
-}
-
-// drain sends every queued part.
-func (f *feed) drain() {
-	for len(f.lists) > 0 && f.sendOne() {
-	}
-}
-
-// sendOne sends the next part in rotation; false once the run is stopped
-// (the queue is then dropped: its files are closed, not committed).
-func (f *feed) sendOne() bool {
-	f.next %= len(f.lists)
-	l := f.lists[f.next]
-	select {
-	case f.out <- l[0]:
-	case <-f.ctx.Done():
-		f.lists = nil
-		return false
-	}
-	if len(l) == 1 {
-		f.lists = slices.Delete(f.lists, f.next, f.next+1)
-	} else {
-		f.lists[f.next] = l[1:]
-		f.next++
-	}
-	return true
 }
 
 // plan groups consecutive pending leaves into parts of at most partSize.

@@ -24,8 +24,8 @@ type leafState struct {
 }
 
 // fetchPart downloads one part into its file's ingest, retrying transient
-// failures from the last byte written, and commits the file after its last
-// part. Failures stop the run.
+// failures from the last byte written, and hands the file to the committers
+// after its last part. Failures stop the run.
 func (r *run) fetchPart(p *part, buf []byte) {
 	fl := p.file
 	off, n := model.LeafRange(fl.meta.Size, p.leaf)
@@ -46,7 +46,7 @@ func (r *run) fetchPart(p *part, buf []byte) {
 		return
 	}
 	if fl.left.Add(-1) == 0 {
-		r.commit(fl)
+		r.commits <- fl
 	}
 }
 
