@@ -8,13 +8,13 @@
 //
 // Issue 4's assertions and where they live:
 //
-//	(1) Deployment prefetch annotation, replicas 0 → model ready, node label   TODO(prefetch): prefetch_test.go
+//	(1) Deployment prefetch annotation, replicas 0 → model ready, node label   TestPrefetch (prefetch_test.go)
 //	(2) inline CSI volume: Running, expected bytes, read-only                   TestModelVolumes/inline
 //	(3) generic ephemeral volume of StorageClass model-cache                    TestStorageClass
 //	(4) model not cached: fetch progress in the pod's events, then Running     TestModelVolumes/cold-progress
 //	(5) creation → Ready, warm vs cold, printed                                 TestModelVolumes (log + summary)
 //	(6a) deleting pods unmounts and unpins                                      TestModelVolumes/delete-unpins
-//	(6b) removing the annotation unpins, removes nothing in use                 TODO(prefetch): prefetch_test.go
+//	(6b) removing the annotation unpins, removes nothing in use                 TestPrefetch
 //
 // A new test gets everything through newEnv(t): the clientset, the S3
 // client (upload a testModel), the agent's socket on the host (pinsOn), the

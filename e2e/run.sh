@@ -76,6 +76,16 @@ cleanup() {
 step "tools (versitygw)"
 "$REPO/hack/tools.sh"
 
+# One e2e cluster per machine (fixed ports and paths). Several worktrees share
+# a development machine: a second `make e2e` waits for the first instead of
+# tearing its cluster down as a "leftover" below. The lock is released when
+# this script exits (the fd closes), also on a crash.
+exec 9>"${E2E_DIR}.lock"
+if ! flock -n 9; then
+	step "another make e2e holds ${E2E_DIR}.lock; waiting for it (up to 45 min)"
+	flock -w 2700 9 || die "another make e2e still runs after 45 min"
+fi
+
 # A leftover cluster from an interrupted run would mix old state into this one.
 if [[ -d $E2E_DIR/run ]]; then
 	step "stopping a previous e2e cluster"
@@ -83,7 +93,8 @@ if [[ -d $E2E_DIR/run ]]; then
 fi
 trap cleanup EXIT
 step "cluster up"
-"$REPO/e2e/up.sh"
+# 9>&-: the cluster's daemons must not inherit the lock (E2E_KEEP=1 leaves them running).
+"$REPO/e2e/up.sh" 9>&-
 
 step "image $IMAGE"
 "$REPO/hack/image.sh" "$IMAGE" "$E2E_DIR/images/modelcache.tar"
@@ -132,5 +143,5 @@ step "modelcache.csi.io registered on $node"
 step "go test -tags e2e ./e2e"
 MODELCACHE_E2E_S3=$VGW_ENDPOINT MODELCACHE_E2E_S3_ACCESS=$S3_ACCESS MODELCACHE_E2E_S3_SECRET=$S3_SECRET \
 	MODELCACHE_E2E_SLOW_ADDR=$SLOW_ADDR MODELCACHE_E2E_AGENT_SOCKET=$E2E_DIR/run/modelcache/agent.sock \
-	MODELCACHE_E2E_KUBELET_ROOT=$E2E_DIR/kubelet MODELCACHE_E2E_PLUGIN_METRICS=http://127.0.0.1:19091/metrics \
+	MODELCACHE_E2E_KUBELET_ROOT=$E2E_DIR/kubelet MODELCACHE_E2E_PLUGIN_METRICS=http://127.0.0.1:19091/metrics MODELCACHE_E2E_KUBECTL=$KUBECTL \
 	go test -tags e2e -count=1 -v -timeout 20m ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/

@@ -157,6 +157,11 @@ type task struct {
 	res      Result
 	failures int
 	retryAt  time.Time
+	// waited lists the holders that named the model while this task's
+	// download ran. Their PrefetchDone reports the download; a workload that
+	// names the model later is told it was already cached, not that a
+	// download it never waited for was done for it.
+	waited map[string]bool
 }
 
 // workload is a Deployment or StatefulSet with a prefetch annotation.
@@ -328,8 +333,13 @@ func (c *Controller) reconcile(ctx context.Context) {
 		c.mu.Unlock()
 		switch {
 		case held && !t.running:
-			c.pinHolders(w, rev, models, t.res)
+			c.pinHolders(w, rev, models, t.res, t.waited)
 		case t.running:
+			c.mu.Lock()
+			for h := range w.holders {
+				tp.waited[h] = true
+			}
+			c.mu.Unlock()
 		case tp == nil, t.err == nil:
 			// Never tried, or ready once and evicted since (before the pin).
 			c.startTask(ctx, key, w.ref)
@@ -463,8 +473,9 @@ func hasPin(models []cache.ModelStatus, id, rev, holder string) bool {
 }
 
 // pinHolders pins rev of w.ref for every workload naming it and announces
-// each new pin with a PrefetchDone event.
-func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus, res Result) {
+// each new pin with a PrefetchDone event; res is the model's last download,
+// reported to the holders in waited.
+func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus, res Result, waited map[string]bool) {
 	ref := w.ref
 	ref.Revision = rev
 	for holder, wl := range w.holders {
@@ -477,7 +488,11 @@ func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus,
 			continue
 		}
 		c.log.Info("model pinned for workload", "ref", w.ref.String(), "revision", rev, "holder", holder)
-		c.recorder.Event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, res))
+		var r Result
+		if waited[holder] {
+			r = res
+		}
+		c.recorder.Event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, r))
 	}
 }
 
@@ -509,6 +524,12 @@ func (c *Controller) startTask(ctx context.Context, key string, ref model.Ref) {
 		c.tasks[key] = t
 	}
 	t.running = true
+	t.waited = map[string]bool{}
+	if w := c.desired[key]; w != nil {
+		for h := range w.holders {
+			t.waited[h] = true
+		}
+	}
 	c.mu.Unlock()
 	go func() {
 		res, err := c.agent.Ensure(ctx, ref, 0)
