@@ -79,6 +79,14 @@ func TestParseAnnotationAndLabelKey(t *testing.T) {
 	if k := LabelKey(long); len(k)-len(LabelPrefix) > 63 {
 		t.Errorf("label name too long: %s", k)
 	}
+	// The key README.md and deploy/examples/prefetch-deployment.yaml show.
+	doc, err := model.ParseRef("s3://models/llama-3-8b?source=minio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := LabelKey(doc), "model.modelcache.io/e4244e3c1ea971bb"; got != want {
+		t.Errorf("LabelKey(%s) = %s; the README and deploy/examples show %s: update them", doc, got, want)
+	}
 }
 
 func TestNodePatch(t *testing.T) {
