@@ -56,6 +56,7 @@ func (x agentAdapter) Models() []cache.ModelStatus              { return x.a.Sta
 type env struct {
 	kube kubernetes.Interface
 	s3   *s3test.Server
+	gate *s3test.Proxy // in front of s3: the nodes' source "gated"
 	ns   string
 }
 
@@ -64,6 +65,7 @@ func newEnv(t *testing.T) *env {
 	ks := kubetest.Start(t)
 	e := &env{kube: ks.Client(t), s3: s3test.Start(t)}
 	e.s3.CreateBucket(t, "models")
+	e.gate = s3test.NewCountingProxy(t, e.s3.Endpoint)
 	e.ns = strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(e.ns) > 40 {
 		e.ns = e.ns[:40]
@@ -121,7 +123,9 @@ func (e *env) startNodeCapacity(t *testing.T, suffix string, labels map[string]s
 		t.Fatal(err)
 	}
 	src := fetch.Source{Endpoint: e.s3.Endpoint, Region: e.s3.Region, PathStyle: true, AccessKeyID: e.s3.AccessKey, SecretAccessKey: e.s3.SecretKey}
-	f, err := fetch.New(map[string]fetch.Source{"test": src}, fetch.WithPartSize(8<<20))
+	gated := src
+	gated.Endpoint = e.gate.URL()
+	f, err := fetch.New(map[string]fetch.Source{"test": src, "gated": gated}, fetch.WithPartSize(8<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

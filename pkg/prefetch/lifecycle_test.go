@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,7 +92,7 @@ func TestNewRevision(t *testing.T) {
 }
 
 // TestSharedModel: two workloads naming one model each pin it. Deleting
-// one leaves the other's pin; deleting the last one while a pod mounts the
+// one (a foreground delete: it lingers, being deleted) leaves the other's pin; deleting the last one while a pod mounts the
 // model leaves the volume's pin; nothing is deleted in either step.
 func TestSharedModel(t *testing.T) {
 	e := newEnv(t)
@@ -108,8 +111,18 @@ func TestSharedModel(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := e.kube.AppsV1().Deployments(e.ns).Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+	// Foreground deletion: with no garbage collector running here, a stays
+	// with its deletionTimestamp and finalizer. Being deleted is gone.
+	fg := metav1.DeletePropagationForeground
+	if err := e.kube.AppsV1().Deployments(e.ns).Delete(context.Background(), "a", metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.kube.AppsV1().Deployments(e.ns).Patch(context.Background(), "a", types.MergePatchType,
+			[]byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+	})
+	if d, err := e.kube.AppsV1().Deployments(e.ns).Get(context.Background(), "a", metav1.GetOptions{}); err != nil || d.DeletionTimestamp == nil {
+		t.Fatalf("a after a foreground delete: %v, want it still there and being deleted", err)
 	}
 	n.waitPins(t, ref, b, "csi:vol-b")
 	if err := e.kube.AppsV1().Deployments(e.ns).Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
@@ -184,6 +197,55 @@ func TestLabelsFollowLRUEviction(t *testing.T) {
 	n.waitPins(t, refB, h)
 	if ev := n.store.Status().Evictions; ev == 0 {
 		t.Errorf("no eviction counted")
+	}
+}
+
+// TestJoinDuringDownload: a workload that names a model while it downloads
+// for another one is told it started, and its PrefetchDone reports the
+// download it waited for (not "already cached"). One PrefetchStarted each.
+func TestJoinDuringDownload(t *testing.T) {
+	e := newEnv(t)
+	e.putModel(t, "slow", 100)
+	ref := "s3://models/slow?source=gated"
+	// Object GETs wait at the proxy until release; listing passes.
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	e.gate.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && !strings.Contains(r.URL.RawQuery, "list-type") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	n := e.startNode(t, "n", nil)
+	t.Cleanup(open) // before the node's cleanup waits for its downloads
+
+	e.createDeployment(t, deployment("first", ref, 0))
+	e.waitEvent(t, "first", prefetch.ReasonStarted, n.name)
+	e.createDeployment(t, deployment("second", ref, 0))
+	e.waitEvent(t, "second", prefetch.ReasonStarted, n.name)
+	if _, held := n.pins(t, ref); held {
+		t.Fatalf("%s held before its GETs were let through", ref)
+	}
+	open()
+	n.waitPins(t, ref, holder("deployment", e.ns, "first"), holder("deployment", e.ns, "second"))
+	for _, name := range []string{"first", "second"} {
+		ev := e.waitEvent(t, name, prefetch.ReasonDone, "fetched in")
+		if strings.Contains(ev, "already cached") {
+			t.Errorf("%s waited for the download; its event: %s", name, ev)
+		}
+		var started int
+		for _, ev := range e.events(t, name) {
+			if strings.HasPrefix(ev, prefetch.ReasonStarted) {
+				started++
+			}
+		}
+		if started != 1 {
+			t.Errorf("%s: %d PrefetchStarted events, want 1: %q", name, started, e.events(t, name))
+		}
 	}
 }
 

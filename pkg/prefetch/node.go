@@ -1,10 +1,17 @@
 package prefetch
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/model"
 )
 
 // decodeModels reads the AnnotationModels value (ref → label key); a value
@@ -53,4 +60,34 @@ func nodePatch(node *corev1.Node, ready map[string]string) ([]byte, bool) {
 	}
 	b, _ := json.Marshal(map[string]any{"metadata": meta})
 	return b, true
+}
+
+// syncNode patches the node's warm-model labels and annotation: a label for
+// every desired or already labelled model the cache holds, none for others.
+func (c *Controller) syncNode(ctx context.Context, node *corev1.Node, desired map[string]*want, models []cache.ModelStatus) error {
+	refs := map[string]model.Ref{}
+	for key, w := range desired {
+		refs[key] = w.ref
+	}
+	for key := range decodeModels(node.Annotations[AnnotationModels]) {
+		if r, err := model.ParseRef(key); err == nil {
+			refs[r.String()] = r
+		}
+	}
+	ready := map[string]string{} // ref → label key
+	for key, r := range refs {
+		if held, _ := heldRevision(models, r); held {
+			ready[key] = LabelKey(r)
+		}
+	}
+	patch, changed := nodePatch(node, ready)
+	if !changed {
+		return nil
+	}
+	_, err := c.client.CoreV1().Nodes().Patch(ctx, node.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "modelcache-agent"})
+	if err != nil {
+		return fmt.Errorf("patch node %s: %w", node.Name, err)
+	}
+	c.log.Info("node labels updated", "models", len(ready))
+	return nil
 }

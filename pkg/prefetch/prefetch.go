@@ -42,7 +42,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -148,20 +147,6 @@ type Controller struct {
 type want struct {
 	ref     model.Ref
 	holders map[string]*workload // by holder
-}
-
-// task is the download of one desired model.
-type task struct {
-	running  bool
-	err      error
-	res      Result
-	failures int
-	retryAt  time.Time
-	// waited lists the holders that named the model while this task's
-	// download ran. Their PrefetchDone reports the download; a workload that
-	// names the model later is told it was already cached, not that a
-	// download it never waited for was done for it.
-	waited map[string]bool
 }
 
 // workload is a Deployment or StatefulSet with a prefetch annotation.
@@ -335,11 +320,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		case held && !t.running:
 			c.pinHolders(w, rev, models, t.res, t.waited)
 		case t.running:
-			c.mu.Lock()
-			for h := range w.holders {
-				tp.waited[h] = true
-			}
-			c.mu.Unlock()
+			c.joinTask(key, tp, w)
 		case tp == nil, t.err == nil:
 			// Never tried, or ready once and evicted since (before the pin).
 			c.startTask(ctx, key, w.ref)
@@ -434,224 +415,4 @@ func (c *Controller) reportInvalid(w *workload, errs []error) {
 	msg := fmt.Sprintf("invalid %s annotation: %s", AnnotationPrefetch, strings.Join(msgs, "; "))
 	c.log.Warn("invalid prefetch annotation", "workload", w.holder(), "err", msg)
 	c.recorder.Event(w.obj, corev1.EventTypeWarning, ReasonFailed, msg)
-}
-
-// heldRevision says whether the cache holds ref: its pinned revision, or
-// for a ref without one, the current revision of its location.
-func heldRevision(models []cache.ModelStatus, ref model.Ref) (bool, string) {
-	id := ref.ID()
-	for _, m := range models {
-		if modelID(m) != id {
-			continue
-		}
-		if (ref.Revision == "" && m.Current) || (ref.Revision != "" && m.Revision == ref.Revision) {
-			return true, m.Revision
-		}
-	}
-	return false, ""
-}
-
-func modelID(m cache.ModelStatus) string {
-	r, err := model.ParseRef(m.Ref)
-	if err != nil {
-		return ""
-	}
-	return r.ID()
-}
-
-func hasPin(models []cache.ModelStatus, id, rev, holder string) bool {
-	for _, m := range models {
-		if m.Revision == rev && modelID(m) == id {
-			for _, p := range m.Pins {
-				if p == holder {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-// pinHolders pins rev of w.ref for every workload naming it and announces
-// each new pin with a PrefetchDone event; res is the model's last download,
-// reported to the holders in waited.
-func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus, res Result, waited map[string]bool) {
-	ref := w.ref
-	ref.Revision = rev
-	for holder, wl := range w.holders {
-		if hasPin(models, ref.ID(), rev, holder) {
-			continue
-		}
-		if err := c.agent.Pin(ref, holder); err != nil {
-			// Evicted in between: the next resync fetches it again.
-			c.log.Error("pin model", "ref", w.ref.String(), "holder", holder, "err", err)
-			continue
-		}
-		c.log.Info("model pinned for workload", "ref", w.ref.String(), "revision", rev, "holder", holder)
-		var r Result
-		if waited[holder] {
-			r = res
-		}
-		c.recorder.Event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, r))
-	}
-}
-
-// doneMessage describes a ready model: res is its download, if this
-// controller ran one.
-func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.ModelStatus, res Result) string {
-	label := LabelKey(ref) + "=" + LabelReady
-	if res.Ready && !res.Hit && res.Revision == rev {
-		secs := res.Finished.Sub(res.Started).Seconds()
-		return fmt.Sprintf("%s revision %s ready on node %s: %s, %s fetched in %.1fs; node label %s",
-			ref, rev, c.opts.NodeName, cache.FormatBytes(res.TotalBytes), cache.FormatBytes(res.FetchedBytes), secs, label)
-	}
-	var size int64
-	for _, m := range models {
-		if m.Revision == rev && modelID(m) == ref.ID() {
-			size = m.SizeBytes
-		}
-	}
-	return fmt.Sprintf("%s revision %s ready on node %s: %s already cached, 0 B fetched in 0.0s; node label %s",
-		ref, rev, c.opts.NodeName, cache.FormatBytes(size), label)
-}
-
-// startTask downloads ref in the background; the reconcile after it pins.
-func (c *Controller) startTask(ctx context.Context, key string, ref model.Ref) {
-	c.mu.Lock()
-	t := c.tasks[key]
-	if t == nil {
-		t = &task{}
-		c.tasks[key] = t
-	}
-	t.running = true
-	t.waited = map[string]bool{}
-	if w := c.desired[key]; w != nil {
-		for h := range w.holders {
-			t.waited[h] = true
-		}
-	}
-	c.mu.Unlock()
-	go func() {
-		res, err := c.agent.Ensure(ctx, ref, 0)
-		if err == nil && !res.Ready {
-			c.log.Info("prefetch started", "ref", key)
-			c.eventToHolders(key, corev1.EventTypeNormal, ReasonStarted,
-				fmt.Sprintf("fetching %s on node %s", key, c.opts.NodeName))
-			// Wait as long as it takes; ctx ends it when the controller stops.
-			res, err = c.agent.Ensure(ctx, ref, 365*24*time.Hour)
-		}
-		c.mu.Lock()
-		t.running = false
-		switch {
-		case err != nil:
-			t.err, t.failures = err, t.failures+1
-			backoff := c.opts.RetryAfter << min(t.failures-1, 10)
-			t.retryAt = time.Now().Add(min(backoff, 10*time.Minute))
-		case res.Ready:
-			t.err, t.failures, t.res = nil, 0, res
-		default: // the controller is stopping
-		}
-		c.mu.Unlock()
-		if err != nil {
-			c.log.Error("prefetch failed", "ref", key, "err", err)
-			c.eventToHolders(key, corev1.EventTypeWarning, ReasonFailed,
-				fmt.Sprintf("%s on node %s: %v", key, c.opts.NodeName, err))
-		}
-		c.trigger()
-	}()
-}
-
-// eventToHolders records an event on every workload that currently names key.
-func (c *Controller) eventToHolders(key, typ, reason, msg string) {
-	c.mu.Lock()
-	var objs []runtime.Object
-	if w := c.desired[key]; w != nil {
-		for _, wl := range w.holders {
-			objs = append(objs, wl.obj)
-		}
-	}
-	c.mu.Unlock()
-	for _, o := range objs {
-		c.recorder.Event(o, typ, reason, msg)
-	}
-}
-
-// unpinStale drops every workload pin no desired model justifies: the
-// workload is gone, no longer names the model, no longer fits the node, or
-// named a revision that is no longer the current one.
-func (c *Controller) unpinStale(desired map[string]*want, models []cache.ModelStatus) {
-	for _, m := range models {
-		for _, holder := range m.Pins {
-			if !c.owns(holder) || justified(desired, m, holder) {
-				continue
-			}
-			ref, err := model.ParseRef(m.Ref)
-			if err != nil {
-				continue
-			}
-			ref.Revision = m.Revision
-			if err := c.agent.Unpin(ref, holder); err != nil {
-				c.log.Error("unpin model", "ref", m.Ref, "revision", m.Revision, "holder", holder, "err", err)
-				continue
-			}
-			c.log.Info("model unpinned for workload", "ref", m.Ref, "revision", m.Revision, "holder", holder)
-		}
-	}
-}
-
-// owns says whether holder is a workload pin this controller manages: any
-// workload's, or with Options.Namespace only those of that namespace.
-func (c *Controller) owns(holder string) bool {
-	rest, ok := strings.CutPrefix(holder, HolderPrefix)
-	if !ok {
-		return false
-	}
-	if c.opts.Namespace == "" {
-		return true
-	}
-	parts := strings.SplitN(rest, "/", 3) // kind/namespace/name
-	return len(parts) == 3 && parts[1] == c.opts.Namespace
-}
-
-func justified(desired map[string]*want, m cache.ModelStatus, holder string) bool {
-	id := modelID(m)
-	for _, w := range desired {
-		if w.holders[holder] == nil || w.ref.ID() != id {
-			continue
-		}
-		if w.ref.Revision == m.Revision || (w.ref.Revision == "" && m.Current) {
-			return true
-		}
-	}
-	return false
-}
-
-// syncNode patches the node's warm-model labels and annotation: a label for
-// every desired or already labelled model the cache holds, none for others.
-func (c *Controller) syncNode(ctx context.Context, node *corev1.Node, desired map[string]*want, models []cache.ModelStatus) error {
-	refs := map[string]model.Ref{}
-	for key, w := range desired {
-		refs[key] = w.ref
-	}
-	for key := range decodeModels(node.Annotations[AnnotationModels]) {
-		if r, err := model.ParseRef(key); err == nil {
-			refs[r.String()] = r
-		}
-	}
-	ready := map[string]string{} // ref → label key
-	for key, r := range refs {
-		if held, _ := heldRevision(models, r); held {
-			ready[key] = LabelKey(r)
-		}
-	}
-	patch, changed := nodePatch(node, ready)
-	if !changed {
-		return nil
-	}
-	_, err := c.client.CoreV1().Nodes().Patch(ctx, node.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "modelcache-agent"})
-	if err != nil {
-		return fmt.Errorf("patch node %s: %w", node.Name, err)
-	}
-	c.log.Info("node labels updated", "models", len(ready))
-	return nil
 }
