@@ -61,6 +61,7 @@ func main() {
 	files := flag.Int("files", 1, "files downloaded at once (each with --concurrency parts in flight)")
 	null := flag.Bool("null", false, "discard the bytes: measure the server, not the disk")
 	durable := flag.String("durable-sink", "", "write parts into files in this directory and fsync them")
+	syncMode := flag.String("durable-sync", "file", "with --durable-sink: file (fsync each file after its last part), syncfs (one syncfs(2) at the end) or none (what the sync costs)")
 	quiet := flag.Bool("q", false, "print nothing but errors")
 	flag.Parse()
 	modes := 0
@@ -104,7 +105,7 @@ func main() {
 	if *null {
 		total, err = discardAll(ctx, client, *bucket, objs, partSize, *concurrency)
 	} else if *durable != "" {
-		total, err = durableAll(ctx, client, *bucket, objs, *durable, partSize, *concurrency)
+		total, err = durableAll(ctx, client, *bucket, objs, *durable, partSize, *concurrency, *syncMode)
 	} else {
 		total, err = downloadAll(ctx, client, *bucket, objs, *dest, partSize, *concurrency, *files)
 	}
@@ -260,7 +261,7 @@ func parallel[T any](items []T, n int, fn func(T) (int64, error)) (int64, error)
 // pieces written at their offsets, its writeback is started when it ends,
 // and each file is fsynced by the worker that wrote its last part (so with
 // many small files the fsyncs run in parallel, as a real downloader's would).
-func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object, dir string, partSize int64, concurrency int) (int64, error) {
+func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object, dir string, partSize int64, concurrency int, syncMode string) (int64, error) {
 	type file struct {
 		f    *os.File
 		left atomic.Int64 // parts not yet written
@@ -300,7 +301,7 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 		}
 	}
 	bufs := sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-	return parallel(ranges, concurrency, func(p part) (int64, error) {
+	total, err := parallel(ranges, concurrency, func(p part) (int64, error) {
 		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(p.key),
 			Range: aws.String(fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.len-1))})
 		if err != nil {
@@ -323,9 +324,13 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 		if err := unix.SyncFileRange(int(p.f.f.Fd()), p.off, p.len, unix.SYNC_FILE_RANGE_WRITE); err != nil {
 			return n, err
 		}
-		if p.f.left.Add(-1) == 0 {
+		if p.f.left.Add(-1) == 0 && syncMode == "file" {
 			return n, p.f.f.Sync()
 		}
 		return n, nil
 	})
+	if err == nil && syncMode == "syncfs" {
+		err = unix.Syncfs(int(files[0].f.Fd()))
+	}
+	return total, err
 }

@@ -362,8 +362,18 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 	if err := w.store.commitBlob(w.path, digest, w.key.Size, w.res); err != nil {
 		return "", err
 	}
-	// (a one-leaf ingest's file was renamed away, unless the blob was held)
-	if err := os.RemoveAll(w.dir); err != nil {
+	remove := os.RemoveAll
+	if w.journal == nil {
+		// A one-leaf ingest is a file, gone with the rename unless the blob
+		// was held already: one unlink, not RemoveAll's four calls.
+		remove = func(p string) error {
+			if err := unix.Unlink(p); err != nil && !errors.Is(err, unix.ENOENT) {
+				return err
+			}
+			return nil
+		}
+	}
+	if err := remove(w.dir); err != nil {
 		w.store.log.Warn("remove committed ingest", "dir", w.dir, "err", err)
 	}
 	return digest, nil

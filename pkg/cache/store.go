@@ -75,7 +75,8 @@ type Store struct {
 	ingestMu sync.Mutex
 	ingests  map[string]time.Time // ingest id → since
 
-	index *etagIndex
+	index    *etagIndex
+	blobSync *groupSync // fsyncs of blobs/<alg>, shared by concurrent commits
 
 	mu         sync.Mutex // guards everything below
 	state      *state
@@ -116,7 +117,8 @@ func Open(root string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("cache: negative capacity %d", opts.Capacity)
 	}
 	s := &Store{root: root, opts: opts, log: opts.Logger, ingests: map[string]time.Time{},
-		manifests: map[string]*model.Manifest{}, reserved: map[*Reservation]bool{}, building: map[string]int{}}
+		manifests: map[string]*model.Manifest{}, reserved: map[*Reservation]bool{}, building: map[string]int{},
+		blobSync: newGroupSync(filepath.Join(root, dirBlobs, model.DigestAlgorithm))}
 	for _, d := range []string{dirBlobs, filepath.Join(dirBlobs, model.DigestAlgorithm), dirIngest, dirManifests, dirModels, dirQuarantine, dirTrash} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cache: create %s: %w", d, err)
@@ -225,8 +227,13 @@ func (s *Store) commitBlob(src string, d model.Digest, size int64, res *Reservat
 	s.used += size
 	s.mu.Unlock()
 	// After the rename the blob is committed; a failed directory sync is
-	// logged, not rolled back (containerd's rule).
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	// logged, not rolled back (containerd's rule). Concurrent commits share
+	// the directory's fsyncs (see groupSync).
+	sync := s.blobSync.Sync
+	if d.Algorithm() != model.DigestAlgorithm {
+		sync = func() error { return syncDir(filepath.Dir(dst)) }
+	}
+	if err := sync(); err != nil {
 		s.log.Warn("fsync blobs dir", "err", err)
 	}
 	return nil
