@@ -27,12 +27,16 @@ type prefetchOptions struct {
 	enabledSet bool
 	Kubeconfig string
 	NodeName   string
+	// WarmPageCache reads each prefetched model into the page cache once it
+	// is ready, as `prefetch --warm-page-cache` does.
+	WarmPageCache bool
 }
 
 func (o *prefetchOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Enabled, "prefetch", false, "run the prefetch controller: download the models named by modelcache.io/prefetch on Deployments and StatefulSets that could run on this node, and label the node (default true in a cluster or with --kubeconfig)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig of the API server for --prefetch (default: in-cluster config)")
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name in Kubernetes (env NODE_NAME, from the downward API's spec.nodeName)")
+	fs.BoolVar(&o.WarmPageCache, "prefetch-warm-page-cache", false, "read each model the prefetch controller fetches (or finds cached) into the page cache, as far as memory allows, so the first pod's load reads memory")
 }
 
 // resolve decides whether the controller runs, and with which API config.
@@ -72,7 +76,7 @@ func startPrefetch(ctx context.Context, cfg *rest.Config, o *prefetchOptions, a 
 	if err != nil {
 		return fmt.Errorf("prefetch: %w", err)
 	}
-	c, err := prefetch.New(client, agentAdapter{a}, prefetch.Options{NodeName: o.NodeName, Logger: log})
+	c, err := prefetch.New(client, agentAdapter{a, o.WarmPageCache}, prefetch.Options{NodeName: o.NodeName, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -86,10 +90,13 @@ func startPrefetch(ctx context.Context, cfg *rest.Config, o *prefetchOptions, a 
 }
 
 // agentAdapter is *agent.Agent as the prefetch controller sees it.
-type agentAdapter struct{ a *agent.Agent }
+type agentAdapter struct {
+	a    *agent.Agent
+	warm bool
+}
 
 func (x agentAdapter) Ensure(ctx context.Context, ref model.Ref, wait time.Duration) (prefetch.Result, error) {
-	p, err := x.a.Ensure(ctx, ref, agent.EnsureOptions{Wait: wait})
+	p, err := x.a.Ensure(ctx, ref, agent.EnsureOptions{Wait: wait, WarmPageCache: x.warm})
 	return prefetch.Result{Ready: p.State == agent.StateReady, Hit: p.Hit, Revision: p.Revision,
 		TotalBytes: p.TotalBytes, FetchedBytes: p.FetchedBytes, Started: p.Started, Finished: p.Finished}, err
 }

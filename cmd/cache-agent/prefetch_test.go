@@ -22,7 +22,8 @@ import (
 
 // TestServePrefetch runs `cache-agent serve --kubeconfig K --node-name N`
 // against a real API server: a Deployment at 0 replicas with the prefetch
-// annotation gets its model downloaded, pinned and labelled on the node.
+// annotation gets its model downloaded, pinned and labelled on the node,
+// and with --prefetch-warm-page-cache read into the page cache.
 func TestServePrefetch(t *testing.T) {
 	ks := kubetest.Start(t)
 	kube := ks.Client(t)
@@ -66,7 +67,7 @@ current-context: test
 	n := newNode(t, buildAgent(t), srv.Endpoint, srv)
 	// NODE_NAME is what the DaemonSet sets; the flag is checked too.
 	t.Setenv("NODE_NAME", "not-this-one")
-	n.start("--kubeconfig", kubeconfig, "--node-name", nodeName)
+	n.start("--kubeconfig", kubeconfig, "--node-name", nodeName, "--prefetch-warm-page-cache")
 
 	r, err := model.ParseRef(ref)
 	if err != nil {
@@ -88,6 +89,12 @@ current-context: test
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no label %s on the node after 30s; labels %v\nagent log:\n%s", label, node.Labels, n.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for !strings.Contains(n.log.String(), "page cache warm-up") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no page-cache warm-up after the prefetch; agent log:\n%s", n.log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -73,6 +73,7 @@ type job struct {
 	fetched atomic.Int64
 	listing atomic.Bool
 	creds   *fetch.Credentials // a volume's, for this download only
+	warm    jobWarm            // the page-cache warm-up some ensure asked for
 
 	// set before done is closed
 	finished time.Time
@@ -153,6 +154,9 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 		}
 		return *hit, nil
 	}
+	if opts.WarmPageCache {
+		a.requestWarm(j)
+	}
 	if opts.Wait > 0 {
 		t := time.NewTimer(opts.Wait)
 		defer t.Stop()
@@ -180,8 +184,12 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 	if p.State == StateFailed {
 		return p, j.err
 	}
-	if opts.WarmPageCache {
-		a.warmWhenReady(ctx, j, &p)
+	if opts.WarmPageCache && p.State == StateReady {
+		select {
+		case <-j.warm.done:
+			p.Warm = j.warm.rep
+		case <-ctx.Done():
+		}
 	}
 	return p, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -220,22 +221,31 @@ func (a *Agent) warm(ctx context.Context, ref, path string) *WarmReport {
 	return &rep
 }
 
-// warmWhenReady warms the job's model now if it is ready, or else once its
-// download ends, in the background: the caller stopped waiting, but asked
-// for the model to be in memory when it is there.
-func (a *Agent) warmWhenReady(ctx context.Context, j *job, p *Progress) {
-	if p.State == StateReady {
-		p.Warm = a.warm(ctx, p.Ref, p.Path)
-		return
-	}
-	a.wg.Go(func() {
-		select {
-		case <-j.done:
-		case <-a.ctx.Done():
-			return
-		}
-		if j.err == nil {
-			a.warm(a.ctx, j.ref.String(), j.model.Path)
-		}
+// jobWarm is the one page-cache warm-up of a download, however many
+// ensures ask for it (the prefetch controller asks twice: once to start,
+// once to wait).
+type jobWarm struct {
+	once sync.Once
+	done chan struct{} // closed when the warm-up has ended or will not run
+	rep  *WarmReport   // set before done is closed; nil if the download failed
+}
+
+// requestWarm makes sure the job's model is warmed once its download ends,
+// in the background: a caller that stops waiting before that still gets
+// its model in memory, and a caller that waits reads the report.
+func (a *Agent) requestWarm(j *job) {
+	j.warm.once.Do(func() {
+		j.warm.done = make(chan struct{})
+		a.wg.Go(func() {
+			defer close(j.warm.done)
+			select {
+			case <-j.done:
+			case <-a.ctx.Done():
+				return
+			}
+			if j.err == nil {
+				j.warm.rep = a.warm(a.ctx, j.ref.String(), j.model.Path)
+			}
+		})
 	})
 }
