@@ -109,3 +109,4 @@ func (x agentAdapter) Pin(ref model.Ref, holder string) error {
 func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unpin(ref, holder) }
 
 func (x agentAdapter) Models() []cache.ModelStatus { return x.a.Status().Models }
+func (x agentAdapter) Changed() <-chan struct{}    { return x.a.Changed() }

@@ -338,6 +338,10 @@ func (a *Agent) Evict(ref model.Ref) ([]string, error) {
 	return a.store.Evict(ref, ref.Revision)
 }
 
+// Changed is signalled when a model becomes ready or is removed (see
+// cache.Store.Changed); one reader.
+func (a *Agent) Changed() <-chan struct{} { return a.store.Changed() }
+
 // Status is the store snapshot plus downloads.
 func (a *Agent) Status() StatusReport {
 	return StatusReport{Status: a.store.Status(), Jobs: a.Jobs()}

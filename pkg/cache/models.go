@@ -96,6 +96,7 @@ func (s *Store) PutModel(m *model.Manifest) (Model, error) {
 	rs.Revisions[rev].LastUse = now
 	rs.Current = rev
 	s.manifests[manifestKey(id, rev)] = m
+	s.notifyLocked()
 	if err := s.saveLocked(); err != nil {
 		return Model{}, err
 	}
@@ -283,6 +284,7 @@ func holders(pins map[string]time.Time) []string {
 // trash (one rename: a mounted pod keeps its files, new lookups miss). It
 // returns what emptyTrash must delete once s.mu is released.
 func (s *Store) removeRevisionLocked(id, rev string) string {
+	s.notifyLocked()
 	rs := s.state.Refs[id]
 	delete(rs.Revisions, rev)
 	if rs.Current == rev {
@@ -317,5 +319,17 @@ func (s *Store) emptyTrash(paths []string) {
 	}
 	if len(paths) > 0 {
 		s.gcBlobs()
+	}
+}
+
+// Changed is signalled (coalesced, for one reader) whenever a revision
+// becomes ready or is removed (evicted, quarantined), so the node's
+// warm-model labels can follow at once instead of at the next resync.
+func (s *Store) Changed() <-chan struct{} { return s.changed }
+
+func (s *Store) notifyLocked() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
 	}
 }

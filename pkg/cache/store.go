@@ -92,6 +92,7 @@ type Store struct {
 	reserved  map[*Reservation]bool
 	building  map[string]int // ref IDs whose tree is being built: not evictable
 	evictions int64
+	changed   chan struct{} // see Changed
 }
 
 // Open opens (creating if needed) the store at root and recovers from any
@@ -118,7 +119,8 @@ func Open(root string, opts Options) (*Store, error) {
 	}
 	s := &Store{root: root, opts: opts, log: opts.Logger, ingests: map[string]time.Time{},
 		manifests: map[string]*model.Manifest{}, reserved: map[*Reservation]bool{}, building: map[string]int{},
-		blobSync: newGroupSync(filepath.Join(root, dirBlobs, model.DigestAlgorithm))}
+		blobSync: newGroupSync(filepath.Join(root, dirBlobs, model.DigestAlgorithm)),
+		changed:  make(chan struct{}, 1)}
 	for _, d := range []string{dirBlobs, filepath.Join(dirBlobs, model.DigestAlgorithm), dirIngest, dirManifests, dirModels, dirQuarantine, dirTrash} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cache: create %s: %w", d, err)

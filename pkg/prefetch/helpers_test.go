@@ -50,6 +50,7 @@ func (x agentAdapter) Pin(ref model.Ref, holder string) error {
 }
 func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unpin(ref, holder) }
 func (x agentAdapter) Models() []cache.ModelStatus              { return x.a.Status().Models }
+func (x agentAdapter) Changed() <-chan struct{}                 { return x.a.Changed() }
 
 // env is a real API server (shared by the package's tests), a real S3
 // server with a bucket "models", and a namespace of the test's own.
@@ -99,6 +100,7 @@ type node struct {
 	agent   *agent.Agent
 	store   *cache.Store
 	fetcher *fetch.Fetcher // the agent's: lists a model's current revision
+	resync  time.Duration  // of the next startController; 300 ms if zero
 	stop    func()         // stops the controller
 }
 
@@ -144,8 +146,12 @@ func (e *env) startNodeCapacity(t *testing.T, suffix string, labels map[string]s
 // namespace ("" for all), until n.stop or the end of the test.
 func (n *node) startController(t *testing.T, client kubernetes.Interface, namespace string) {
 	t.Helper()
+	resync := n.resync
+	if resync == 0 {
+		resync = 300 * time.Millisecond
+	}
 	c, err := prefetch.New(client, agentAdapter{n.agent}, prefetch.Options{NodeName: n.name, Namespace: namespace,
-		Resync: 300 * time.Millisecond, RetryAfter: 500 * time.Millisecond, SyncTimeout: 20 * time.Second})
+		Resync: resync, RetryAfter: 500 * time.Millisecond, SyncTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

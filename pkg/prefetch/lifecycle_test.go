@@ -200,6 +200,30 @@ func TestLabelsFollowLRUEviction(t *testing.T) {
 	}
 }
 
+// TestLabelsFollowTheCacheAtOnce: with a resync of an hour, a model that
+// becomes ready gets its label and an evicted one loses it at once, because
+// the agent says when its cache changed.
+func TestLabelsFollowTheCacheAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ref := e.putModel(t, "notified", 93)
+	n := e.startNode(t, "n", nil)
+	n.stop()
+	n.resync = time.Hour
+	n.startController(t, e.kube, e.ns)
+	h := holder("deployment", e.ns, "server")
+
+	e.createDeployment(t, deployment("server", ref, 0))
+	n.waitPins(t, ref, h)
+	e.waitWarm(t, n.name, ref)
+	e.setAnnotation(t, "server", "")
+	n.waitPins(t, ref) // unpinned, still held: still warm
+	e.waitWarm(t, n.name, ref)
+	if _, err := n.agent.Evict(mustRef(t, ref)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitWarm(t, n.name)
+}
+
 // TestJoinDuringDownload: a workload that names a model while it downloads
 // for another one is told it started, and its PrefetchDone reports the
 // download it waited for (not "already cached"). One PrefetchStarted each.

@@ -268,15 +268,28 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("prefetch controller started", "namespace", c.opts.Namespace, "resync", c.opts.Resync)
 	t := time.NewTicker(c.opts.Resync)
 	defer t.Stop()
+	// An agent that says when its cache changed gets its labels fixed at
+	// once after an eviction; otherwise the resync does it.
+	var changed <-chan struct{}
+	if n, ok := c.agent.(Notifier); ok {
+		changed = n.Changed()
+	}
 	for {
 		c.reconcile(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.kick:
+		case <-changed:
 		case <-t.C:
 		}
 	}
+}
+
+// Notifier is an Agent that signals when a model became ready or was
+// removed from its cache (*agent.Agent does, through cmd/cache-agent).
+type Notifier interface {
+	Changed() <-chan struct{}
 }
 
 // trigger asks for a reconcile; triggers that arrive during one coalesce.
