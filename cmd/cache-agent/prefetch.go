@@ -110,3 +110,6 @@ func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unp
 
 func (x agentAdapter) Models() []cache.ModelStatus { return x.a.Status().Models }
 func (x agentAdapter) Changed() <-chan struct{}    { return x.a.Changed() }
+func (x agentAdapter) AllowedIn(ref model.Ref, ns string) error {
+	return x.a.AllowedIn(ref, ns)
+}

@@ -107,3 +107,13 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error
 	a.access.mu.Unlock()
 	return err
 }
+
+// AllowedIn says whether a caller acting for namespace (the prefetch
+// controller, for a workload) may use the source ref names.
+func (a *Agent) AllowedIn(ref model.Ref, namespace string) error {
+	ac, ok := a.fetcher.(AccessChecker)
+	if !ok {
+		return nil
+	}
+	return ac.AllowedIn(ref.Location(), namespace)
+}

@@ -51,6 +51,7 @@ func (x agentAdapter) Pin(ref model.Ref, holder string) error {
 func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unpin(ref, holder) }
 func (x agentAdapter) Models() []cache.ModelStatus              { return x.a.Status().Models }
 func (x agentAdapter) Changed() <-chan struct{}                 { return x.a.Changed() }
+func (x agentAdapter) AllowedIn(ref model.Ref, ns string) error { return x.a.AllowedIn(ref, ns) }
 
 // env is a real API server (shared by the package's tests), a real S3
 // server with a bucket "models", and a namespace of the test's own.
@@ -127,7 +128,9 @@ func (e *env) startNodeCapacity(t *testing.T, suffix string, labels map[string]s
 	src := fetch.Source{Endpoint: e.s3.Endpoint, Region: e.s3.Region, PathStyle: true, AccessKeyID: e.s3.AccessKey, SecretAccessKey: e.s3.SecretKey}
 	gated := src
 	gated.Endpoint = e.gate.URL()
-	f, err := fetch.New(map[string]fetch.Source{"test": src, "gated": gated}, fetch.WithPartSize(8<<20))
+	restricted := src
+	restricted.Namespaces = []string{"team-elsewhere"}
+	f, err := fetch.New(map[string]fetch.Source{"test": src, "gated": gated, "restricted": restricted}, fetch.WithPartSize(8<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

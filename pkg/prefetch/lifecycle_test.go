@@ -224,6 +224,21 @@ func TestLabelsFollowTheCacheAtOnce(t *testing.T) {
 	e.waitWarm(t, n.name)
 }
 
+// TestRestrictedSource: a workload cannot make the node fetch through a
+// source kept for other namespaces; it is told why, and nothing is fetched.
+func TestRestrictedSource(t *testing.T) {
+	e := newEnv(t)
+	e.putModel(t, "private", 94)
+	ref := "s3://models/private?source=restricted"
+	n := e.startNode(t, "n", nil)
+	e.createDeployment(t, deployment("server", ref, 0))
+	e.waitEvent(t, "server", prefetch.ReasonFailed, `source "restricted" may not be used by namespace`)
+	if _, held := n.pins(t, ref); held {
+		t.Fatalf("%s was fetched for a namespace its source does not serve", ref)
+	}
+	e.waitWarm(t, n.name)
+}
+
 // TestJoinDuringDownload: a workload that names a model while it downloads
 // for another one is told it started, and its PrefetchDone reports the
 // download it waited for (not "already cached"). One PrefetchStarted each.

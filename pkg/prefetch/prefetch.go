@@ -286,6 +286,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
+// NamespaceChecker is an Agent that knows which namespaces may use a named
+// source (the sources file's namespaces lists).
+type NamespaceChecker interface {
+	AllowedIn(ref model.Ref, namespace string) error
+}
+
 // Notifier is an Agent that signals when a model became ready or was
 // removed from its cache (*agent.Agent does, through cmd/cache-agent).
 type Notifier interface {
@@ -385,6 +391,19 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 		}
 		live[invalidKey(w)] = true
 		refs, errs := ParseAnnotation(w.annotated)
+		if ac, ok := c.agent.(NamespaceChecker); ok {
+			// A workload may not make the node fetch with a source kept
+			// for other namespaces.
+			kept := refs[:0]
+			for _, r := range refs {
+				if err := ac.AllowedIn(r, w.meta.GetNamespace()); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				kept = append(kept, r)
+			}
+			refs = kept
+		}
 		if len(errs) > 0 {
 			c.reportInvalid(w, errs)
 		}
