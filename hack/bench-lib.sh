@@ -6,8 +6,22 @@
 CLK_TCK=$(getconf CLK_TCK)
 
 # loadavg: the 1, 5 and 15 minute load averages. Other work on the machine
-# moves every figure, so each table says what the load was.
+# moves every figure, so each table says what the load was. (The bench's own
+# downloads add to it: threads waiting for the disk count as load.)
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# memprobe: GB/s of writing 1 GiB into fresh page cache (tmpfs), the cost
+# every downloader pays per byte it writes. On the sandbox VM this is the
+# host backing guest memory, and it swung from 4.5 to 0.4 GB/s within an
+# hour: a table measured at 0.4 is not comparable with one at 4.
+memprobe() {
+	local f=/dev/shm/modelcache-bench-probe t0 t1
+	t0=$(date +%s%N)
+	dd if=/dev/zero of="$f" bs=256k count=4096 status=none 2>/dev/null || { echo "?"; return; }
+	t1=$(date +%s%N)
+	rm -f "$f"
+	awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", 1.073741824 / (ns / 1e9) }'
+}
 
 # drop_caches BINARY...: empty the page cache, then read the binaries about
 # to run back in, so a run pays for cold data but not for loading a 100 MB
@@ -136,7 +150,7 @@ run_one() {
 run_rounds() {
 	local tools=("$@") round i
 	for ((round = 0; round < RUNS; round++)); do
-		log "$DS: round $((round + 1))/$RUNS (load $(loadavg))"
+		log "$DS: round $((round + 1))/$RUNS (load $(loadavg), memory probe $(memprobe) GB/s)"
 		for ((i = 0; i < ${#tools[@]}; i++)); do
 			run_one "${tools[(i + round) % ${#tools[@]}]}"
 		done
@@ -187,7 +201,7 @@ download_table() {
 		echo
 		echo "s3://$BUCKET/$DS_PREFIX: $TOTAL_FILES files, $(awk -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }');" \
 			"median of $RUNS runs, page cache dropped before each$([[ $DROP_CACHES == 1 ]] || echo ' (NOT: DROP_CACHES=0)');" \
-			"load average (1/5/15 min) $load0 before, $(loadavg) after."
+			"load average (1/5/15 min) $load0 before; $(loadavg), memory probe $(memprobe) GB/s after."
 		echo
 		echo "| tool | median s | GB/s | CPU s per GB | peak RSS MiB |"
 		echo "|---|---:|---:|---:|---:|"
