@@ -9,7 +9,7 @@ BUILD_CMDS := $(foreach c,$(COMMANDS),$(if $(wildcard cmd/$(c)/*.go),$(c)))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build tools test verify demo bench clean image e2e
+.PHONY: all build tools test verify demo bench clean image e2e fuzz
 
 all: build
 
@@ -28,6 +28,19 @@ tools:
 test: tools
 	MODELCACHE_VERSITYGW=$(CURDIR)/bin/versitygw MODELCACHE_REQUIRE=1 \
 		go test -count=1 -timeout 20m ./...
+
+# Each fuzz target for FUZZTIME (their seed corpora in testdata/fuzz also
+# run in every `make test`). A crash leaves its input in testdata/fuzz:
+# commit it with the fix, as a regression seed.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./pkg/model:FuzzParseRef ./pkg/model:FuzzRelPath ./pkg/model:FuzzDecodeManifest \
+	./pkg/csi:FuzzParseVolumeAttributes ./pkg/csi:FuzzParseSecrets ./pkg/agent:FuzzDecodeRequest
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "go test -run '^$$' -fuzz '^$$name\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 verify:
 	@out=$$(gofmt -l .); \
