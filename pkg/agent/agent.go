@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -294,6 +296,10 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 	a.metrics.fetched.Add(float64(stats.BytesFetched))
 	a.metrics.deduped.Add(float64(stats.BytesDeduped))
 	a.metrics.resumed.Add(float64(stats.BytesResumed))
+	if errors.Is(err, unix.ENOSPC) {
+		err = fmt.Errorf("%w (the cache filesystem is full before --capacity %s is reached: lower --capacity or free the disk)",
+			err, cache.FormatBytes(a.store.Status().CapacityBytes))
+	}
 	if err != nil {
 		return cache.Model{}, err
 	}

@@ -125,6 +125,10 @@ func (s *Store) openIngest(id string, key IngestKey) (*Ingest, error) {
 	}
 	if err := w.preallocate(); err != nil {
 		w.data.Close()
+		if !resumed || errors.Is(err, ErrNoSpace) {
+			// A full disk: leave nothing behind that holds space.
+			os.RemoveAll(dir)
+		}
 		return nil, err
 	}
 	if resumed {
@@ -416,6 +420,7 @@ func (w *Ingest) openOneLeaf(path string) (*Ingest, error) {
 	}
 	if err := w.preallocate(); err != nil {
 		w.data.Close()
+		os.Remove(path)
 		return nil, err
 	}
 	return w, nil

@@ -215,8 +215,15 @@ func (r *run) work(n int) {
 	wg.Wait()
 	close(r.commits)
 	cwg.Wait()
+	// Ingests are kept for a resume, except when the disk is full: their
+	// bytes are what other models need, and a resume would fail the same way.
+	full := errors.Is(r.err, cache.ErrNoSpace)
 	for fl := range r.open {
-		if err := fl.ing.Close(); err != nil {
+		release := fl.ing.Close
+		if full {
+			release = fl.ing.Abort
+		}
+		if err := release(); err != nil {
 			r.f.log.Warn("close ingest", "key", fl.key, "err", err)
 		}
 	}
