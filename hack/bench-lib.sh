@@ -144,17 +144,37 @@ run_one() {
 	esac
 }
 
-# run_rounds TOOL...: RUNS rounds of every tool on the current data set. Each
-# round starts with the next tool, so none always runs right after the same
-# neighbour (disk still busy discarding the last one's files).
+# run_rounds TOOL...: RUNS rounds of every tool on the current data set,
+# after one unmeasured run of the durable sink: the first writer after a
+# quiet spell pays for the VM's memory and disk coming back (a second or
+# more on this machine), and without the priming run that was always the
+# first tool of the first round. The order changes every round, and so does
+# each tool's predecessor (whose deleted files and freed memory it meets):
+# round r takes every s-th tool from offset r, s coprime with the count.
 run_rounds() {
-	local tools=("$@") round i
+	local tools=("$@") n=$# round i s steps=()
+	for ((s = 1; s < n || s == 1; s++)); do
+		(($(gcd "$s" "$n") == 1)) && steps+=("$s")
+	done
+	log "$DS: priming run (durable sink, not measured)"
+	run_one durable >/dev/null
+	sed -i '$d' "$RUN/results-$DS"
 	for ((round = 0; round < RUNS; round++)); do
-		log "$DS: round $((round + 1))/$RUNS (load $(loadavg), memory probe $(memprobe) GB/s)"
-		for ((i = 0; i < ${#tools[@]}; i++)); do
-			run_one "${tools[(i + round) % ${#tools[@]}]}"
+		log "$DS: round $((round + 1))/$RUNS (load $(loadavg))"
+		s=${steps[round % ${#steps[@]}]}
+		for ((i = 0; i < n; i++)); do
+			run_one "${tools[(round + i * s) % n]}"
 		done
 	done
+}
+gcd() {
+	local a=$1 b=$2 t
+	while ((b)); do
+		t=$((a % b))
+		a=$b
+		b=$t
+	done
+	echo "$a"
 }
 
 # median FILE TOOL FIELD: the median of one column of TOOL's lines in FILE.
