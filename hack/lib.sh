@@ -137,9 +137,11 @@ build_agent() {
 # start_agent CACHE_DIR SOCKET CAPACITY SOURCES LOG: runs `cache-agent serve`
 # and waits until it answers on its socket; sets AGENT_PID.
 start_agent() {
-	local dir=$1 sock=$2 capacity=$3 sources=$4 logf=$5 mport
-	mport=$(free_port)
-	"$CACHE_AGENT" serve --cache-dir "$dir" --socket "$sock" --metrics-addr "127.0.0.1:$mport" \
+	local dir=$1 sock=$2 capacity=$3 sources=$4 logf=$5
+	# Port 0: the kernel picks a free one. A port picked here could be taken
+	# by then: a bench run of 2,000 files opens thousands of connections, and
+	# one of them took the metrics port (bind: address already in use).
+	"$CACHE_AGENT" serve --cache-dir "$dir" --socket "$sock" --metrics-addr "127.0.0.1:0" \
 		--capacity "$capacity" --sources-file "$sources" >>"$logf" 2>&1 &
 	AGENT_PID=$!
 	OWNED_PIDS+=("$AGENT_PID")
