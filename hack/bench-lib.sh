@@ -12,8 +12,8 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # memprobe: GB/s of writing 1 GiB into fresh page cache (tmpfs), the cost
 # every downloader pays per byte it writes. On the sandbox VM this is the
-# host backing guest memory, and it swung from 4.5 to 0.4 GB/s within an
-# hour: a table measured at 0.4 is not comparable with one at 4.
+# host backing guest memory, and it swung between 0.5 and 3.0 GB/s within
+# an hour: tables measured at different speeds do not compare.
 memprobe() {
 	local f=/dev/shm/modelcache-bench-probe t0 t1
 	t0=$(date +%s%N)
