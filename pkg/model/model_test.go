@@ -38,6 +38,8 @@ func TestParseRef(t *testing.T) {
 		"s3://bkt/m?revision=zz":                "revision",
 		"s3://bkt/m?endpoint=ftp://h":           "endpoint",
 		"s3://bkt/m?endpoint=http://u:secret@h": "REDACTED",
+		"s3://u:secret@bkt/m":                   "credentials removed",
+		"s3://secret@":                          "credentials removed",
 		"s3://bkt/m\x00":                        "NUL",
 	}
 	for s, frag := range bad {

@@ -49,9 +49,21 @@ var regionRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // ParseRef parses and validates a reference in its string form.
 func ParseRef(s string) (Ref, error) {
-	shown := userinfoRE.ReplaceAllString(s, "${1}REDACTED@")
+	// Credentials pasted into a ref ("s3://user:key@bucket", an endpoint with
+	// user:pass@) must reach no error, and details echo parts of s.
+	var secrets []string
+	for _, m := range userinfoRE.FindAllString(s, -1) {
+		if secret := strings.TrimPrefix(m, "://"); secret != "@" {
+			secrets = append(secrets, secret)
+		}
+	}
 	bad := func(format string, a ...any) (Ref, error) {
-		return Ref{}, fmt.Errorf("%w %q: %s", ErrInvalidRef, shown, fmt.Sprintf(format, a...))
+		shown := fmt.Sprintf("%q", stripAll(s, secrets))
+		if len(secrets) > 0 {
+			shown += " (credentials removed)"
+		}
+		msg := stripAll(fmt.Sprintf("%s: %s", shown, fmt.Sprintf(format, a...)), secrets)
+		return Ref{}, fmt.Errorf("%w %s", ErrInvalidRef, msg)
 	}
 	if s == "" {
 		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX", ErrInvalidRef)
@@ -89,7 +101,7 @@ func ParseRef(s string) (Ref, error) {
 				return bad("option %q given %d times", k, len(v))
 			}
 			if err := r.SetOption(k, v[0]); err != nil {
-				return Ref{}, fmt.Errorf("%w %q: %v", ErrInvalidRef, shown, err)
+				return bad("%v", err)
 			}
 		}
 	}
@@ -125,6 +137,20 @@ func (r *Ref) SetOption(key, val string) error {
 		return fmt.Errorf("unknown option %q (known: endpoint, region, source, revision)", key)
 	}
 	return nil
+}
+
+// stripAll removes every "user:pass@" of secrets from s, again until none is
+// left: removing one can join the text around it into another.
+func stripAll(s string, secrets []string) string {
+	for changed := true; changed; {
+		changed = false
+		for _, secret := range secrets {
+			if strings.Contains(s, secret) {
+				s, changed = strings.ReplaceAll(s, secret, ""), true
+			}
+		}
+	}
+	return s
 }
 
 // redactURL keeps credentials someone pasted into an endpoint out of errors.
