@@ -111,9 +111,14 @@ type kind struct {
 // and broken connections are retried; a denied, missing or changed object,
 // an unknown host and a bad certificate are not, because repeating the same
 // request cannot change the answer.
+//
+// classify is only asked while the caller's context is alive (retry checks
+// it first), so a deadline in err is a timeout of the transport, not the
+// caller's: net/http's response header timeout (a server that accepts the
+// request and never answers) says errors.Is(err, context.DeadlineExceeded).
+// It is retried like any other timeout below.
 func classify(err error) kind {
-	// Before net.Error: context.DeadlineExceeded also claims to be a timeout.
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return kind{nil, false, "cancelled"}
 	}
 	var ce *credentialsError

@@ -180,8 +180,8 @@ func TestStalledResponseIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first GET answers, sends 1000 bytes and hangs, as a wedged server
-	// would. (A hang before the headers is retried by net/http itself on a
-	// reused connection.)
+	// would. (For a hang before the headers see
+	// TestStallBeforeHeadersIsRetried.)
 	var hung atomic.Bool
 	e.proxy.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/w.bin") || !hung.CompareAndSwap(false, true) {
@@ -210,5 +210,46 @@ func TestStalledResponseIsRetried(t *testing.T) {
 	}
 	if n := e.proxy.GetCounts()[fmt.Sprintf("GET /models/s/w.bin bytes=1000-%d", len(data)-1)]; n != 1 {
 		t.Fatalf("the retry did not continue at byte 1000: %v", e.proxy.GetCounts())
+	}
+}
+
+// A server that takes the request and never answers: net/http's response
+// header timeout says errors.Is(err, context.DeadlineExceeded), which the
+// fetcher once took for its caller's deadline and gave up at once (found by
+// TestFaultStorm).
+func TestStallBeforeHeadersIsRetried(t *testing.T) {
+	e := newEnv(t)
+	data := s3test.RandomBytes(10, 1<<20)
+	e.srv.Put(t, "models", "h/w.bin", data)
+	ref := mustRef(t, "s3://models/h?source=test")
+	m, err := e.fetcher(t).List(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The tuned client's read deadline on the connection races the header
+	// timeout (either may fire first); this one has only the header
+	// timeout. Its own connections, too: on one kept from the listing
+	// net/http would send the request again by itself.
+	f := e.fetcher(t, fetch.WithHTTPClient(&http.Client{Transport: &http.Transport{
+		ResponseHeaderTimeout: 200 * time.Millisecond, DisableKeepAlives: true}}))
+	var hung atomic.Bool
+	e.proxy.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/w.bin") || !hung.CompareAndSwap(false, true) {
+			return false
+		}
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+		return true
+	})
+	start := time.Now()
+	full, st, err := f.Fetch(context.Background(), ref, m, e.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, e.store, full, map[string][]byte{"w.bin": data})
+	if st.Retries != 1 || time.Since(start) > 3*time.Second {
+		t.Fatalf("retries %d after %s", st.Retries, time.Since(start))
 	}
 }
