@@ -1,15 +1,19 @@
 package fetch_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/fetch"
@@ -252,4 +256,41 @@ func TestStallBeforeHeadersIsRetried(t *testing.T) {
 	if st.Retries != 1 || time.Since(start) > 3*time.Second {
 		t.Fatalf("retries %d after %s", st.Retries, time.Since(start))
 	}
+}
+
+// A file that changes between its parts fails the fetch, and its ingest
+// goes with it: its bytes are of a version no later run can resume (a new
+// listing gives a new ETag, so a new ingest), and kept they would hold
+// disk space for good (found by TestFaultStorm).
+func TestChangedObjectsIngestIsDropped(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Put(t, "models", "g/w.bin", s3test.RandomBytes(11, model.LeafSize+1))
+	ref := mustRef(t, "s3://models/g?source=test")
+	f := e.fetcher(t, fetch.WithPartSize(model.LeafSize), fetch.WithConcurrency(1))
+	m, err := f.List(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The object is rewritten once the first part is in; the second part's
+	// GET (If-Match on the old ETag) then gets 412.
+	newer := s3test.RandomBytes(12, model.LeafSize+1)
+	var gets atomic.Int32
+	e.proxy.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/w.bin") && gets.Add(1) == 2 {
+			e.srv.Client.PutObject(context.Background(), "models", "g/w.bin", bytes.NewReader(newer), int64(len(newer)),
+				minio.PutObjectOptions{DisableMultipart: true})
+		}
+		return false
+	})
+	_, _, err = f.Fetch(context.Background(), ref, m, e.store, nil)
+	if !errors.Is(err, fetch.ErrChanged) || gets.Load() != 2 {
+		t.Fatalf("got %v after %d GETs; want ErrChanged after 2", err, gets.Load())
+	}
+	if !dirEmpty(t, filepath.Join(e.root, "ingest")) {
+		t.Fatal("the changed object's ingest was kept")
+	}
+	// Listed again, the new version comes whole.
+	e.proxy.SetHook(nil)
+	full, _ := listAndFetch(t, f, ref, e.store)
+	checkTree(t, e.store, full, map[string][]byte{"w.bin": newer})
 }

@@ -112,6 +112,10 @@ type file struct {
 	meta model.File
 	ing  *cache.Ingest
 	left atomic.Int32 // parts still to finish
+	// gone: the object changed or disappeared since it was listed. Its
+	// ingest holds bytes of a version no later run can resume (a new
+	// listing gives a new ETag, so a new ingest), and is removed.
+	gone atomic.Bool
 }
 
 // part is a run of consecutive pending leaves fetched with one ranged GET.
@@ -215,12 +219,13 @@ func (r *run) work(n int) {
 	wg.Wait()
 	close(r.commits)
 	cwg.Wait()
-	// Ingests are kept for a resume, except when the disk is full: their
-	// bytes are what other models need, and a resume would fail the same way.
+	// Ingests are kept for a resume, except when the disk is full (their
+	// bytes are what other models need, and a resume would fail the same
+	// way) and those of objects that are gone.
 	full := errors.Is(r.err, cache.ErrNoSpace)
 	for fl := range r.open {
 		release := fl.ing.Close
-		if full {
+		if full || fl.gone.Load() {
 			release = fl.ing.Abort
 		}
 		if err := release(); err != nil {

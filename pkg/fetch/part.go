@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -36,6 +37,9 @@ func (r *run) fetchPart(p *part, buf []byte) {
 		return r.get(fl, st, p.end, buf)
 	}
 	if err := r.f.retry(r.ctx, r.t, r.bucket, fl.key, get, func() bool { return st.pos > start }, &r.retries); err != nil {
+		if errors.Is(err, ErrChanged) || errors.Is(err, ErrNotFound) {
+			fl.gone.Store(true) // even if another failure stopped the run first
+		}
 		r.fail(err)
 		return
 	}
