@@ -87,7 +87,8 @@ type Faults struct {
 
 	gets     atomic.Int64
 	injected [NumFaults]atomic.Int64
-	history  []string // "GET /bucket/key bytes=A-B: fault", oldest first (under mu)
+	failed   atomic.Int64 // see Unplanned
+	history  []string     // "GET /bucket/key bytes=A-B: fault", oldest first (under mu)
 }
 
 // NewFaults returns an injector that forwards to upstream (the S3 server's
@@ -261,6 +262,7 @@ func (f *Faults) relay(w http.ResponseWriter, r *http.Request, d decision, bucke
 	resp, err := f.transport.RoundTrip(out)
 	f.opening.RUnlock()
 	if err != nil {
+		f.unplanned(r, "upstream: "+err.Error())
 		if r.Context().Err() == nil {
 			s3Error(w, http.StatusBadGateway, "s3test: upstream: "+err.Error())
 		}
@@ -275,7 +277,9 @@ func (f *Faults) relay(w http.ResponseWriter, r *http.Request, d decision, bucke
 		f.applied(r, FaultNone, resp.Status)
 		copyHeader(w.Header(), resp.Header)
 		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			f.unplanned(r, "body: "+err.Error())
+		}
 		return
 	}
 	k := int64(d.cut * float64(n)) // bytes sent before the fault, < n
@@ -335,6 +339,22 @@ func (f *Faults) applied(r *http.Request, k Fault, how string) {
 		f.history = append(f.history, fmt.Sprintf("%s %s %s: %s %s", r.Method, r.URL.Path, r.Header.Get("Range"), k, how))
 	}
 }
+
+// unplanned counts a GET that failed without an injected fault: the client
+// gave up first (its own timeout on a slow answer, or its run stopped), or
+// the upstream request failed.
+func (f *Faults) unplanned(r *http.Request, why string) {
+	f.failed.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.history) < 100_000 {
+		f.history = append(f.history, fmt.Sprintf("%s %s %s: unplanned failure (%s)", r.Method, r.URL.Path, r.Header.Get("Range"), why))
+	}
+}
+
+// Unplanned is the number of GETs that failed without an injected fault
+// (see unplanned): a test that bounds requests by faults must allow them.
+func (f *Faults) Unplanned() int64 { return f.failed.Load() }
 
 // History lists what happened to each object GET, from the i-th on (the
 // first 100,000 are kept): "GET /bucket/key bytes=A-B: fault detail".
