@@ -193,8 +193,7 @@ func (f *Faults) decide(bucket, key string) decision {
 		d.fault, f.queue = f.queue[0], f.queue[1:]
 	case f.burst > 0:
 		f.burst--
-		d.fault = Fault5xx
-		d.status = map[bool]int{false: 500, true: 502}[f.burst502]
+		d.fault, d.status = Fault5xx, f.burstStatus()
 		return d
 	default:
 		x := f.rng.Float64()
@@ -208,12 +207,20 @@ func (f *Faults) decide(bucket, key string) decision {
 	}
 	if d.fault == Fault5xx {
 		f.burst502 = f.rng.IntN(2) == 0
-		d.status = map[bool]int{false: 500, true: 502}[f.burst502]
+		d.status = f.burstStatus()
 		if f.cfg.MaxBurst > 0 {
 			f.burst = f.rng.IntN(f.cfg.MaxBurst + 1)
 		}
 	}
 	return d
+}
+
+// burstStatus is the status of every answer in the current 5xx burst.
+func (f *Faults) burstStatus() int {
+	if f.burst502 {
+		return http.StatusBadGateway
+	}
+	return http.StatusInternalServerError
 }
 
 func (f *Faults) serve(w http.ResponseWriter, r *http.Request) bool {
@@ -264,7 +271,7 @@ func (f *Faults) relay(w http.ResponseWriter, r *http.Request, d decision, bucke
 	if err != nil {
 		f.unplanned(r, "upstream: "+err.Error())
 		if r.Context().Err() == nil {
-			s3Error(w, http.StatusBadGateway, "s3test: upstream: "+err.Error())
+			http.Error(w, "s3test: upstream: "+err.Error(), http.StatusBadGateway)
 		}
 		return
 	}

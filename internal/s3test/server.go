@@ -1,6 +1,7 @@
 // Package s3test runs real S3 servers for integration tests: a versitygw
 // process (Start), a counting, throttling, fault-injecting proxy in front of
-// it (NewCountingProxy), and an in-process gofakes3 for object keys a real
+// it (NewCountingProxy; NewFaults breaks object GETs at random, seeded),
+// and an in-process gofakes3 for object keys a real
 // server refuses to store (StartFake). It also generates deterministic test
 // content (RandomBytes, RandomReader).
 package s3test
