@@ -37,6 +37,8 @@ func TestParseRef(t *testing.T) {
 		"s3://bkt/m?x=1":                        "unknown option",
 		"s3://bkt/m?revision=zz":                "revision",
 		"s3://bkt/m?endpoint=ftp://h":           "endpoint",
+		"s3://bkt/m?endpoint=http://://":        "endpoint",
+		"s3://bkt/m?endpoint=http://h/p":        "without credentials or path",
 		"s3://bkt/m?endpoint=http://u:secret@h": "REDACTED",
 		"s3://u:secret@bkt/m":                   "credentials removed",
 		"s3://secret@":                          "credentials removed",

@@ -113,11 +113,14 @@ func ParseRef(s string) (Ref, error) {
 func (r *Ref) SetOption(key, val string) error {
 	switch key {
 	case "endpoint":
+		// Only scheme and host: anything else would not survive the
+		// ref's string form unchanged, and an S3 endpoint has no path.
 		u, err := url.Parse(val)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-			return fmt.Errorf("endpoint %q: want http(s)://HOST[:PORT] without credentials", redactURL(val))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+			return fmt.Errorf("endpoint %q: want http(s)://HOST[:PORT] without credentials or path", redactURL(val))
 		}
-		r.Endpoint = strings.TrimSuffix(val, "/")
+		r.Endpoint = u.Scheme + "://" + u.Host
 	case "region":
 		if !regionRE.MatchString(val) {
 			return fmt.Errorf("region %q is not valid", val)
