@@ -194,6 +194,16 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 	}
 	metricsAddr := l.Addr().String()
 	l.Close()
+	// A partial download left two days ago by an earlier agent, which nobody
+	// resumed: dropped at start (--partial-max-age 24h).
+	stale := filepath.Join(n.dir, "cache", "ingest", "0123456789abcdef")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(stale, "data"), make([]byte, 1<<20), 0o600)
+	old := time.Now().Add(-48 * time.Hour)
+	os.Chtimes(filepath.Join(stale, "data"), old, old)
+	os.Chtimes(stale, old, old)
 	n.start("--metrics-addr", metricsAddr)
 
 	for _, c := range []struct {
@@ -225,6 +235,9 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 	if err != nil || !strings.Contains(out, "s3://models/tiny?source=test") || !strings.Contains(out, "Dedup:") {
 		t.Fatalf("status table: %v\n%s", err, out)
 	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) || !strings.Contains(out, "Partial:   0 downloads") {
+		t.Errorf("the stale partial download is still there (%v):\n%s", err, out)
+	}
 	out, err = n.run("status", "-o", "json")
 	var st agent.StatusReport
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || len(st.Models) != 1 || st.UsedBytes != 5 {
@@ -233,7 +246,8 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 	metrics := httpGet(t, "http://"+metricsAddr+"/metrics")
 	for _, want := range []string{"modelcache_fetched_bytes_total 5", `modelcache_ensure_total{result="miss"} 1`,
 		"modelcache_cache_used_bytes 5", "modelcache_cache_capacity_bytes 1.073741824e+09", `modelcache_errors_total{class="not_found"} 1`,
-		`modelcache_fetch_duration_seconds_count{result="ok"} 1`, "modelcache_downloads_in_flight 0"} {
+		`modelcache_fetch_duration_seconds_count{result="ok"} 1`, "modelcache_downloads_in_flight 0",
+		"modelcache_partial_downloads_dropped_total 1"} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("metrics lack %q", want)
 		}

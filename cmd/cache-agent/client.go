@@ -164,6 +164,7 @@ func printStatus(w io.Writer, st agent.StatusReport) {
 	fmt.Fprintf(w, "Capacity:  %s (evicts past %.0f%% down to %.0f%%)\n", cache.FormatBytes(st.CapacityBytes), 100*st.HighWatermark, 100*st.LowWatermark)
 	fmt.Fprintf(w, "Used:      %s (%.1f%%), %s reserved by downloads\n", cache.FormatBytes(st.UsedBytes), pct(st.UsedBytes), cache.FormatBytes(st.ReservedBytes))
 	fmt.Fprintf(w, "Dedup:     %s of models in %s on disk, %s saved\n", cache.FormatBytes(st.LogicalBytes), cache.FormatBytes(st.UsedBytes), cache.FormatBytes(st.SavedBytes))
+	fmt.Fprintf(w, "Partial:   %d downloads in progress or kept for a resume, %s on disk\n", st.Partials.Count, cache.FormatBytes(st.Partials.Bytes))
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tREVISION\tSIZE\tFILES\tSTATE\tPINS\tLAST USE")

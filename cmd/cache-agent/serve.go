@@ -38,6 +38,7 @@ type serveOptions struct {
 	PartSize      string
 	ScrubInterval time.Duration
 	ScrubRate     string
+	PartialMaxAge time.Duration
 	Prefetch      prefetchOptions
 }
 
@@ -52,6 +53,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PartSize, "part-size", "16MiB", "size of each ranged GET (a multiple of 8MiB)")
 	fs.DurationVar(&o.ScrubInterval, "scrub-interval", 24*time.Hour, "how often a background scrub re-hashes every blob, quarantines corrupt ones and fetches again those pinned models use (0 disables)")
 	fs.StringVar(&o.ScrubRate, "scrub-rate", "64MiB", "most bytes per second the background scrub reads")
+	fs.DurationVar(&o.PartialMaxAge, "partial-max-age", 24*time.Hour, "how long a partial download nobody resumes is kept on disk for a resume (checked at start and at most hourly; 0 keeps them)")
 	o.Prefetch.AddFlags(fs)
 }
 
@@ -67,6 +69,9 @@ func (o *serveOptions) Validate() error {
 	}
 	if o.ScrubInterval < 0 {
 		return fmt.Errorf("--scrub-interval %s: want 0 (off) or more", o.ScrubInterval)
+	}
+	if o.PartialMaxAge < 0 {
+		return fmt.Errorf("--partial-max-age %s: want 0 (keep) or more", o.PartialMaxAge)
 	}
 	if r, err := parseBytes(o.ScrubRate); err != nil || r <= 0 {
 		return fmt.Errorf("--scrub-rate %q: want a positive size per second, e.g. 64MiB", o.ScrubRate)
@@ -141,6 +146,7 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 	go a.Run(ctx)
 	scrubRate, _ := parseBytes(o.ScrubRate)
 	go a.Scrub(ctx, o.ScrubInterval, scrubRate)
+	go a.ExpirePartials(ctx, o.PartialMaxAge)
 	if kube != nil {
 		if err := startPrefetch(ctx, kube, &o.Prefetch, a, log); err != nil {
 			return err

@@ -350,13 +350,15 @@ func (a *Agent) Changed() <-chan struct{} { return a.store.Changed() }
 
 // Status is the store snapshot plus downloads.
 func (a *Agent) Status() StatusReport {
-	return StatusReport{Status: a.store.Status(), Jobs: a.Jobs()}
+	return StatusReport{Status: a.store.Status(), Partials: a.store.Partials(), Jobs: a.Jobs()}
 }
 
 // StatusReport is the status API's answer.
 type StatusReport struct {
 	cache.Status
-	Jobs []Progress `json:"jobs"`
+	// Partials: downloads in progress or kept for a resume, not in UsedBytes.
+	Partials cache.Partials `json:"partials"`
+	Jobs     []Progress     `json:"jobs"`
 }
 
 // Run flushes batched cache state now and then until ctx ends.

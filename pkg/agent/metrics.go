@@ -22,6 +22,8 @@ type metrics struct {
 	repaired     prometheus.Counter
 	scrubs       prometheus.Counter
 	lastScrub    prometheus.Gauge
+	// partialsDropped: see ExpirePartials.
+	partialsDropped prometheus.Counter
 }
 
 func newMetrics(reg Registerer, store *cache.Store) *metrics {
@@ -56,6 +58,8 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 			Name: "modelcache_scrubs_total", Help: "Background scrubs run (see --scrub-interval)."}),
 		lastScrub: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "modelcache_last_scrub_timestamp_seconds", Help: "When the last background scrub finished."}),
+		partialsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelcache_partial_downloads_dropped_total", Help: "Partial downloads removed because nobody resumed them within --partial-max-age."}),
 	}
 	if reg == nil {
 		return m
@@ -64,7 +68,7 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 		return func() float64 { return f(store.Status()) }
 	}
 	reg.MustRegister(m.fetchSeconds, m.fetched, m.deduped, m.resumed, m.ensures, m.inFlight, m.errors, m.accessChecks,
-		m.corrupt, m.repaired, m.scrubs, m.lastScrub,
+		m.corrupt, m.repaired, m.scrubs, m.lastScrub, m.partialsDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_used_bytes", Help: "Bytes of content on disk."},
 			stat(func(s cache.Status) float64 { return float64(s.UsedBytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "modelcache_cache_capacity_bytes", Help: "Cache capacity."},

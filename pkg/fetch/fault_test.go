@@ -247,7 +247,8 @@ func TestFaultStorm(t *testing.T) {
 			// Nothing is left to resume, except the ingest of a version
 			// that was rewritten while a failed fetch had it open without
 			// finding out: no fetch can tell it from one to resume, so it
-			// stays until the store is cleared (a limit, logged here).
+			// stays until it ages out (cache.Store.DropStaleIngests; logged
+			// here).
 			for _, k := range ingests(t, root) {
 				if !unreported[k.ETag] {
 					t.Fatalf("round %d: ingest of %s (ETag %s) left after a complete fetch", round, k.Origin, k.ETag)
