@@ -140,6 +140,10 @@ run_one() {
 	sdk) run_tool sdk "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --dest "$RUN/dst" --files $((TOTAL_FILES > 100 ? 16 : 1)) ;;
 	null) run_tool null - "$RUN/bin/sdkget" "${s3[@]}" --null ;;
 	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --durable-sink "$RUN/dst" ;;
+	# The durable limit's reads and writes with S3 taken out: the parts are
+	# read straight from the server's files. The server reads from the disk
+	# the downloads write to, so no download that keeps its bytes ends sooner.
+	floor) run_tool floor "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --durable-sink "$RUN/dst" --from-disk "$BENCH_DIR/s3/$BUCKET" ;;
 	*) die "unknown tool $1" ;;
 	esac
 }
@@ -195,6 +199,7 @@ tool_label() {
 	sdk) echo "aws-sdk-go-v2 s3 manager, 16 x 16 MiB parts" ;;
 	null) echo "server limit: 16 x 16 MiB ranged GETs to /dev/null" ;;
 	durable) echo "durable limit: same GETs, pwrite at offsets, writeback per part, fsync per file" ;;
+	floor) echo "disk floor: the durable limit with the parts read from the server's files on disk (no S3)" ;;
 	esac
 }
 
@@ -236,6 +241,7 @@ download_table() {
 			[[ -z ${WALL[$DS.rclone-sync]:-} ]] || echo "- (rclone + sync) time / modelcache time: $(ratio "${WALL[$DS.rclone-sync]}" "$mc")"
 			[[ -z ${WALL[$DS.null]:-} ]] || echo "- modelcache speed / server limit: **$(ratio "${WALL[$DS.null]}" "$mc")** (goal >= 0.90)"
 			[[ -z ${WALL[$DS.durable]:-} ]] || echo "- modelcache speed / durable limit: $(ratio "${WALL[$DS.durable]}" "$mc")"
+			[[ -z ${WALL[$DS.floor]:-} ]] || echo "- disk floor time / modelcache time: $(ratio "${WALL[$DS.floor]}" "$mc") (the server's reads and our writes share one disk; 1.00 is as fast as the disk allows)"
 			[[ -z ${WALL[$DS.sdk]:-} ]] || echo "- SDK time / modelcache time: $(ratio "${WALL[$DS.sdk]}" "$mc")"
 			[[ -z ${WALL[$DS.baseline]:-} ]] || echo "- baseline time / modelcache time: $(ratio "${WALL[$DS.baseline]}" "$mc")"
 			if [[ -n ${CPU[$DS.rclone]:-} ]]; then

@@ -5,7 +5,9 @@
 # table carries the load average. Writes the report to _output/bench.md too.
 #
 #   cold     4 big files + 5 small json: cache-agent against rclone, the
-#            aws-sdk-go-v2 downloader, the server limit and the durable limit;
+#            aws-sdk-go-v2 downloader, the server limit, the durable limit and
+#            the disk floor (the same writes, the parts read from the
+#            server's files instead of S3);
 #            CPU per GB, the agent's peak RSS, proof of no second read
 #   many     the same comparison on 2,000 shards of varied size (2 GiB)
 #   rev      a second revision sharing 3 of the 4 big files: bytes and time
@@ -98,7 +100,7 @@ secret_access_key = $S3_SECRET
 force_path_style = true
 CONF
 
-read -r -a TOOLS <<<"${TOOLS:-modelcache rclone rclone-sync sdk null durable${BASELINE_AGENT:+ baseline}}"
+read -r -a TOOLS <<<"${TOOLS:-modelcache rclone rclone-sync sdk null durable floor${BASELINE_AGENT:+ baseline}}"
 if [[ " ${TOOLS[*]} " == *" baseline "* && ! -x ${BASELINE_AGENT:-} ]]; then
 	die "TOOLS has baseline: set BASELINE_AGENT to an executable cache-agent"
 fi
@@ -133,7 +135,7 @@ OUT=$REPO/_output/bench.md
 	done
 	echo "Peak RSS: the agent's VmHWM for modelcache, the process's maxrss for the others."
 	echo "CPU: the agent's user+system during the prefetch plus the CLI's; the process's own for the others (the S3 server's not included)."
-	echo "Durability: modelcache, rclone + sync and the durable limit have every byte on disk when they end; rclone and the SDK leave theirs in dirty page cache."
+	echo "Durability: modelcache, rclone + sync, the durable limit and the disk floor have every byte on disk when they end; rclone and the SDK leave theirs in dirty page cache."
 	echo
 } >"$OUT"
 if has publish; then

@@ -11,8 +11,13 @@
 // be on disk when it ends: the same ranged GETs, each written at its offset
 // in 256 KiB pwrites into a preallocated file, writeback started as each
 // part ends (sync_file_range), each file fsynced after its last part; no
-// hashing, no content store, no tree. When the S3 server reads its data from
-// the same disk, this is about the floor.
+// hashing, no content store, no tree.
+//
+// With --durable-sink DIR --from-disk SRC it measures the disk alone: the
+// same parts, read with pread from SRC (the S3 server's own files, its
+// posix backend) instead of over HTTP, and written the same way. When the
+// server reads its objects from the disk the cache writes to, no download
+// that keeps its bytes can end before this does: it is the floor.
 //
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --dest /tmp/out
 //	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --null
@@ -61,6 +66,7 @@ func main() {
 	files := flag.Int("files", 1, "files downloaded at once (each with --concurrency parts in flight)")
 	null := flag.Bool("null", false, "discard the bytes: measure the server, not the disk")
 	durable := flag.String("durable-sink", "", "write parts into files in this directory and fsync them")
+	fromDisk := flag.String("from-disk", "", "with --durable-sink: read the parts from this directory (the server's bucket directory) instead of S3")
 	syncMode := flag.String("durable-sync", "file", "with --durable-sink: file (fsync each file after its last part), syncfs (one syncfs(2) at the end) or none (what the sync costs)")
 	quiet := flag.Bool("q", false, "print nothing but errors")
 	flag.Parse()
@@ -70,8 +76,8 @@ func main() {
 			modes++
 		}
 	}
-	if *bucket == "" || modes != 1 || flag.NArg() > 0 {
-		log.Fatal("usage: sdkget --endpoint URL --bucket B [--prefix P] (--dest DIR | --null | --durable-sink DIR)")
+	if *bucket == "" || modes != 1 || flag.NArg() > 0 || (*fromDisk != "" && *durable == "") {
+		log.Fatal("usage: sdkget --endpoint URL --bucket B [--prefix P] (--dest DIR | --null | --durable-sink DIR [--from-disk SRC])")
 	}
 	if !strings.Contains(*endpoint, "://") {
 		*endpoint = "http://" + *endpoint
@@ -105,7 +111,11 @@ func main() {
 	if *null {
 		total, err = discardAll(ctx, client, *bucket, objs, partSize, *concurrency)
 	} else if *durable != "" {
-		total, err = durableAll(ctx, client, *bucket, objs, *durable, partSize, *concurrency, *syncMode)
+		src := s3Parts(ctx, client, *bucket)
+		if *fromDisk != "" {
+			src = diskParts(*fromDisk)
+		}
+		total, err = durableAll(objs, src, *durable, partSize, *concurrency, *syncMode)
 	} else {
 		total, err = downloadAll(ctx, client, *bucket, objs, *dest, partSize, *concurrency, *files)
 	}
@@ -257,11 +267,41 @@ func parallel[T any](items []T, n int, fn func(T) (int64, error)) (int64, error)
 	return total, firstErr
 }
 
-// durableAll is discardAll with the bytes kept: each part is read in 256 KiB
-// pieces written at their offsets, its writeback is started when it ends,
-// and each file is fsynced by the worker that wrote its last part (so with
-// many small files the fsyncs run in parallel, as a real downloader's would).
-func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object, dir string, partSize int64, concurrency int, syncMode string) (int64, error) {
+// partSource opens bytes [off, off+n) of the object named key.
+type partSource func(key string, off, n int64) (io.ReadCloser, error)
+
+// s3Parts reads parts with ranged GETs.
+func s3Parts(ctx context.Context, c *s3.Client, bucket string) partSource {
+	return func(key string, off, n int64) (io.ReadCloser, error) {
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(key),
+			Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))})
+		if err != nil {
+			return nil, err
+		}
+		return out.Body, nil
+	}
+}
+
+// diskParts reads parts straight from the files behind the objects.
+func diskParts(dir string) partSource {
+	return func(key string, off, n int64) (io.ReadCloser, error) {
+		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(key)))
+		if err != nil {
+			return nil, err
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.NewSectionReader(f, off, n), f}, nil
+	}
+}
+
+// durableAll is discardAll with the bytes kept: each part is read from src in
+// 256 KiB pieces written at their offsets, its writeback is started when it
+// ends, and each file is fsynced by the worker that wrote its last part (so
+// with many small files the fsyncs run in parallel, as a real downloader's
+// would).
+func durableAll(objs []object, src partSource, dir string, partSize int64, concurrency int, syncMode string) (int64, error) {
 	type file struct {
 		f    *os.File
 		left atomic.Int64 // parts not yet written
@@ -302,18 +342,17 @@ func durableAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 	}
 	bufs := sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 	total, err := parallel(ranges, concurrency, func(p part) (int64, error) {
-		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(p.key),
-			Range: aws.String(fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.len-1))})
+		body, err := src(p.key, p.off, p.len)
 		if err != nil {
 			return 0, fmt.Errorf("get %s %d+%d: %w", p.key, p.off, p.len, err)
 		}
-		defer out.Body.Close()
+		defer body.Close()
 		buf := bufs.Get().(*[]byte)
 		defer bufs.Put(buf)
 		var n int64
 		for n < p.len {
 			b := (*buf)[:min(int64(len(*buf)), p.len-n)]
-			if _, err := io.ReadFull(out.Body, b); err != nil {
+			if _, err := io.ReadFull(body, b); err != nil {
 				return n, fmt.Errorf("read %s %d+%d: %w", p.key, p.off, p.len, err)
 			}
 			if _, err := p.f.f.WriteAt(b, p.off+n); err != nil {
