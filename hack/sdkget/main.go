@@ -109,7 +109,7 @@ func main() {
 	start := time.Now()
 	var total int64
 	if *null {
-		total, err = discardAll(ctx, client, *bucket, objs, partSize, *concurrency)
+		total, err = discardAll(objs, s3Parts(ctx, client, *bucket), partSize, *concurrency)
 	} else if *durable != "" {
 		src := s3Parts(ctx, client, *bucket)
 		if *fromDisk != "" {
@@ -184,7 +184,7 @@ func downloadAll(ctx context.Context, c *s3.Client, bucket string, objs []object
 
 // discardAll splits every object into parts and keeps concurrency ranged GETs
 // in flight across all of them, reading each body into a 1 MiB buffer.
-func discardAll(ctx context.Context, c *s3.Client, bucket string, objs []object, partSize int64, concurrency int) (int64, error) {
+func discardAll(objs []object, src partSource, partSize int64, concurrency int) (int64, error) {
 	type part struct {
 		key      string
 		off, len int64
@@ -201,20 +201,16 @@ func discardAll(ctx context.Context, c *s3.Client, bucket string, objs []object,
 	}
 	bufs := sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 	return parallel(ranges, concurrency, func(p part) (int64, error) {
-		in := &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(p.key)}
-		if p.len > 0 {
-			in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.len-1))
-		}
-		out, err := c.GetObject(ctx, in)
+		body, err := src(p.key, p.off, p.len)
 		if err != nil {
 			return 0, fmt.Errorf("get %s %d+%d: %w", p.key, p.off, p.len, err)
 		}
-		defer out.Body.Close()
+		defer body.Close()
 		buf := bufs.Get().(*[]byte)
 		defer bufs.Put(buf)
 		var n int64
 		for {
-			m, err := out.Body.Read(*buf)
+			m, err := body.Read(*buf)
 			n += int64(m)
 			if errors.Is(err, io.EOF) {
 				break
@@ -270,11 +266,15 @@ func parallel[T any](items []T, n int, fn func(T) (int64, error)) (int64, error)
 // partSource opens bytes [off, off+n) of the object named key.
 type partSource func(key string, off, n int64) (io.ReadCloser, error)
 
-// s3Parts reads parts with ranged GETs.
+// s3Parts reads parts with ranged GETs (a plain GET for an empty object: a
+// range cannot name zero bytes).
 func s3Parts(ctx context.Context, c *s3.Client, bucket string) partSource {
 	return func(key string, off, n int64) (io.ReadCloser, error) {
-		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(key),
-			Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))})
+		in := &s3.GetObjectInput{Bucket: &bucket, Key: aws.String(key)}
+		if n > 0 {
+			in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+		}
+		out, err := c.GetObject(ctx, in)
 		if err != nil {
 			return nil, err
 		}
