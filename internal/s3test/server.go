@@ -1,9 +1,10 @@
 // Package s3test runs real S3 servers for integration tests: a versitygw
 // process (Start), a counting, throttling, fault-injecting proxy in front of
 // it (NewCountingProxy; NewFaults breaks object GETs at random, seeded),
-// and an in-process gofakes3 for object keys a real
-// server refuses to store (StartFake). It also generates deterministic test
-// content (RandomBytes, RandomReader).
+// an in-process gofakes3 for object keys a real server refuses to store
+// (StartFake), and an in-process lying server for security tests
+// (StartHostile). It also generates deterministic test content
+// (RandomBytes, RandomReader).
 package s3test
 
 import (
