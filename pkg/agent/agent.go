@@ -277,7 +277,7 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 
 	var need int64
 	for _, f := range m.Files {
-		if _, ok := a.store.LookupETag(f.ETag, f.Size); !ok {
+		if _, ok := a.store.LookupETag(ref.Scope(), f.ETag, f.Size); !ok {
 			need += f.Size
 		}
 	}

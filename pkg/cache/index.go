@@ -12,9 +12,11 @@ import (
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
-// etagIndex maps (etag, size) to the digest of content already held, so the
-// fetcher never downloads what the store has, even when a crash struck before
-// the model's manifest was written. It is an append-only log, not fsynced:
+// etagIndex maps (scope, etag, size) to the digest of content already held,
+// so the fetcher never downloads what the store has, even when a crash
+// struck before the model's manifest was written. The scope (source and
+// bucket, see model.Ref.Scope) is part of the key: an ETag is only what one
+// server says about its own objects, so it is never trusted across scopes. It is an append-only log, not fsynced:
 // a lost line only costs a re-download, and every hit is checked against
 // blobs/ before use. Open compacts it.
 type etagIndex struct {
@@ -23,27 +25,30 @@ type etagIndex struct {
 	file *os.File
 }
 
-func indexKey(etag string, size int64) string { return etag + "\x00" + strconv.FormatInt(size, 10) }
+func indexKey(scope, etag string, size int64) string {
+	return scope + "\x00" + etag + "\x00" + strconv.FormatInt(size, 10)
+}
 
-func (x *etagIndex) get(etag string, size int64) (model.Digest, bool) {
+func (x *etagIndex) get(scope, etag string, size int64) (model.Digest, bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	d, ok := x.m[indexKey(etag, size)]
+	d, ok := x.m[indexKey(scope, etag, size)]
 	return d, ok
 }
 
 func (x *etagIndex) add(k IngestKey, d model.Digest) {
-	if k.ETag == "" || strings.ContainsAny(k.ETag, "\t\n") {
+	if k.ETag == "" || k.Scope == "" || strings.ContainsAny(k.ETag+k.Scope, "\t\n\x00") {
 		return
 	}
+	key := indexKey(k.Scope, k.ETag, k.Size)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.m[indexKey(k.ETag, k.Size)] == d {
+	if x.m[key] == d {
 		return
 	}
-	x.m[indexKey(k.ETag, k.Size)] = d
+	x.m[key] = d
 	if x.file != nil {
-		fmt.Fprintf(x.file, "%s\t%d\t%s\n", k.ETag, k.Size, d)
+		fmt.Fprintf(x.file, "%s\t%s\t%d\t%s\n", k.Scope, k.ETag, k.Size, d)
 	}
 }
 
@@ -59,16 +64,19 @@ func (s *Store) loadIndex(extra map[string]model.Digest) error {
 	if f != nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
+			// Lines of older versions (no scope, or another digest
+			// algorithm) do not parse or name no blob: they are dropped,
+			// and the manifests put back what the held models need.
 			parts := strings.Split(sc.Text(), "\t")
-			if len(parts) != 3 {
+			if len(parts) != 4 {
 				continue
 			}
-			size, err := strconv.ParseInt(parts[1], 10, 64)
-			d := model.Digest(parts[2])
-			if err != nil || d.Validate() != nil {
+			size, err := strconv.ParseInt(parts[2], 10, 64)
+			d := model.Digest(parts[3])
+			if err != nil || d.Validate() != nil || d.Algorithm() != model.DigestAlgorithm {
 				continue
 			}
-			m[indexKey(parts[0], size)] = d
+			m[indexKey(parts[0], parts[1], size)] = d
 		}
 		f.Close()
 	}
@@ -81,8 +89,7 @@ func (s *Store) loadIndex(extra map[string]model.Digest) error {
 			delete(m, k)
 			continue
 		}
-		etag, size, _ := strings.Cut(k, "\x00")
-		fmt.Fprintf(&sb, "%s\t%s\t%s\n", etag, size, d)
+		fmt.Fprintf(&sb, "%s\t%s\n", strings.ReplaceAll(k, "\x00", "\t"), d)
 	}
 	if err := writeFileAtomic(path, []byte(sb.String())); err != nil {
 		return fmt.Errorf("cache: write index: %w", err)

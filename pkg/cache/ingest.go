@@ -2,6 +2,8 @@ package cache
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,10 +20,14 @@ import (
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
-// IngestKey identifies content being downloaded. Two keys with the same
-// non-empty ETag and Size name the same content (S3's promise), so a resumed
-// download finds the ingest an earlier process left behind.
+// IngestKey identifies content being downloaded. Within one Scope (the
+// source and bucket, model.Ref.Scope) two keys with the same non-empty ETag
+// and Size name the same content (S3's promise), so a resumed download finds
+// the ingest an earlier process left behind. Across scopes an ETag proves
+// nothing: any server can list any ETag, so it never leads to another
+// scope's bytes.
 type IngestKey struct {
+	Scope string `json:"scope"`
 	// Origin is where the content comes from (endpoint, bucket, key). It names
 	// the ingest only when ETag is empty.
 	Origin string `json:"origin"`
@@ -30,11 +36,12 @@ type IngestKey struct {
 }
 
 func (k IngestKey) id() string {
-	s := fmt.Sprintf("etag\x00%s\x00%d", k.ETag, k.Size)
+	s := fmt.Sprintf("etag\x00%s\x00%s\x00%d", k.Scope, k.ETag, k.Size)
 	if k.ETag == "" {
-		s = fmt.Sprintf("origin\x00%s\x00%d", k.Origin, k.Size)
+		s = fmt.Sprintf("origin\x00%s\x00%s\x00%d", k.Scope, k.Origin, k.Size)
 	}
-	return fmt.Sprintf("%016x", xxhash.Sum64String(s))
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
 }
 
 // Ingest is one blob being written. Lifecycle: Store.OpenIngest → WriteAt and
@@ -48,6 +55,7 @@ type Ingest struct {
 	dir   string // ingest/<id>, or for a one-leaf blob the data file ingest/<id>.one
 	path  string // the data file
 	data  *os.File
+	seq   *seqHash // the SHA-256 of what is written, see seqhash.go
 
 	mu      sync.Mutex
 	journal *os.File
@@ -68,8 +76,8 @@ const (
 // at most a re-download of those leaves, never a corrupt blob. Only one
 // Ingest per key may be open: a second OpenIngest fails with ErrLocked.
 func (s *Store) OpenIngest(key IngestKey) (*Ingest, error) {
-	if key.Size < 0 {
-		return nil, fmt.Errorf("cache: ingest %q: negative size %d", key.Origin, key.Size)
+	if key.Size < 0 || key.Size > model.MaxFileSize {
+		return nil, fmt.Errorf("cache: ingest %q: size %d out of range", key.Origin, key.Size)
 	}
 	id := key.id()
 	if err := s.lockIngest(id); err != nil {
@@ -131,6 +139,7 @@ func (s *Store) openIngest(id string, key IngestKey) (*Ingest, error) {
 		}
 		return nil, err
 	}
+	w.seq = newSeqHash(w.data, key.Size)
 	if resumed {
 		if err := w.replayJournal(); err != nil {
 			w.data.Close()
@@ -156,7 +165,7 @@ func (w *Ingest) loadMeta() (bool, error) {
 		return false, fmt.Errorf("cache: read ingest meta: %w", err)
 	}
 	var old IngestKey
-	if json.Unmarshal(b, &old) != nil || old.ETag != w.key.ETag || old.Size != w.key.Size {
+	if json.Unmarshal(b, &old) != nil || old != w.key {
 		return false, nil
 	}
 	return true, nil
@@ -201,6 +210,11 @@ func (w *Ingest) replayJournal() error {
 		}
 		if h.Sum64() == sum {
 			w.leaves[idx], w.held[idx] = sum, true
+			// Its bytes are hashed from the file once the hash gets there.
+			if err := w.seq.claim(off, n); err != nil {
+				return err
+			}
+			w.seq.addReady(off, off+n)
 		}
 	}
 	return nil
@@ -268,16 +282,23 @@ func (w *Ingest) HeldBytes() int64 {
 	return n
 }
 
-// WriteAt writes downloaded bytes; safe for concurrent use on disjoint ranges.
+// WriteAt writes downloaded bytes and hashes them; safe for concurrent use
+// on disjoint ranges. Every byte may be written once: a range that overlaps
+// an earlier write is refused, so the digest is always of the file's bytes.
 func (w *Ingest) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > w.key.Size {
 		return 0, fmt.Errorf("cache: write [%d,%d) outside blob of %d bytes", off, off+int64(len(p)), w.key.Size)
 	}
+	if err := w.seq.claim(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	n, err := w.data.WriteAt(p, off)
 	if err != nil {
-		err = classifyNoSpace(err)
+		w.seq.fail()
+		return n, classifyNoSpace(err)
 	}
-	return n, err
+	w.seq.wrote(p, off)
+	return n, nil
 }
 
 // StartWriteback asks the kernel to start writing [off, off+n) of the data
@@ -352,7 +373,7 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 		os.RemoveAll(w.dir)
 		return "", fmt.Errorf("%w: %s is %d bytes, want %d", ErrCorrupt, w.key.Origin, st.Size(), w.key.Size)
 	}
-	digest, err := model.TreeDigest(w.key.Size, w.leaves)
+	digest, err := w.seq.finish()
 	if err != nil {
 		return "", err
 	}
@@ -423,5 +444,6 @@ func (w *Ingest) openOneLeaf(path string) (*Ingest, error) {
 		os.Remove(path)
 		return nil, err
 	}
+	w.seq = newSeqHash(w.data, w.key.Size)
 	return w, nil
 }

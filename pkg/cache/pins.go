@@ -79,8 +79,9 @@ func (s *Store) truncatePinLogLocked() error {
 }
 
 // replayPinLog applies pins.log over the state loaded from state.json, then
-// opens it for appending.
-func (s *Store) replayPinLog() error {
+// opens it for appending. moved maps ref IDs of an older store format to
+// the current ones (see state.rekey).
+func (s *Store) replayPinLog(moved map[string]string) error {
 	path := filepath.Join(s.root, filePinLog)
 	f, err := os.Open(path)
 	switch {
@@ -96,6 +97,9 @@ func (s *Store) replayPinLog() error {
 			if json.Unmarshal(sc.Bytes(), &op) != nil {
 				skipped++ // a torn tail after a power loss
 				continue
+			}
+			if id, ok := moved[op.ID]; ok {
+				op.ID = id
 			}
 			rs := s.state.Refs[op.ID]
 			if rs == nil || rs.Revisions[op.Rev] == nil {

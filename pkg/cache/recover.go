@@ -25,7 +25,7 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.state = st
-	if err := s.replayPinLog(); err != nil {
+	if err := s.replayPinLog(st.rekey()); err != nil {
 		return err
 	}
 	if err := removeChildren(filepath.Join(s.root, dirTrash), nil); err != nil {
@@ -82,9 +82,10 @@ func (s *Store) recover() error {
 	for id, revs := range held {
 		for rev, m := range revs {
 			s.manifests[manifestKey(id, rev)] = m
+			ref, _ := model.ParseRef(m.Ref)
 			for _, f := range m.Files {
 				if f.ETag != "" {
-					extra[indexKey(f.ETag, f.Size)] = f.Digest
+					extra[indexKey(ref.Scope(), f.ETag, f.Size)] = f.Digest
 				}
 			}
 			rs := s.state.Refs[id]

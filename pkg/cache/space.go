@@ -28,6 +28,9 @@ func (s *Store) Reserve(need int64) (*Reservation, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.opts.Capacity
+	if need < 0 {
+		return nil, fmt.Errorf("cache: reserve %d bytes: negative", need)
+	}
 	if need > c {
 		return nil, fmt.Errorf("%w: needs %s, capacity is %s", ErrTooLarge, FormatBytes(need), FormatBytes(c))
 	}
@@ -95,10 +98,10 @@ func (s *Store) makeRoomLocked(target int64) {
 }
 
 // LookupETag is Store.LookupETag that also keeps the blob it finds.
-func (r *Reservation) LookupETag(etag string, size int64) (model.Digest, bool) {
+func (r *Reservation) LookupETag(scope, etag string, size int64) (model.Digest, bool) {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
-	d, ok := r.s.LookupETag(etag, size)
+	d, ok := r.s.LookupETag(scope, etag, size)
 	if ok {
 		r.keep[d] = true
 	}

@@ -143,6 +143,10 @@ func Open(root string, opts Options) (*Store, error) {
 		}
 		s.opts.Capacity = int64(st.Bavail) * st.Bsize
 	}
+	if err := s.upgrade(); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		lock.Close()
 		return nil, err
@@ -193,13 +197,14 @@ func (s *Store) HasBlob(d model.Digest) bool {
 	return err == nil
 }
 
-// LookupETag returns the digest of held content with this ETag and size, so
-// the fetcher can skip a download. An empty ETag never matches.
-func (s *Store) LookupETag(etag string, size int64) (model.Digest, bool) {
-	if etag == "" {
+// LookupETag returns the digest of held content with this ETag and size
+// in scope (model.Ref.Scope), so the fetcher can skip a download. An empty
+// ETag or scope never matches.
+func (s *Store) LookupETag(scope, etag string, size int64) (model.Digest, bool) {
+	if etag == "" || scope == "" {
 		return "", false
 	}
-	d, ok := s.index.get(etag, size)
+	d, ok := s.index.get(scope, etag, size)
 	if !ok || !s.HasBlob(d) {
 		return "", false
 	}

@@ -39,6 +39,10 @@ func randBytes(seed uint64, n int) []byte {
 	return b
 }
 
+// testScope is the scope of every ref of bucket "bkt" without a source or
+// endpoint, which most tests use.
+const testScope = "aws/bkt"
+
 type ingester interface {
 	OpenIngest(cache.IngestKey) (*cache.Ingest, error)
 }
@@ -47,7 +51,7 @@ type ingester interface {
 // hashing while writing.
 func put(t *testing.T, into ingester, etag string, data []byte) model.Digest {
 	t.Helper()
-	w, err := into.OpenIngest(cache.IngestKey{Origin: "test/" + etag, ETag: etag, Size: int64(len(data))})
+	w, err := into.OpenIngest(cache.IngestKey{Scope: testScope, Origin: "test/" + etag, ETag: etag, Size: int64(len(data))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +233,7 @@ func TestCommitRejectsIncompleteOrWrongDigest(t *testing.T) {
 	w, _ = s.OpenIngest(cache.IngestKey{Origin: "y", ETag: "f", Size: 3})
 	w.WriteAt([]byte("abc"), 0)
 	w.MarkLeaf(0, xxhash.Sum64([]byte("abc")))
-	if _, err := w.Commit("xxh64t:0000000000000000"); !errors.Is(err, cache.ErrCorrupt) {
+	if _, err := w.Commit("sha256:0000000000000000000000000000000000000000000000000000000000000000"); !errors.Is(err, cache.ErrCorrupt) {
 		t.Fatalf("commit with wrong expected digest: %v", err)
 	}
 	if st := s.Status(); st.UsedBytes != 0 {
@@ -319,7 +323,7 @@ func TestPinsSurviveRestartAndRecoveryCleansUp(t *testing.T) {
 		t.Fatalf("second open: %v", err)
 	}
 	// The etag index was rebuilt: the content is found without a download.
-	if _, ok := s.LookupETag(fmt.Sprintf("%x", xxhash.Sum64([]byte("hello"))), 5); !ok {
+	if _, ok := s.LookupETag(testScope, fmt.Sprintf("%x", xxhash.Sum64([]byte("hello"))), 5); !ok {
 		t.Fatal("etag index lost after restart")
 	}
 }

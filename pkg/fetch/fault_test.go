@@ -305,7 +305,7 @@ func TestFaultStorm(t *testing.T) {
 		}
 		blobs += rep.Blobs
 		for etag, d := range src.versions {
-			if got, ok := s.LookupETag(etag, src.sizes[etag]); ok && got != d {
+			if got, ok := s.LookupETag(ref.Scope(), etag, src.sizes[etag]); ok && got != d {
 				t.Errorf("store %d: ETag %s maps to %s, its content is %s", i, etag, got, d)
 			}
 		}

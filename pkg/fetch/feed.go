@@ -78,14 +78,14 @@ func (r *run) prepare(i int) prepared {
 	if r.prefix == "" {
 		key = fm.Path
 	}
-	if d, ok := r.store.LookupETag(fm.ETag, fm.Size); ok && (fm.Digest == "" || fm.Digest == d) {
+	if d, ok := r.store.LookupETag(r.scope, fm.ETag, fm.Size); ok && (fm.Digest == "" || fm.Digest == d) {
 		r.out.Files[i].Digest = d
 		r.filesDeduped.Add(1)
 		r.deduped.Add(fm.Size)
 		r.progress(fm.Size, false)
 		return prepared{i: i}
 	}
-	ing, err := r.store.OpenIngest(cache.IngestKey{Origin: r.t.endpoint + "/" + r.bucket + "/" + key, ETag: fm.ETag, Size: fm.Size})
+	ing, err := r.store.OpenIngest(cache.IngestKey{Scope: r.scope, Origin: r.t.endpoint + "/" + r.bucket + "/" + key, ETag: fm.ETag, Size: fm.Size})
 	if errors.Is(err, cache.ErrLocked) {
 		return prepared{i: i, locked: true}
 	}

@@ -19,8 +19,9 @@ import (
 // by any number of workers, then exactly one of Commit or Close is called —
 // Close on failure, so a later Fetch resumes from the leaves it holds.
 type Store interface {
-	// LookupETag returns the digest of held content with this ETag and size.
-	LookupETag(etag string, size int64) (model.Digest, bool)
+	// LookupETag returns the digest of held content with this ETag and
+	// size, listed before in scope (model.Ref.Scope).
+	LookupETag(scope, etag string, size int64) (model.Digest, bool)
 	// OpenIngest creates or resumes the ingest for key; ErrLocked if open.
 	OpenIngest(key cache.IngestKey) (*cache.Ingest, error)
 }
@@ -68,7 +69,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, s
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := &model.Manifest{Ref: m.Ref, Files: slices.Clone(m.Files)}
-	r := &run{f: f, t: t, ctx: ctx, cancel: cancel, bucket: ref.Bucket, prefix: ref.Prefix,
+	r := &run{f: f, t: t, ctx: ctx, cancel: cancel, bucket: ref.Bucket, prefix: ref.Prefix, scope: ref.Scope(),
 		store: store, out: out, progress: progress}
 	r.work(f.concurrency)
 	st := r.stats()
@@ -91,6 +92,7 @@ type run struct {
 	cancel   context.CancelFunc
 	bucket   string
 	prefix   string
+	scope    string // model.Ref.Scope: where an ETag means something
 	store    Store
 	out      *model.Manifest
 	progress Progress

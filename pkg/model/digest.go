@@ -1,24 +1,35 @@
 package model
 
 import (
-	"encoding/binary"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"regexp"
 	"strings"
-
-	"github.com/cespare/xxhash/v2"
 )
 
-// DigestAlgorithm names how a blob's digest is computed. "xxh64t" is xxh64
-// over the big-endian xxh64 of each LeafSize leaf followed by the size. Unlike
-// a plain xxh64 of the stream, leaves hash independently, so parallel ranged
-// GETs hash their own parts while streaming and no byte is read twice; the
-// algorithm is part of every digest and blob path so it can change later.
-const DigestAlgorithm = "xxh64t"
+// DigestAlgorithm names how a blob's digest is computed: the SHA-256 of the
+// file's bytes, as Hugging Face LFS, OCI / ModelPack and S3's additional
+// checksums publish it, so a digest can be checked against the source's and
+// is a content address no tenant can forge (xxh64, the digest before it,
+// has collisions anyone can build). The algorithm is part of every digest
+// and blob path so it can change again.
+//
+// A whole-file SHA-256 is sequential. The store hashes bytes that arrive in
+// order while they stream and reads the others back from the page cache
+// once the bytes before them are in (see cache.Ingest); resumes and
+// integrity of single leaves use the per-leaf xxh64 of the ingest journal,
+// which only guards against torn writes of this node's own disk.
+const DigestAlgorithm = "sha256"
 
-// LeafSize is the leaf of the digest tree. Ranged parts are multiples of it.
+// LegacyAlgorithm is the digest of stores written before SHA-256: xxh64
+// over the xxh64 of each leaf. Open converts such stores (see cache).
+const LegacyAlgorithm = "xxh64t"
+
+// LeafSize is the unit of resume: the ingest journal records whole leaves
+// and ranged parts are multiples of it.
 const LeafSize = 8 << 20
 
 // ErrInvalidDigest marks a digest string that does not parse.
@@ -43,6 +54,9 @@ func (d Digest) Algorithm() string { a, _, _ := strings.Cut(string(d), ":"); ret
 // Hex is the part after the colon.
 func (d Digest) Hex() string { _, h, _ := strings.Cut(string(d), ":"); return h }
 
+// SHA256 is the digest of a finished SHA-256 sum.
+func SHA256(sum []byte) Digest { return Digest(DigestAlgorithm + ":" + hex.EncodeToString(sum)) }
+
 // LeafCount is the number of leaves of a blob of size bytes (0 for empty).
 func LeafCount(size int64) int { return int((size + LeafSize - 1) / LeafSize) }
 
@@ -52,45 +66,23 @@ func LeafRange(size int64, i int) (off, n int64) {
 	return off, min(LeafSize, size-off)
 }
 
-// TreeDigest combines leaf hashes (in order, len == LeafCount(size)) into the digest.
-func TreeDigest(size int64, leaves []uint64) (Digest, error) {
-	if len(leaves) != LeafCount(size) {
-		return "", fmt.Errorf("model: %d leaf hashes for %d bytes, want %d", len(leaves), size, LeafCount(size))
-	}
-	h := xxhash.New()
-	var b [8]byte
-	for _, l := range leaves {
-		binary.BigEndian.PutUint64(b[:], l)
-		h.Write(b[:])
-	}
-	binary.BigEndian.PutUint64(b[:], uint64(size))
-	h.Write(b[:])
-	return Digest(fmt.Sprintf("%s:%016x", DigestAlgorithm, h.Sum64())), nil
-}
-
-// DigestReader hashes exactly size bytes of r. It is the slow path (verify,
-// resume checks); downloads hash leaves as they stream.
+// DigestReader hashes exactly size bytes of r: the slow path (verify,
+// conversion of old stores); downloads hash while they stream.
 func DigestReader(r io.Reader, size int64, buf []byte) (Digest, error) {
 	if len(buf) == 0 {
 		buf = make([]byte, 1<<20)
 	}
-	leaves := make([]uint64, 0, LeafCount(size))
-	h := xxhash.New()
-	for i := range LeafCount(size) {
-		_, n := LeafRange(size, i)
-		h.Reset()
-		got, err := io.CopyBuffer(h, io.LimitReader(r, n), buf)
-		if err != nil {
-			return "", err
-		}
-		if got != n {
-			return "", fmt.Errorf("model: %w after %d of %d bytes", io.ErrUnexpectedEOF, int64(i)*LeafSize+got, size)
-		}
-		leaves = append(leaves, h.Sum64())
+	h := sha256.New()
+	got, err := io.CopyBuffer(h, io.LimitReader(r, size), buf)
+	if err != nil {
+		return "", err
+	}
+	if got != size {
+		return "", fmt.Errorf("model: %w after %d of %d bytes", io.ErrUnexpectedEOF, got, size)
 	}
 	var extra [1]byte
 	if m, _ := io.ReadFull(r, extra[:]); m != 0 {
 		return "", fmt.Errorf("model: more than %d bytes", size)
 	}
-	return TreeDigest(size, leaves)
+	return SHA256(h.Sum(nil)), nil
 }

@@ -4,11 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
 )
+
+// MaxFileSize is the largest file a manifest may list: S3's largest object.
+// A listing can claim any size; one past this is a lie, and sizes are
+// summed and allocated from.
+const MaxFileSize = 5 << 40
 
 // ErrInvalidManifest marks a manifest that does not decode or is inconsistent.
 var ErrInvalidManifest = errors.New("model: invalid manifest")
@@ -73,6 +79,7 @@ func (m *Manifest) Complete() bool {
 // Validate checks order, uniqueness, path safety, sizes and that no file is
 // also a directory of another (a/b and a/b/c cannot both exist on disk).
 func (m *Manifest) Validate() error {
+	var total int64
 	if _, err := ParseRef(m.Ref); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidManifest, err)
 	}
@@ -80,8 +87,11 @@ func (m *Manifest) Validate() error {
 		if err := checkRelPath(f.Path); err != nil {
 			return fmt.Errorf("%w: path %q %v", ErrInvalidManifest, f.Path, err)
 		}
-		if f.Size < 0 {
-			return fmt.Errorf("%w: %q has negative size %d", ErrInvalidManifest, f.Path, f.Size)
+		if f.Size < 0 || f.Size > MaxFileSize {
+			return fmt.Errorf("%w: %q has size %d, want 0 to %d (5 TiB, the largest S3 object)", ErrInvalidManifest, f.Path, f.Size, int64(MaxFileSize))
+		}
+		if total += f.Size; total < 0 {
+			return fmt.Errorf("%w: the sizes of its files add up past %d bytes", ErrInvalidManifest, int64(math.MaxInt64))
 		}
 		if f.Digest != "" {
 			if err := f.Digest.Validate(); err != nil {

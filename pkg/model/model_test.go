@@ -59,7 +59,7 @@ func TestRefIDIgnoresRevision(t *testing.T) {
 	a, _ := model.ParseRef("s3://bkt/m")
 	b, _ := model.ParseRef("s3://bkt/m?revision=0123456789abcdef")
 	c, _ := model.ParseRef("s3://bkt/m?source=other")
-	if a.ID() != b.ID() || a.ID() == c.ID() || len(a.ID()) != 16 {
+	if a.ID() != b.ID() || a.ID() == c.ID() || len(a.ID()) != 32 {
 		t.Fatalf("ids %s %s %s", a.ID(), b.ID(), c.ID())
 	}
 }

@@ -4,14 +4,14 @@
 package model
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
 	"sort"
 	"strings"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // ErrInvalidRef marks a model reference that cannot be parsed or is unsafe.
@@ -198,8 +198,26 @@ func (r Ref) Location() Ref {
 	return r
 }
 
-// ID names the model's location (not its revision) on disk: 16 hex digits,
-// stable across restarts and safe as a directory name.
+// ID names the model's location (not its revision) on disk: 32 hex digits
+// of the SHA-256 of the location, stable across restarts and safe as a
+// directory name. It must be collision-resistant: two locations with one ID
+// would share a directory and a state entry, so a tenant who could build a
+// location with the ID of another's model would be served that model.
 func (r Ref) ID() string {
-	return fmt.Sprintf("%016x", xxhash.Sum64String(r.Location().String()))
+	sum := sha256.Sum256([]byte(r.Location().String()))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Scope is the trust domain of the model's objects: the source (or endpoint,
+// or AWS) and the bucket. Content is reused by its (ETag, size) before a
+// download only within one scope, because an ETag is what a server says,
+// not a property of the bytes: another server can list any ETag it likes.
+func (r Ref) Scope() string {
+	switch {
+	case r.Source != "":
+		return "source=" + r.Source + "/" + r.Bucket
+	case r.Endpoint != "":
+		return "endpoint=" + r.Endpoint + "/" + r.Bucket
+	}
+	return "aws/" + r.Bucket
 }

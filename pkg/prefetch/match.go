@@ -1,10 +1,11 @@
 package prefetch
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
-	"github.com/cespare/xxhash/v2"
 	corev1 "k8s.io/api/core/v1"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
@@ -35,11 +36,13 @@ const (
 const conditionTaintPrefix = "node.kubernetes.io/"
 
 // LabelKey is the Node label that says ref is ready on the node:
-// "model.modelcache.io/" + the xxh64 of ref's canonical string in 16 hex
-// digits. For a ref without a revision that is ref.ID(), the directory name
-// the cache uses. The key fits the label limits whatever the ref's length.
+// "model.modelcache.io/" + 32 hex digits of the SHA-256 of ref's canonical
+// string. For a ref without a revision that is ref.ID(), the directory name
+// the cache uses. The key fits the label limits whatever the ref's length,
+// and no ref can be built to claim another's label.
 func LabelKey(ref model.Ref) string {
-	return LabelPrefix + fmt.Sprintf("%016x", xxhash.Sum64String(ref.String()))
+	sum := sha256.Sum256([]byte(ref.String()))
+	return LabelPrefix + hex.EncodeToString(sum[:16])
 }
 
 // ParseAnnotation splits a prefetch annotation on commas into refs, in the

@@ -84,7 +84,7 @@ func TestParseAnnotationAndLabelKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := LabelKey(doc), "model.modelcache.io/e4244e3c1ea971bb"; got != want {
+	if got, want := LabelKey(doc), "model.modelcache.io/645385a09a1af71a0b98d9716d5b7ed4"; got != want {
 		t.Errorf("LabelKey(%s) = %s; the README and deploy/examples show %s: update them", doc, got, want)
 	}
 }

@@ -1,0 +1,194 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// seqHash computes the SHA-256 of an ingest whose bytes are written out of
+// order by parallel ranged GETs. A write that lands where the hash has got
+// to is hashed from the caller's buffer while it is still in the CPU cache;
+// a write further on is noted, and read back from the page cache (never
+// the disk: it was just written) as soon as the bytes before it are in.
+// With parts fed roughly in order, most bytes are hashed from the buffer.
+//
+// The digest must be of exactly the bytes in the file. So every byte may be
+// written once: a write that overlaps an earlier one is refused (the
+// fetcher never does that), and after a failed write, whose bytes are
+// unknown, finish hashes the whole file again from disk.
+type seqHash struct {
+	src  io.ReaderAt // the ingest's data file
+	size int64
+
+	mu   sync.Mutex // held while hashing: guards h and buf
+	h    hash.Hash
+	buf  []byte
+	next atomic.Int64 // [0, next) is hashed
+
+	segMu   sync.Mutex
+	written []span          // every range written so far, sorted, disjoint, merged
+	ready   map[int64]int64 // written but not hashed: start → end
+	readyBy map[int64]int64 // the same, end → start, to merge neighbours
+	broken  bool            // a write failed: hash everything again at finish
+}
+
+type span struct{ start, end int64 }
+
+func newSeqHash(src io.ReaderAt, size int64) *seqHash {
+	return &seqHash{src: src, size: size, h: sha256.New(), ready: map[int64]int64{}, readyBy: map[int64]int64{}}
+}
+
+var errOverlap = errors.New("cache: write overlaps bytes already written")
+
+// claim records [off, off+n) as being written; a range that overlaps any
+// earlier write is refused before a byte of it reaches the file.
+func (s *seqHash) claim(off, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	end := off + n
+	i := sort.Search(len(s.written), func(i int) bool { return s.written[i].end > off })
+	if i < len(s.written) && s.written[i].start < end {
+		return fmt.Errorf("%w: [%d,%d) and [%d,%d)", errOverlap, off, end, s.written[i].start, s.written[i].end)
+	}
+	// Insert, merging with touching neighbours so the list stays as short
+	// as the number of parts in flight.
+	switch {
+	case i > 0 && s.written[i-1].end == off && i < len(s.written) && s.written[i].start == end:
+		s.written[i-1].end = s.written[i].end
+		s.written = append(s.written[:i], s.written[i+1:]...)
+	case i > 0 && s.written[i-1].end == off:
+		s.written[i-1].end = end
+	case i < len(s.written) && s.written[i].start == end:
+		s.written[i].start = off
+	default:
+		s.written = append(s.written, span{})
+		copy(s.written[i+1:], s.written[i:])
+		s.written[i] = span{off, end}
+	}
+	return nil
+}
+
+// fail marks the hash as unusable: a claimed range may hold anything.
+func (s *seqHash) fail() {
+	s.segMu.Lock()
+	s.broken = true
+	s.segMu.Unlock()
+}
+
+// wrote is called after p was written at off (a range claimed before).
+func (s *seqHash) wrote(p []byte, off int64) {
+	if len(p) == 0 {
+		return
+	}
+	if s.mu.TryLock() {
+		if off == s.next.Load() {
+			s.h.Write(p)
+			s.next.Add(int64(len(p)))
+		} else {
+			s.addReady(off, off+int64(len(p)))
+		}
+		s.catchUpLocked()
+		s.mu.Unlock()
+	} else {
+		s.addReady(off, off+int64(len(p)))
+	}
+	// A range noted while another writer held mu may be the next one and
+	// that writer may have finished looking: look once more, so the bytes
+	// are hashed now and not read back at commit.
+	for s.hasReadyAt(s.next.Load()) && s.mu.TryLock() {
+		s.catchUpLocked()
+		s.mu.Unlock()
+	}
+}
+
+// addReady notes written bytes that wait for the hash to reach them.
+func (s *seqHash) addReady(start, end int64) {
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	if prev, ok := s.readyBy[start]; ok {
+		delete(s.readyBy, start)
+		delete(s.ready, prev)
+		start = prev
+	}
+	if next, ok := s.ready[end]; ok {
+		delete(s.ready, end)
+		delete(s.readyBy, next)
+		end = next
+	}
+	s.ready[start], s.readyBy[end] = end, start
+}
+
+func (s *seqHash) hasReadyAt(off int64) bool {
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	_, ok := s.ready[off]
+	return ok
+}
+
+// catchUpLocked hashes noted ranges from the file while one starts where
+// the hash is; s.mu must be held. A read error leaves the rest to finish.
+func (s *seqHash) catchUpLocked() {
+	for {
+		next := s.next.Load()
+		s.segMu.Lock()
+		end, ok := s.ready[next]
+		if ok {
+			delete(s.ready, next)
+			delete(s.readyBy, end)
+		}
+		s.segMu.Unlock()
+		if !ok {
+			return
+		}
+		if err := s.hashRangeLocked(next, end); err != nil {
+			s.fail()
+			return
+		}
+	}
+}
+
+func (s *seqHash) hashRangeLocked(off, end int64) error {
+	if s.buf == nil {
+		s.buf = make([]byte, 256<<10)
+	}
+	for off < end {
+		n, err := s.src.ReadAt(s.buf[:min(int64(len(s.buf)), end-off)], off)
+		s.h.Write(s.buf[:n])
+		off += int64(n)
+		s.next.Store(off)
+		if err != nil && off < end {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish returns the digest of the file's first size bytes. Bytes the hash
+// has not reached (a gap would have failed the leaf check before) are read
+// from the file; after a failed write, every byte is.
+func (s *seqHash) finish() (model.Digest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.segMu.Lock()
+	broken := s.broken
+	s.segMu.Unlock()
+	if broken {
+		s.h.Reset()
+		s.next.Store(0)
+	}
+	if err := s.hashRangeLocked(s.next.Load(), s.size); err != nil {
+		return "", fmt.Errorf("cache: hash ingest: %w", err)
+	}
+	return model.SHA256(s.h.Sum(nil)), nil
+}
