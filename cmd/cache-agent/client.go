@@ -29,7 +29,8 @@ func newPrefetchCmd(socket *string) *cobra.Command {
 
 REF is s3://BUCKET/PREFIX with optional query options:
   source=NAME      a source of the agent's --sources-file (endpoint + credentials)
-  endpoint=URL     an S3-compatible endpoint, with credentials from the AWS default chain
+  endpoint=URL     an S3-compatible endpoint the operator allows (sources file endpoints:);
+                   requests are unsigned unless a volume brings keys
   region=REGION    the bucket's region
   revision=HEX     an exact revision (manifest digest) instead of what the bucket holds
 

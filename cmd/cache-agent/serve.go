@@ -39,6 +39,9 @@ type serveOptions struct {
 	ScrubInterval time.Duration
 	ScrubRate     string
 	PartialMaxAge time.Duration
+	MaxFiles      int
+	MaxListPages  int
+	ListTimeout   time.Duration
 	Prefetch      prefetchOptions
 }
 
@@ -54,6 +57,9 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ScrubInterval, "scrub-interval", 24*time.Hour, "how often a background scrub re-hashes every blob, quarantines corrupt ones and fetches again those pinned models use (0 disables)")
 	fs.StringVar(&o.ScrubRate, "scrub-rate", "64MiB", "most bytes per second the background scrub reads")
 	fs.DurationVar(&o.PartialMaxAge, "partial-max-age", 24*time.Hour, "how long a partial download nobody resumes is kept on disk for a resume (checked at start and at most hourly; 0 keeps them)")
+	fs.IntVar(&o.MaxFiles, "max-files", fetch.DefaultMaxFiles, "most files one model may have; a listing with more fails (a bucket is not a model, or the server lies)")
+	fs.IntVar(&o.MaxListPages, "max-list-pages", fetch.DefaultMaxPages, "most ListObjectsV2 pages one listing may take")
+	fs.DurationVar(&o.ListTimeout, "list-timeout", fetch.DefaultListTimeout, "most time one listing may take")
 	o.Prefetch.AddFlags(fs)
 }
 
@@ -72,6 +78,9 @@ func (o *serveOptions) Validate() error {
 	}
 	if o.PartialMaxAge < 0 {
 		return fmt.Errorf("--partial-max-age %s: want 0 (keep) or more", o.PartialMaxAge)
+	}
+	if o.MaxFiles < 1 || o.MaxListPages < 1 || o.ListTimeout <= 0 {
+		return fmt.Errorf("--max-files %d, --max-list-pages %d, --list-timeout %s: want positive", o.MaxFiles, o.MaxListPages, o.ListTimeout)
 	}
 	if r, err := parseBytes(o.ScrubRate); err != nil || r <= 0 {
 		return fmt.Errorf("--scrub-rate %q: want a positive size per second, e.g. 64MiB", o.ScrubRate)
@@ -116,19 +125,21 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 		return err
 	}
 	defer store.Close()
-	sources := map[string]fetch.Source{}
+	var cfg fetch.Config
 	if o.SourcesFile != "" {
 		// A missing file is an optional Secret that does not exist (kubelet
 		// mounts an empty directory): refs may then only use the AWS default
 		// chain. Any other read error, or a bad file, stops the agent.
 		if _, serr := os.Stat(o.SourcesFile); errors.Is(serr, os.ErrNotExist) {
 			log.Warn("sources file does not exist: no named sources, refs with ?source= will fail", "file", o.SourcesFile)
-		} else if sources, err = fetch.LoadSources(o.SourcesFile); err != nil {
+		} else if cfg, err = fetch.LoadConfig(o.SourcesFile); err != nil {
 			return err
 		}
 	}
+	sources := cfg.Sources
 	partSize, _ := parseBytes(o.PartSize)
-	fetcher, err := fetch.New(sources, fetch.WithConcurrency(o.Concurrency), fetch.WithPartSize(partSize), fetch.WithLogger(log))
+	fetcher, err := fetch.New(sources, fetch.WithConcurrency(o.Concurrency), fetch.WithPartSize(partSize), fetch.WithLogger(log),
+		fetch.WithAllowedEndpoints(cfg.Endpoints), fetch.WithListLimits(o.MaxFiles, o.MaxListPages, o.ListTimeout))
 	if err != nil {
 		return err
 	}

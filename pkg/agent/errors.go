@@ -50,7 +50,7 @@ func Classify(err error) string {
 	case err == nil:
 		return ""
 	case errors.Is(err, model.ErrInvalidRef), errors.Is(err, model.ErrUnsafeKey),
-		errors.Is(err, model.ErrInvalidManifest), errors.Is(err, fetch.ErrUnknownSource), errors.Is(err, ErrInvalid):
+		errors.Is(err, model.ErrInvalidManifest), errors.Is(err, fetch.ErrUnknownSource), errors.Is(err, fetch.ErrLimit), errors.Is(err, ErrInvalid):
 		return "invalid"
 	case errors.Is(err, fetch.ErrNotFound), errors.Is(err, cache.ErrNotFound), errors.Is(err, ErrNotFound):
 		return "not_found"

@@ -119,7 +119,8 @@ func (e *env) startAgent() {
 	}
 	// The test's own HTTP client, so settle can close its idle connections.
 	e.s3http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	f, err := fetch.New(sources, fetch.WithPartSize(8<<20), fetch.WithHTTPClient(e.s3http))
+	f, err := fetch.New(sources, fetch.WithPartSize(8<<20), fetch.WithHTTPClient(e.s3http),
+		fetch.WithAllowedEndpoints([]string{e.proxy.URL()}))
 	if err != nil {
 		t.Fatal(err)
 	}

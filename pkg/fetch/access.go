@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -77,39 +78,69 @@ func (f *Fetcher) AllowedIn(ref model.Ref, namespace string) error {
 		Msg: fmt.Sprintf("source %q may not be used by %s", ref.Source, who)}
 }
 
+// accessHeads is how many HEADs CheckAccess sends at once.
+const accessHeads = 8
+
 // CheckAccess asks S3 whether the credentials in effect (the context's, or
-// else the source's) may read the model at ref: a listing of one key under
-// its prefix, then a HEAD of that key, which need the same permissions as a
-// download (s3:ListBucket, s3:GetObject). It is what keeps a cache hit from
-// serving a model to a volume that could not have fetched it.
+// else the source's) may read the whole model at ref: the full listing, as
+// a download makes it, then a HEAD of every object, which needs the same
+// permission as its GET (s3:ListBucket, s3:GetObject). Every object, not
+// one: a bucket policy may deny some keys, and a cache hit must not hand a
+// volume a file its keys could not have fetched. The first denial (or
+// missing object) is the answer.
 func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref) error {
 	t, err := f.target(ctx, ref)
 	if err != nil {
 		return err
 	}
-	prefix := ref.Prefix
-	if prefix != "" {
-		prefix += "/"
-	}
-	var out *s3.ListObjectsV2Output
-	err = f.retry(ctx, t, ref.Bucket, ref.Prefix, func() error {
-		var err error
-		out, err = t.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
-			Bucket: aws.String(ref.Bucket), Prefix: aws.String(prefix), MaxKeys: aws.Int32(1)})
-		return err
-	}, nil, nil)
+	files, err := f.list(ctx, t, ref)
 	if err != nil {
 		return err
 	}
-	if len(out.Contents) == 0 {
-		return &Error{Class: ErrNotFound, Bucket: ref.Bucket, Key: ref.Prefix,
-			Msg: fmt.Sprintf("prefix %q is empty or missing in bucket %q at %s", ref.Prefix, ref.Bucket, t.endpoint)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	keys := make(chan string)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for range min(accessHeads, len(files)) {
+		wg.Go(func() {
+			for key := range keys {
+				err := f.retry(ctx, t, ref.Bucket, key, func() error {
+					_, err := t.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(key)})
+					return err
+				}, nil, nil)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+						cancel()
+					}
+					mu.Unlock()
+				}
+			}
+		})
 	}
-	key := aws.ToString(out.Contents[0].Key)
-	return f.retry(ctx, t, ref.Bucket, key, func() error {
-		_, err := t.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(key)})
-		return err
-	}, nil, nil)
+send:
+	for _, fl := range files {
+		key := fl.Path
+		if ref.Prefix != "" {
+			key = ref.Prefix + "/" + fl.Path
+		}
+		select {
+		case keys <- key:
+		case <-ctx.Done():
+			break send
+		}
+	}
+	close(keys)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return first
 }
 
 // volumeProvider is the credentials provider for a volume's own keys.

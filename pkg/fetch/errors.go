@@ -29,6 +29,9 @@ var (
 	ErrChanged = errors.New("fetch: object changed during download")
 	// ErrUnknownSource: the ref names a source the fetcher was not given.
 	ErrUnknownSource = errors.New("fetch: unknown source")
+	// ErrLimit: a listing passed one of the fetcher's limits (files,
+	// pages, time); the message names the flag that sets it.
+	ErrLimit = errors.New("fetch: over a limit")
 )
 
 // Error is a failed S3 operation, worded for the engineer who has to fix it:

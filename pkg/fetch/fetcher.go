@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,16 @@ const (
 	bufferSize          = 256 << 10
 )
 
+// Limits on what one listing may hold, so a server that lists without end
+// (or a bucket far larger than a model) fails clearly instead of growing
+// the agent's memory: 100,000 files is 20 times the largest model repo we
+// know of, and a manifest of that many is about 20 MB.
+const (
+	DefaultMaxFiles    = 100_000
+	DefaultMaxPages    = 10_000
+	DefaultListTimeout = 10 * time.Minute
+)
+
 // Fetcher lists and downloads models. Create it with New; it is safe for
 // concurrent use and holds no per-download state.
 type Fetcher struct {
@@ -53,6 +64,10 @@ type Fetcher struct {
 	stallTimeout time.Duration
 	log          *slog.Logger
 	http         aws.HTTPClient
+	endpoints    map[string]bool // endpoints a ref may name without a source
+	maxFiles     int
+	maxPages     int
+	listTimeout  time.Duration
 
 	mu         sync.Mutex
 	clients    map[string]*target // by source, endpoint, region
@@ -89,12 +104,43 @@ func WithHTTPClient(c aws.HTTPClient) Option { return func(f *Fetcher) { f.http 
 // no byte for d (default 30s).
 func WithStallTimeout(d time.Duration) Option { return func(f *Fetcher) { f.stallTimeout = d } }
 
-// New returns a Fetcher for the named sources. Refs without a source use the
-// AWS default credential chain with the ref's endpoint and region.
+// WithAllowedEndpoints sets the endpoints a ref may name with endpoint=
+// (and no source): the operator's allow-list. Requests to them are unsigned
+// unless the volume brings credentials; the agent's own identity never goes
+// to an endpoint a ref names.
+func WithAllowedEndpoints(urls []string) Option {
+	return func(f *Fetcher) {
+		for _, u := range urls {
+			f.endpoints[u] = true
+		}
+	}
+}
+
+// WithListLimits bounds a listing: files in the model, pages, and time
+// (defaults DefaultMaxFiles, DefaultMaxPages, DefaultListTimeout; 0 keeps
+// a default).
+func WithListLimits(maxFiles, maxPages int, timeout time.Duration) Option {
+	return func(f *Fetcher) {
+		if maxFiles != 0 {
+			f.maxFiles = maxFiles
+		}
+		if maxPages != 0 {
+			f.maxPages = maxPages
+		}
+		if timeout != 0 {
+			f.listTimeout = timeout
+		}
+	}
+}
+
+// New returns a Fetcher for the named sources. Refs without a source or an
+// endpoint use the AWS default credential chain against AWS S3; refs with
+// an endpoint must name one WithAllowedEndpoints lists.
 func New(sources map[string]Source, opts ...Option) (*Fetcher, error) {
 	f := &Fetcher{sources: map[string]Source{}, concurrency: DefaultConcurrency, partSize: DefaultPartSize,
 		maxAttempts: DefaultMaxAttempts, backoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second,
-		stallTimeout: DefaultStallTimeout, clients: map[string]*target{}}
+		stallTimeout: DefaultStallTimeout, clients: map[string]*target{}, endpoints: map[string]bool{},
+		maxFiles: DefaultMaxFiles, maxPages: DefaultMaxPages, listTimeout: DefaultListTimeout}
 	for name, s := range sources {
 		var r model.Ref
 		if err := r.SetOption("source", name); err != nil {
@@ -117,6 +163,18 @@ func New(sources map[string]Source, opts ...Option) (*Fetcher, error) {
 		return nil, fmt.Errorf("fetch: max attempts %d: want at least 1", f.maxAttempts)
 	case f.stallTimeout <= 0:
 		return nil, fmt.Errorf("fetch: stall timeout %s: want > 0", f.stallTimeout)
+	case f.maxFiles < 1 || f.maxPages < 1 || f.listTimeout <= 0:
+		return nil, fmt.Errorf("fetch: list limits (%d files, %d pages, %s): want positive", f.maxFiles, f.maxPages, f.listTimeout)
+	}
+	for u := range f.endpoints {
+		var r model.Ref
+		if err := r.SetOption("endpoint", u); err != nil {
+			return nil, fmt.Errorf("fetch: allowed endpoint: %w", err)
+		}
+		if r.Endpoint != u { // compare refs' endpoints in their canonical form
+			delete(f.endpoints, u)
+			f.endpoints[r.Endpoint] = true
+		}
 	}
 	if f.log == nil {
 		f.log = slog.Default()
@@ -190,6 +248,13 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
 		if region == "" {
 			region = src.Region
 		}
+	} else if endpoint != "" && !f.endpoints[endpoint] {
+		// Endpoints are the operator's choice: a pod or a workload in any
+		// namespace writes refs, and a server it runs could list the ETags
+		// and sizes of another tenant's files, or collect the agent's
+		// signature.
+		return nil, &Error{Class: ErrAccessDenied, Bucket: ref.Bucket, Key: ref.Prefix,
+			Msg: fmt.Sprintf("endpoint %s is not allowed: the operator lists the endpoints refs may name under endpoints: in the agent's sources file (%s); or use a named source", endpoint, endpointNames(f.endpoints))}
 	}
 	volume, withVolume := credentialsFrom(ctx)
 	key := ref.Source + "\x00" + endpoint + "\x00" + region
@@ -211,6 +276,11 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
 	} else if named && src.credentialsProvider() != nil {
 		cfg = aws.Config{Credentials: src.credentialsProvider(), HTTPClient: f.http}
 		t.creds = fmt.Sprintf("source %q (%s)", ref.Source, src.credentialsKind())
+	} else if !named && endpoint != "" {
+		// The agent's identity (its keys, its IRSA session) goes only where
+		// the operator configured it: a source, or AWS S3 itself.
+		cfg = aws.Config{Credentials: aws.AnonymousCredentials{}, HTTPClient: f.http}
+		t.creds = "no credentials (an endpoint a ref names is sent unsigned requests unless the volume brings keys)"
 	} else {
 		if f.defaultCfg == nil {
 			c, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(f.http))
@@ -253,6 +323,18 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
 		f.clients[key] = t
 	}
 	return t, nil
+}
+
+func endpointNames(m map[string]bool) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "none are"
+	}
+	return "allowed: " + strings.Join(names, ", ")
 }
 
 // chainCredentials marks failures of the default chain (no credentials

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -15,19 +16,43 @@ import (
 // digests). Directory markers are skipped. A key that would land outside the
 // model directory fails the whole listing, naming the key: a model with a
 // hostile file is refused, not partly fetched. An empty or missing prefix is
-// ErrNotFound.
+// ErrNotFound. A listing that passes the fetcher's limits (files, pages,
+// time: WithListLimits) fails with ErrLimit, so a server that never stops
+// listing costs a bounded amount of memory and time.
 func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, error) {
 	t, err := f.target(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
+	files, err := f.list(ctx, t, ref)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.NewManifest(ref, files)
+	if err != nil {
+		return nil, fmt.Errorf("fetch s3://%s/%s: %w", ref.Bucket, ref.Prefix, err)
+	}
+	return m, nil
+}
+
+var errListTimeout = errors.New("fetch: listing timed out")
+
+func (f *Fetcher) list(ctx context.Context, t *target, ref model.Ref) ([]model.File, error) {
 	prefix := ref.Prefix
 	if prefix != "" {
 		prefix += "/"
 	}
+	limit := func(format string, a ...any) error {
+		return &Error{Class: ErrLimit, Bucket: ref.Bucket, Key: ref.Prefix, Msg: fmt.Sprintf(format, a...)}
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, f.listTimeout, errListTimeout)
+	defer cancel()
 	var files []model.File
 	var token *string
-	for {
+	for pages := 0; ; pages++ {
+		if pages == f.maxPages {
+			return nil, limit("the listing at %s passed %d pages (--max-list-pages) with %d files and goes on", t.endpoint, f.maxPages, len(files))
+		}
 		var out *s3.ListObjectsV2Output
 		err := f.retry(ctx, t, ref.Bucket, ref.Prefix, func() error {
 			var err error
@@ -35,6 +60,9 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, err
 				Bucket: aws.String(ref.Bucket), Prefix: aws.String(prefix), ContinuationToken: token})
 			return err
 		}, nil, nil)
+		if err != nil && errors.Is(context.Cause(ctx), errListTimeout) {
+			return nil, limit("the listing at %s took longer than %s (--list-timeout) after %d pages and %d files", t.endpoint, f.listTimeout, pages, len(files))
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -46,6 +74,9 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, err
 			}
 			if skip {
 				continue
+			}
+			if len(files) == f.maxFiles {
+				return nil, limit("the model at %s has more than %d files (--max-files)", t.endpoint, f.maxFiles)
 			}
 			files = append(files, model.File{Path: rel, Size: aws.ToInt64(o.Size), ETag: strings.Trim(aws.ToString(o.ETag), `"`)})
 		}
@@ -62,9 +93,5 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, err
 		return nil, &Error{Class: ErrNotFound, Bucket: ref.Bucket, Key: ref.Prefix,
 			Msg: fmt.Sprintf("prefix %q is empty or missing in bucket %q at %s", ref.Prefix, ref.Bucket, t.endpoint)}
 	}
-	m, err := model.NewManifest(ref, files)
-	if err != nil {
-		return nil, fmt.Errorf("fetch s3://%s/%s: %w", ref.Bucket, ref.Prefix, err)
-	}
-	return m, nil
+	return files, nil
 }

@@ -176,6 +176,14 @@ type sourcesFile struct {
 		Anonymous           bool     `yaml:"anonymous"`
 		Namespaces          []string `yaml:"namespaces"`
 	} `yaml:"sources"`
+	Endpoints []string `yaml:"endpoints"`
+}
+
+// Config is what the sources file configures: named sources, and the
+// endpoints a ref may name itself (WithAllowedEndpoints).
+type Config struct {
+	Sources   map[string]Source
+	Endpoints []string
 }
 
 // LoadSources reads the agent's sources file:
@@ -190,14 +198,27 @@ type sourcesFile struct {
 //	    namespaces: [ml-serving] # optional: only volumes of pods in these namespaces
 //	  aws-prod:
 //	    region: eu-west-1        # no keys: the AWS default chain (IRSA, instance profile)
+//	endpoints:                   # optional: endpoints a ref may name with ?endpoint=
+//	  - https://s3.partner.example  # (requests are unsigned unless the volume brings keys)
 //
 // Unknown fields are errors (a misspelt key must not silently fall back to
 // other credentials). Relative key file paths are relative to the sources
 // file, and the files must be readable now, so a bad mount fails at start.
 func LoadSources(path string) (map[string]Source, error) {
+	c, err := LoadConfig(path)
+	return c.Sources, err
+}
+
+// LoadConfig reads the whole sources file (see LoadSources).
+func LoadConfig(path string) (Config, error) {
+	sources, endpoints, err := loadConfig(path)
+	return Config{Sources: sources, Endpoints: endpoints}, err
+}
+
+func loadConfig(path string) (map[string]Source, []string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("fetch: read sources file: %w", err)
+		return nil, nil, fmt.Errorf("fetch: read sources file: %w", err)
 	}
 	var sf sourcesFile
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -205,30 +226,36 @@ func LoadSources(path string) (map[string]Source, error) {
 	if err := dec.Decode(&sf); err != nil && !errors.Is(err, io.EOF) {
 		// yaml.v3 errors name lines, types and fields, not values: no secret
 		// ends up in the message.
-		return nil, fmt.Errorf("fetch: sources file %s: %w", path, err)
+		return nil, nil, fmt.Errorf("fetch: sources file %s: %w", path, err)
 	}
 	dir := filepath.Dir(path)
 	out := make(map[string]Source, len(sf.Sources))
 	for name, y := range sf.Sources {
 		var r model.Ref
 		if err := r.SetOption("source", name); err != nil {
-			return nil, fmt.Errorf("fetch: sources file %s: %w", path, err)
+			return nil, nil, fmt.Errorf("fetch: sources file %s: %w", path, err)
 		}
 		s := Source{Endpoint: strings.TrimSuffix(y.Endpoint, "/"), Region: y.Region, PathStyle: y.PathStyle,
 			AccessKeyID: y.AccessKeyID, SecretAccessKey: y.SecretAccessKey,
 			AccessKeyIDFile: absTo(dir, y.AccessKeyIDFile), SecretAccessKeyFile: absTo(dir, y.SecretAccessKeyFile),
 			Anonymous: y.Anonymous, Namespaces: y.Namespaces}
 		if err := s.Validate(); err != nil {
-			return nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}
 		if s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "" {
 			if _, err := (fileCredentials{s}).Retrieve(context.Background()); err != nil {
-				return nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 			}
 		}
 		out[name] = s
 	}
-	return out, nil
+	for _, e := range sf.Endpoints {
+		var r model.Ref
+		if err := r.SetOption("endpoint", e); err != nil {
+			return nil, nil, fmt.Errorf("fetch: sources file %s: endpoints: %w", path, err)
+		}
+	}
+	return out, sf.Endpoints, nil
 }
 
 func absTo(dir, p string) string {

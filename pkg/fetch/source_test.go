@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/fetch"
 )
 
@@ -105,26 +106,59 @@ func TestSourceNeverShowsSecrets(t *testing.T) {
 	}
 }
 
-func TestDefaultCredentialChainWithRefEndpoint(t *testing.T) {
-	e := newEnv(t)
-	e.srv.Put(t, "models", "d/a", []byte("x"))
-	// The default chain from the environment only: no shared files, no IMDS,
-	// and not the sandbox's CA bundle.
-	t.Setenv("AWS_ACCESS_KEY_ID", e.srv.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", e.srv.SecretKey)
+// A ref's endpoint must be on the operator's list, and the agent's own
+// identity (here the default chain's keys in the environment) never reaches
+// it: requests are unsigned unless the volume brings keys.
+func TestRefEndpointAllowListAndNoAgentIdentity(t *testing.T) {
+	h := s3test.StartHostile(t)
+	h.Put("models", "d/a", []byte("x"))
+	t.Setenv("AWS_ACCESS_KEY_ID", "AGENTIDENTITY")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "agent-secret")
+	t.Setenv("AWS_SESSION_TOKEN", "agent-session")
 	t.Setenv("AWS_CA_BUNDLE", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_PROFILE", "")
-	f, err := fetch.New(nil)
+	ref := mustRef(t, "s3://models/d?endpoint="+h.Endpoint+"&region=us-east-1")
+
+	closed, err := fetch.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// An endpoint in the ref means an S3-compatible server: path style.
-	m, err := f.List(context.Background(), mustRef(t, "s3://models/d?endpoint="+e.proxy.URL()+"&region=us-east-1"))
+	_, err = closed.List(context.Background(), ref)
+	if !errors.Is(err, fetch.ErrAccessDenied) || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("endpoint not on the list: %v", err)
+	}
+	if n := len(h.Seen()); n != 0 {
+		t.Fatalf("%d requests reached an endpoint that is not allowed", n)
+	}
+	t.Log(err)
+
+	open, err := fetch.New(nil, fetch.WithAllowedEndpoints([]string{h.Endpoint + "/"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := open.List(context.Background(), ref)
 	if err != nil || len(m.Files) != 1 {
-		t.Fatalf("%v %v", m, err)
+		t.Fatalf("allowed endpoint: %v %v", m, err)
+	}
+	vol := fetch.Credentials{AccessKeyID: "VOLUMEKEY", SecretAccessKey: "volume-secret"}
+	if err := open.CheckAccess(fetch.WithCredentials(context.Background(), vol), ref); err != nil {
+		t.Fatal(err)
+	}
+	var anon, withVol int
+	for _, r := range h.Seen() {
+		switch {
+		case r.AccessKeyID == "" && r.SessionToken == "":
+			anon++
+		case r.AccessKeyID == "VOLUMEKEY" && r.SessionToken == "":
+			withVol++
+		default:
+			t.Errorf("%s %s reached the endpoint as %q (token %q)", r.Method, r.Key, r.AccessKeyID, r.SessionToken)
+		}
+	}
+	if anon == 0 || withVol == 0 {
+		t.Fatalf("unsigned requests %d, with the volume's keys %d", anon, withVol)
 	}
 }
 
@@ -138,11 +172,11 @@ func TestDefaultCredentialChainEmptyIsAccessDenied(t *testing.T) {
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	f, err := fetch.New(nil)
+	f, err := fetch.New(map[string]fetch.Source{"chain": {Endpoint: e.proxy.URL(), PathStyle: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.List(context.Background(), mustRef(t, "s3://models/d?endpoint="+e.proxy.URL()))
+	_, err = f.List(context.Background(), mustRef(t, "s3://models/d?source=chain"))
 	if !errors.Is(err, fetch.ErrAccessDenied) || !strings.Contains(err.Error(), "default credential chain") {
 		t.Fatalf("got %v", err)
 	}
