@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/net/netutil"
 
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -229,16 +232,63 @@ func ListenUnix(path string) (net.Listener, error) {
 	return l, nil
 }
 
+// Defaults of the socket server's limits. Every connection holds an fd and
+// a goroutine, so a client that stalls or idles must not hold one for ever.
+// There is no write timeout: long polls (waitSeconds, up to maxWait) and
+// watch streams answer late by design, and their handlers bound themselves.
+const (
+	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultReadTimeout bounds header and body together; bodies are at
+	// most maxRequestBytes.
+	DefaultReadTimeout = 20 * time.Second
+	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultMaxConns is well above what the plugin and the CLI open at
+	// once (a few per publishing volume); more connections wait in the
+	// listen backlog instead of being served.
+	DefaultMaxConns = 256
+)
+
+// ServeOption tunes Serve.
+type ServeOption func(*serveConfig)
+
+type serveConfig struct {
+	header, read, idle time.Duration
+	maxConns           int
+}
+
+// WithTimeouts sets how long a connection may take to send a request's
+// header, to send the whole request (header and body), and how long it may
+// stay open between requests. A zero keeps the default.
+func WithTimeouts(header, read, idle time.Duration) ServeOption {
+	return func(c *serveConfig) {
+		c.header = cmp.Or(header, c.header)
+		c.read = cmp.Or(read, c.read)
+		c.idle = cmp.Or(idle, c.idle)
+	}
+}
+
+// WithMaxConns bounds the connections served at once (0 keeps the default).
+func WithMaxConns(n int) ServeOption {
+	return func(c *serveConfig) { c.maxConns = cmp.Or(n, c.maxConns) }
+}
+
 // Serve serves the API on l until ctx ends, then shuts down gracefully.
-func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+func (a *Agent) Serve(ctx context.Context, l net.Listener, opts ...ServeOption) error {
+	c := serveConfig{header: DefaultHeaderTimeout, read: DefaultReadTimeout, idle: DefaultIdleTimeout, maxConns: DefaultMaxConns}
+	for _, o := range opts {
+		o(&c)
+	}
+	// ReadTimeout does not cut long polls: net/http lifts the read deadline
+	// once the body is read (handlers read it to EOF in decodeRef), and only
+	// then watches the connection for the client leaving.
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: c.header, ReadTimeout: c.read, IdleTimeout: c.idle}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(netutil.LimitListener(l, c.maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("agent: serve API: %w", err)
 	}
 	return nil
