@@ -49,6 +49,7 @@ func main() {
 type options struct {
 	endpoint, mode, nodeID, driverName string
 	agentSocket, stateDir, metricsAddr string
+	cacheDir                           string
 	publishWait, reconcileEvery        time.Duration
 	register                           bool
 	kubeletDir, kubeletEndpoint        string
@@ -97,6 +98,8 @@ CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
 	f.StringVar(&o.driverName, "driver-name", csi.DefaultDriverName, "CSI driver name")
 	f.StringVar(&o.agentSocket, "agent-socket", envOr("MODELCACHE_SOCKET", "/run/modelcache/agent.sock"),
 		"unix socket of the cache agent (env MODELCACHE_SOCKET)")
+	f.StringVar(&o.cacheDir, "cache-dir", "/var/lib/modelcache",
+		"the cache agent's --cache-dir, mounted at the same path here: only directories under its models/ are mounted into pods")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/modelcache/csi", "where the plugin records published volumes; must survive plugin restarts")
 	f.DurationVar(&o.publishWait, "publish-wait", 20*time.Second,
 		"longest a publish waits for a download before answering Unavailable with progress (kubelet retries; keep it well under kubelet's 2m)")
@@ -121,7 +124,7 @@ func run(ctx context.Context, o options) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	dopts := csi.Options{DriverName: o.driverName, Version: buildVersion(), NodeID: o.nodeID,
-		StateDir: o.stateDir, PublishWait: o.publishWait, Logger: log}
+		StateDir: o.stateDir, CacheDir: o.cacheDir, PublishWait: o.publishWait, Logger: log}
 	switch o.mode {
 	case "node":
 		dopts.Node = true

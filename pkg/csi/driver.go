@@ -37,8 +37,8 @@ type Agent interface {
 	Healthy(ctx context.Context) error
 }
 
-// Options configure a Driver. Node needs Agent, Mounter and StateDir;
-// Controller needs nothing but the name.
+// Options configure a Driver. Node needs Agent, Mounter, StateDir and
+// CacheDir; Controller needs nothing but the name.
 type Options struct {
 	DriverName string
 	Version    string
@@ -50,6 +50,10 @@ type Options struct {
 	Mounter mounter.Interface
 	// StateDir keeps one record per published volume (see records).
 	StateDir string
+	// CacheDir is the agent's cache directory, at the same path in this
+	// process as in the agent. Publish bind-mounts only directories under
+	// its models/, whatever path the agent answers.
+	CacheDir string
 	// PublishWait bounds how long NodePublishVolume waits for a download
 	// before it answers Unavailable with the progress; kubelet retries.
 	PublishWait time.Duration
@@ -98,6 +102,14 @@ func New(opts Options) (*Driver, error) {
 		if opts.Agent == nil || opts.Mounter == nil {
 			return nil, errors.New("csi: the node service needs an agent client and a mounter")
 		}
+		if opts.CacheDir == "" {
+			return nil, errors.New("csi: the node service needs the cache directory, to check what it mounts")
+		}
+		dir, err := filepath.Abs(opts.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("csi: cache directory: %w", err)
+		}
+		d.opts.CacheDir = dir
 		recs, err := openRecords(opts.StateDir)
 		if err != nil {
 			return nil, fmt.Errorf("csi: %w", err)

@@ -139,7 +139,7 @@ func (e *env) startPlugin() {
 	t := e.t
 	log := slog.New(slog.NewTextHandler(testWriter{t, &e.logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := csi.New(csi.Options{NodeID: "node-1", Node: true, Controller: true, Agent: e.client,
-		Mounter: mounter.New(), StateDir: e.stateDir, PublishWait: e.wait, Logger: log, Version: "test"})
+		Mounter: mounter.New(), StateDir: e.stateDir, CacheDir: e.cacheDir, PublishWait: e.wait, Logger: log, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

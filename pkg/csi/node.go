@@ -3,6 +3,9 @@ package csi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -98,7 +101,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, agentStatus("pin "+rec.Ref, err)
 	}
 	tMount := time.Now()
-	if err := d.opts.Mounter.BindReadOnly(pin.Path, target); err != nil {
+	tree, err := modelTree(d.opts.CacheDir, pin.Path)
+	if err != nil {
+		d.undoPublish(rec)
+		d.log.Error("refused to mount a path the agent returned", "volume", vol, "model", rec.Ref, "path", pin.Path, "err", err)
+		return nil, status.Errorf(codes.Internal, "model %s: refusing to mount %q: %v", ref, pin.Path, err)
+	}
+	if err := d.opts.Mounter.BindReadOnly(tree, target); err != nil {
 		d.undoPublish(rec)
 		return nil, status.Errorf(codes.Internal, "mount model %s: %v", ref, err)
 	}
@@ -114,7 +123,41 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
-// undoPublish drops the pin and record of a publish whose mount failed.
+// modelTree resolves the path the agent answered for a pin and returns it if
+// it is a directory strictly under <cacheDir>/models. The plugin is
+// privileged and the agent is not: a path elsewhere (a bug, or an agent
+// made to answer "/etc" or a symlink under models/ to it) must never reach
+// a pod. The resolved path is what gets mounted, so a symlink there now is
+// not followed a second time; only a writer of models/ (the agent) could
+// still swap one in between this check and mount(2).
+func modelTree(cacheDir, path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", errors.New("not an absolute path")
+	}
+	models, err := filepath.EvalSymlinks(filepath.Join(cacheDir, "models"))
+	if err != nil {
+		return "", fmt.Errorf("the cache's models directory: %w", err)
+	}
+	resolved, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("resolve: %w", err)
+	}
+	rel, err := filepath.Rel(models, resolved)
+	if err != nil || rel == "." || !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("it resolves to %s, which is not under %s", resolved, models)
+	}
+	fi, err := os.Stat(resolved)
+	if err != nil {
+		return "", fmt.Errorf("stat: %w", err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", resolved)
+	}
+	return resolved, nil
+}
+
+// undoPublish drops the pin and record of a publish whose mount failed or
+// was refused.
 func (d *Driver) undoPublish(rec record) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -1,9 +1,11 @@
 package csi_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +26,7 @@ type fakeAgent struct {
 	progress agent.Progress
 	ensure   error
 	pinErr   error
+	pinPath  string            // when set, the path Pin answers instead of progress.Path
 	pins     map[string]string // holder → ref
 }
 
@@ -38,7 +41,7 @@ func (f *fakeAgent) Pin(_ context.Context, ref, holder string) (agent.PinRespons
 		return agent.PinResponse{}, f.pinErr
 	}
 	f.pins[holder] = ref
-	return agent.PinResponse{Ref: ref, Revision: f.progress.Revision, Path: f.progress.Path}, nil
+	return agent.PinResponse{Ref: ref, Revision: f.progress.Revision, Path: cmp.Or(f.pinPath, f.progress.Path)}, nil
 }
 
 func (f *fakeAgent) Unpin(_ context.Context, _, holder string) error {
@@ -53,17 +56,32 @@ func (f *fakeAgent) Status(context.Context) (agent.StatusReport, error) {
 }
 func (f *fakeAgent) Healthy(context.Context) error { return nil }
 
+// newUnit returns a node driver over a fakeAgent whose model is the existing
+// directory <cache>/models/x/rev of a temporary cache (see unitCache).
 func newUnit(t *testing.T) (*csi.Driver, *fakeAgent, *mounter.Fake, string) {
 	t.Helper()
 	state := t.TempDir()
+	cacheDir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := filepath.Join(cacheDir, "models", "x", "rev")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	fa := &fakeAgent{pins: map[string]string{},
-		progress: agent.Progress{Ref: "s3://bkt/m", State: agent.StateReady, Revision: "0123456789abcdef", Path: "/cache/models/x/rev"}}
+		progress: agent.Progress{Ref: "s3://bkt/m", State: agent.StateReady, Revision: "0123456789abcdef", Path: tree}}
 	fm := mounter.NewFake()
-	d, err := csi.New(csi.Options{NodeID: "n", Node: true, Agent: fa, Mounter: fm, StateDir: state})
+	d, err := csi.New(csi.Options{NodeID: "n", Node: true, Agent: fa, Mounter: fm, StateDir: state, CacheDir: cacheDir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d, fa, fm, state
+}
+
+// unitCache is the cache directory of a newUnit driver.
+func unitCache(fa *fakeAgent) string {
+	return filepath.Dir(filepath.Dir(filepath.Dir(fa.progress.Path)))
 }
 
 func unitReq() *csipb.NodePublishVolumeRequest {
@@ -77,7 +95,7 @@ func TestUnitPublishMountsThePinnedTree(t *testing.T) {
 	if _, err := d.NodePublishVolume(context.Background(), unitReq()); err != nil {
 		t.Fatal(err)
 	}
-	if got := fm.Source("/pods/v/mount"); got != "/cache/models/x/rev" {
+	if got := fm.Source("/pods/v/mount"); got != fa.progress.Path {
 		t.Fatalf("mounted %q", got)
 	}
 	for h, ref := range fa.pins {
