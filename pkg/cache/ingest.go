@@ -83,6 +83,9 @@ func (s *Store) OpenIngest(key IngestKey) (*Ingest, error) {
 	if err := s.lockIngest(id); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	s.forgetLocked(id) // its reservation counts it from now on
+	s.mu.Unlock()
 	w, err := s.openIngest(id, key)
 	if err != nil {
 		s.unlockIngest(id)
@@ -427,6 +430,9 @@ func (w *Ingest) release(remove bool) error {
 	if remove {
 		return os.RemoveAll(w.dir)
 	}
+	w.store.mu.Lock()
+	w.store.keepLocked(w.key.id(), w.dir)
+	w.store.mu.Unlock()
 	return err
 }
 

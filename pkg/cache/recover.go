@@ -122,6 +122,7 @@ func (s *Store) recover() error {
 	if err := s.countBlobs(); err != nil {
 		return err
 	}
+	s.loadKept()
 	if err := s.loadIndex(extra); err != nil {
 		return err
 	}

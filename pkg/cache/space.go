@@ -38,7 +38,7 @@ func (s *Store) Reserve(need int64) (*Reservation, error) {
 		s.makeRoomLocked(int64(float64(c)*s.opts.LowWatermark) - need)
 	}
 	if got := s.committedLocked(); got+need > c {
-		return nil, fmt.Errorf("%w: needs %s, %s of %s in use or reserved by downloads and pinned models",
+		return nil, fmt.Errorf("%w: needs %s, %s of %s in use by models, downloads and partial downloads",
 			ErrNoSpace, FormatBytes(need), FormatBytes(got), FormatBytes(c))
 	}
 	r := &Reservation{s: s, bytes: need, keep: map[model.Digest]bool{}}
@@ -46,9 +46,10 @@ func (s *Store) Reserve(need int64) (*Reservation, error) {
 	return r, nil
 }
 
-// committedLocked is blob bytes on disk plus bytes promised to downloads.
+// committedLocked is blob bytes on disk, bytes promised to downloads and
+// the bytes of partial downloads kept for a resume.
 func (s *Store) committedLocked() int64 {
-	n := s.used
+	n := s.used + s.keptBytes
 	for r := range s.reserved {
 		n += r.bytes
 	}
@@ -77,6 +78,13 @@ func (s *Store) makeRoomLocked(target int64) {
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].st.LastUse.Before(cands[j].st.LastUse) })
 	evicted := false
+	defer func() {
+		// Partial downloads go last: a resume saves bytes, but a model
+		// that is whole serves pods now.
+		if s.committedLocked() > target {
+			s.dropKeptLocked(target)
+		}
+	}()
 	for _, c := range cands {
 		if s.committedLocked() <= target {
 			break

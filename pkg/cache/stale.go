@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// Partial downloads are kept under ingest/ for a resume, outside the
-// capacity: a resume reserves its model's whole size again. One that is never
+// Partial downloads are kept under ingest/ for a resume, and count against
+// the capacity (see partials.go). One that is never
 // resumed (a model nobody asks for any more, an object rewritten on the
 // server while a fetch that then failed for another reason had it open: the
 // next listing gives a new ETag and so another ingest) would hold its
@@ -63,6 +63,9 @@ func (s *Store) DropStaleIngests(maxAge time.Duration) (Partials, error) {
 			if err := os.RemoveAll(path); err != nil {
 				errs = append(errs, fmt.Errorf("cache: drop stale ingest: %w", err))
 			} else {
+				s.mu.Lock()
+				s.forgetLocked(id)
+				s.mu.Unlock()
 				dropped.Count++
 				dropped.Bytes += bytes
 				s.log.Info("dropped a partial download nobody resumed", "origin", origin,

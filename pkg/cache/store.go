@@ -90,6 +90,8 @@ type Store struct {
 	manifests map[string]*model.Manifest // by manifestKey(refID, rev)
 	used      int64                      // bytes of blobs on disk
 	reserved  map[*Reservation]bool
+	kept      map[string]keptIngest // partial downloads no download has open (see partials.go)
+	keptBytes int64
 	building  map[string]int // ref IDs whose tree is being built: not evictable
 	evictions int64
 	changed   chan struct{} // see Changed
@@ -119,6 +121,7 @@ func Open(root string, opts Options) (*Store, error) {
 	}
 	s := &Store{root: root, opts: opts, log: opts.Logger, ingests: map[string]time.Time{},
 		manifests: map[string]*model.Manifest{}, reserved: map[*Reservation]bool{}, building: map[string]int{},
+		kept: map[string]keptIngest{},
 		blobSync: newGroupSync(filepath.Join(root, dirBlobs, model.DigestAlgorithm)),
 		changed:  make(chan struct{}, 1)}
 	for _, d := range []string{dirBlobs, filepath.Join(dirBlobs, model.DigestAlgorithm), dirIngest, dirManifests, dirModels, dirQuarantine, dirTrash} {

@@ -218,3 +218,46 @@ func mkFile(t *testing.T, path string, b []byte, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// Partial downloads count against the capacity: downloads that keep
+// failing half way (a server answering 500) cannot fill the disk past it.
+// Each new reservation drops the oldest partial download it needs room of.
+func TestPartialDownloadsCountAgainstCapacity(t *testing.T) {
+	const capacity = 64 << 20
+	root := t.TempDir()
+	s := openStore(t, root, capacity)
+	size := int64(48 << 20)
+	for i := range 5 {
+		res, err := s.Reserve(size)
+		if err != nil {
+			t.Fatalf("download %d: %v", i, err)
+		}
+		w, err := res.OpenIngest(cache.IngestKey{Scope: "endpoint=http://flaky/bkt", ETag: fmt.Sprint("flaky", i), Size: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		half := randBytes(uint64(i), int(size/2))
+		if _, err := w.WriteAt(half, 0); err != nil {
+			t.Fatal(err)
+		}
+		w.Close() // the download failed: kept for a resume
+		res.Release()
+		if p := s.Partials(); p.Bytes > capacity {
+			t.Fatalf("after %d failed downloads partial downloads hold %d bytes, capacity %d", i+1, p.Bytes, capacity)
+		}
+	}
+	// A model that needs the room still fits: the partials give way.
+	m := putModel(t, s, "s3://bkt/needs-room", map[string][]byte{"w": randBytes(9, 40<<20)})
+	if p := s.Partials(); p.Bytes+m.Size > capacity {
+		t.Fatalf("model %d + partial downloads %d bytes, capacity %d", m.Size, p.Bytes, capacity)
+	}
+	// The count survives a restart.
+	s.Close()
+	s = openStore(t, root, capacity)
+	if _, err := s.Reserve(capacity - m.Size); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if p := s.Partials(); p.Bytes+m.Size > capacity {
+		t.Fatalf("after restart: model %d + partial downloads %d bytes, capacity %d", m.Size, p.Bytes, capacity)
+	}
+}
