@@ -42,6 +42,7 @@ type serveOptions struct {
 	MaxFiles      int
 	MaxListPages  int
 	ListTimeout   time.Duration
+	MaxDownloads  int
 	Prefetch      prefetchOptions
 }
 
@@ -60,6 +61,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxFiles, "max-files", fetch.DefaultMaxFiles, "most files one model may have; a listing with more fails (a bucket is not a model, or the server lies)")
 	fs.IntVar(&o.MaxListPages, "max-list-pages", fetch.DefaultMaxPages, "most ListObjectsV2 pages one listing may take")
 	fs.DurationVar(&o.ListTimeout, "list-timeout", fetch.DefaultListTimeout, "most time one listing may take")
+	fs.IntVar(&o.MaxDownloads, "max-downloads", agent.DefaultMaxDownloads, "models downloaded at once (each with --concurrency connections); more wait, shown as queued")
 	o.Prefetch.AddFlags(fs)
 }
 
@@ -78,6 +80,9 @@ func (o *serveOptions) Validate() error {
 	}
 	if o.PartialMaxAge < 0 {
 		return fmt.Errorf("--partial-max-age %s: want 0 (keep) or more", o.PartialMaxAge)
+	}
+	if o.MaxDownloads < 1 || o.MaxDownloads > 64 {
+		return fmt.Errorf("--max-downloads %d: want 1..64", o.MaxDownloads)
 	}
 	if o.MaxFiles < 1 || o.MaxListPages < 1 || o.ListTimeout <= 0 {
 		return fmt.Errorf("--max-files %d, --max-list-pages %d, --list-timeout %s: want positive", o.MaxFiles, o.MaxListPages, o.ListTimeout)
@@ -145,7 +150,7 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a := agent.New(store, fetcher, log, reg)
+	a := agent.New(store, fetcher, log, reg, agent.WithMaxDownloads(o.MaxDownloads))
 	defer a.Close()
 
 	l, err := agent.ListenUnix(socket)

@@ -50,6 +50,10 @@ type Listing struct {
 	// ServedETag, if set, replaces ETag on HEAD and GET and for If-Match:
 	// an object that changed after it was listed.
 	ServedETag string
+	// DenyTo lists access key IDs that get 403 AccessDenied on HEAD and GET
+	// of this object (a bucket policy that denies one key): "" is unsigned.
+	// Listings still show it, as S3 does when ListBucket is allowed.
+	DenyTo []string
 	// RangeTotal is the TOTAL of "Content-Range: bytes A-B/TOTAL"; 0 means
 	// Size. Set it to len(Body) for a server that is honest there.
 	RangeTotal int64
@@ -178,7 +182,7 @@ func (h *Hostile) serve(w http.ResponseWriter, r *http.Request) {
 	case key == "" && r.Method == http.MethodGet && q.Get("list-type") == "2":
 		h.list(w, r, bucket, b)
 	case key != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		h.object(w, r, b, key)
+		h.object(w, r, b, key, req.AccessKeyID)
 	default:
 		h.fail(w, r, http.StatusNotImplemented, "NotImplemented", "the hostile server does not do this")
 	}

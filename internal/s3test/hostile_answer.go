@@ -120,7 +120,7 @@ func (h *Hostile) list(w http.ResponseWriter, r *http.Request, name string, b *h
 // s3URLEncode encodes a key as S3 does for encoding-type=url.
 func s3URLEncode(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "%2F", "/") }
 
-func (h *Hostile) object(w http.ResponseWriter, r *http.Request, b *hostileBucket, key string) {
+func (h *Hostile) object(w http.ResponseWriter, r *http.Request, b *hostileBucket, key, akid string) {
 	h.mu.Lock()
 	l, ok := b.objects[key]
 	endless := b.endless
@@ -130,6 +130,10 @@ func (h *Hostile) object(w http.ResponseWriter, r *http.Request, b *hostileBucke
 	}
 	if !ok {
 		h.fail(w, r, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+		return
+	}
+	if slices.Contains(l.DenyTo, akid) {
+		h.fail(w, r, http.StatusForbidden, "AccessDenied", "Access Denied")
 		return
 	}
 	etag := cmp.Or(l.ServedETag, l.ETag)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,17 +40,42 @@ type Agent struct {
 	mu   sync.Mutex
 	jobs map[string]*job // by ref string: one download per model
 
+	// slots bounds the downloads that run at once, and with them the
+	// fetcher's workers and buffers: any tenant can ask for models.
+	slots chan struct{}
+
 	access accessCache
 }
 
+// DefaultMaxDownloads is how many models download at once by default.
+// Each takes the fetcher's concurrency in connections (16 × 256 KiB of
+// buffers); more at once only share the same link and disk.
+const DefaultMaxDownloads = 4
+
+// Option configures an Agent.
+type Option func(*Agent)
+
+// WithMaxDownloads bounds the model downloads that run at once (default
+// DefaultMaxDownloads); the others wait, reported as StateQueued.
+func WithMaxDownloads(n int) Option {
+	return func(a *Agent) {
+		if n > 0 {
+			a.slots = make(chan struct{}, n)
+		}
+	}
+}
+
 // New returns an agent over store and fetcher. reg may be nil (no metrics).
-func New(store *cache.Store, fetcher Fetcher, log *slog.Logger, reg Registerer) *Agent {
+func New(store *cache.Store, fetcher Fetcher, log *slog.Logger, reg Registerer, opts ...Option) *Agent {
 	if log == nil {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{store: store, fetcher: fetcher, log: log, ctx: ctx, cancel: cancel, jobs: map[string]*job{},
-		access: accessCache{m: map[[32]byte]accessEntry{}}}
+		access: accessCache{m: map[[32]byte]accessEntry{}}, slots: make(chan struct{}, DefaultMaxDownloads)}
+	for _, o := range opts {
+		o(a)
+	}
 	a.metrics = newMetrics(reg, store)
 	return a
 }
@@ -74,6 +100,7 @@ type job struct {
 	doneN   atomic.Int64 // bytes held so far: resumed + deduplicated + fetched
 	fetched atomic.Int64
 	listing atomic.Bool
+	queued  atomic.Bool
 	creds   *fetch.Credentials // a volume's, for this download only
 	warm    jobWarm            // the page-cache warm-up some ensure asked for
 
@@ -96,7 +123,9 @@ func (j *job) progress() Progress {
 		}
 	default:
 		p.State = StateFetching
-		if j.listing.Load() {
+		if j.queued.Load() {
+			p.State = StateQueued
+		} else if j.listing.Load() {
 			p.State = StateListing
 		}
 	}
@@ -218,15 +247,26 @@ func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials) (*j
 			return j, nil
 		}
 	}
+	a.pruneJobsLocked(time.Now())
 	j := &job{ref: ref, started: time.Now(), done: make(chan struct{}), creds: creds}
 	j.listing.Store(true)
+	j.queued.Store(true)
 	a.jobs[key] = j
 	a.wg.Add(1)
-	a.metrics.inFlight.Inc()
 	go func() {
 		defer a.wg.Done()
-		defer a.metrics.inFlight.Dec()
-		m, err := a.download(j)
+		var m cache.Model
+		var err error
+		select {
+		case a.slots <- struct{}{}:
+			j.queued.Store(false)
+			a.metrics.inFlight.Inc()
+			m, err = a.download(j)
+			a.metrics.inFlight.Dec()
+			<-a.slots
+		case <-a.ctx.Done():
+			err = a.ctx.Err()
+		}
 		a.mu.Lock()
 		j.model, j.err, j.finished = m, err, time.Now()
 		close(j.done)
@@ -304,6 +344,38 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 		return cache.Model{}, err
 	}
 	return a.store.PutModel(full)
+}
+
+// Finished downloads stay in the job map for status only: a while, and at
+// most maxFinishedJobs of them, so ensures of ever new refs (which any
+// tenant can send) do not grow the map without bound.
+const (
+	finishedJobTTL  = 15 * time.Minute
+	maxFinishedJobs = 256
+)
+
+// pruneJobsLocked drops finished jobs past finishedJobTTL, then the oldest
+// finished ones past maxFinishedJobs; a.mu held.
+func (a *Agent) pruneJobsLocked(now time.Time) {
+	var finished []string
+	for k, j := range a.jobs {
+		select {
+		case <-j.done:
+			if now.Sub(j.finished) > finishedJobTTL {
+				delete(a.jobs, k)
+			} else {
+				finished = append(finished, k)
+			}
+		default:
+		}
+	}
+	if len(finished) <= maxFinishedJobs {
+		return
+	}
+	sort.Slice(finished, func(i, k int) bool { return a.jobs[finished[i]].finished.Before(a.jobs[finished[k]].finished) })
+	for _, k := range finished[:len(finished)-maxFinishedJobs] {
+		delete(a.jobs, k)
+	}
 }
 
 // Jobs reports downloads that are running or ended since the agent started.

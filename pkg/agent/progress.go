@@ -11,6 +11,7 @@ import (
 type State string
 
 const (
+	StateQueued   State = "queued"   // waiting for a download slot (--max-downloads)
 	StateListing  State = "listing"  // reading the bucket listing
 	StateFetching State = "fetching" // downloading
 	StateReady    State = "ready"    // committed; Path is mountable
@@ -55,6 +56,8 @@ func (p Progress) Message() string {
 		return fmt.Sprintf("failed %s: %s", p.Ref, p.Error)
 	case StateListing:
 		return fmt.Sprintf("listing %s", p.Ref)
+	case StateQueued:
+		return fmt.Sprintf("queued %s: waiting for one of the agent's download slots", p.Ref)
 	}
 	pct := 0.0
 	if p.TotalBytes > 0 {

@@ -40,6 +40,10 @@ func TestNewRevision(t *testing.T) {
 
 	e.createDeployment(t, deployment("server", ref, 0))
 	n.waitPins(t, ref, h)
+	// The label of ref is only kept later if the node was labelled before
+	// the annotation moves on (a label is for a desired or an already
+	// labelled model); under load the pin can come well before it.
+	e.waitWarm(t, n.name, ref)
 	rev1 := n.current(t, ref)
 	ref1 := ref + "&revision=" + rev1
 	e.setAnnotation(t, "server", ref1)
