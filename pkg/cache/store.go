@@ -121,7 +121,7 @@ func Open(root string, opts Options) (*Store, error) {
 	}
 	s := &Store{root: root, opts: opts, log: opts.Logger, ingests: map[string]time.Time{},
 		manifests: map[string]*model.Manifest{}, reserved: map[*Reservation]bool{}, building: map[string]int{},
-		kept: map[string]keptIngest{},
+		kept:     map[string]keptIngest{},
 		blobSync: newGroupSync(filepath.Join(root, dirBlobs, model.DigestAlgorithm)),
 		changed:  make(chan struct{}, 1)}
 	for _, d := range []string{dirBlobs, filepath.Join(dirBlobs, model.DigestAlgorithm), dirIngest, dirManifests, dirModels, dirQuarantine, dirTrash} {
