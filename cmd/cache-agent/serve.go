@@ -24,6 +24,7 @@ import (
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/prefetch"
 )
 
 // serveOptions are the agent's settings; every field is a flag.
@@ -125,7 +126,9 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 		return err
 	}
 	store, err := cache.Open(o.CacheDir, cache.Options{Capacity: capacity,
-		HighWatermark: o.HighWatermark, LowWatermark: o.LowWatermark, Logger: log})
+		HighWatermark: o.HighWatermark, LowWatermark: o.LowWatermark, Logger: log,
+		// Prefetch pins give way to the volumes of pods (see cache.EvictYielding).
+		Yields: func(holder string) bool { return strings.HasPrefix(holder, prefetch.HolderPrefix) }})
 	if err != nil {
 		return err
 	}

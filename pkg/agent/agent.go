@@ -102,7 +102,9 @@ type job struct {
 	listing atomic.Bool
 	queued  atomic.Bool
 	creds   *fetch.Credentials // a volume's, for this download only
-	warm    jobWarm            // the page-cache warm-up some ensure asked for
+	// forVolume: a pod waits for this download (the CSI plugin asked).
+	forVolume bool
+	warm      jobWarm // the page-cache warm-up some ensure asked for
 
 	// set before done is closed
 	finished time.Time
@@ -178,7 +180,7 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 	if opts.Access != nil {
 		creds = opts.Access.Credentials
 	}
-	j, hit := a.start(ref, opts.Refresh, creds)
+	j, hit := a.start(ref, opts.Refresh, creds, opts.Access != nil)
 	if hit != nil {
 		if opts.WarmPageCache {
 			hit.Warm = a.warm(ctx, hit.Ref, hit.Path)
@@ -226,8 +228,9 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 }
 
 // start returns a ready progress for a hit, else the job to wait on. A
-// download it starts uses creds, if set, instead of the source's.
-func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials) (*job, *Progress) {
+// download it starts uses creds, if set, instead of the source's; one for
+// a volume may evict models only prefetches pin (cache.EvictYielding).
+func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials, forVolume bool) (*job, *Progress) {
 	if !refresh {
 		if m, err := a.store.Lookup(ref); err == nil {
 			a.metrics.ensures.WithLabelValues("hit").Inc()
@@ -248,7 +251,7 @@ func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials) (*j
 		}
 	}
 	a.pruneJobsLocked(time.Now())
-	j := &job{ref: ref, started: time.Now(), done: make(chan struct{}), creds: creds}
+	j := &job{ref: ref, started: time.Now(), done: make(chan struct{}), creds: creds, forVolume: forVolume}
 	j.listing.Store(true)
 	j.queued.Store(true)
 	a.jobs[key] = j
@@ -321,7 +324,11 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 			need += f.Size
 		}
 	}
-	res, err := a.store.Reserve(need)
+	var ropts []cache.ReserveOption
+	if j.forVolume {
+		ropts = append(ropts, cache.EvictYielding())
+	}
+	res, err := a.store.Reserve(need, ropts...)
 	if err != nil {
 		return cache.Model{}, fmt.Errorf("%s (%s, %d files): %w", ref.Location(), cache.FormatBytes(m.Size()), len(m.Files), err)
 	}

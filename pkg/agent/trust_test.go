@@ -290,3 +290,70 @@ func TestDownloadsBoundedGlobally(t *testing.T) {
 		}
 	}
 }
+
+// Issue 12, point 10: one namespace's prefetches cannot take the cache from
+// another's pods. Models only prefetches pin give way to a volume's
+// download (LRU first); a prefetch never evicts what a volume pins, nor
+// (not tested here: it reserves the same way) another prefetch's pin.
+func TestPrefetchPinsGiveWayToVolumes(t *testing.T) {
+	h := s3test.StartHostile(t)
+	for i, m := range []string{"a1", "a2", "a3", "a4", "b"} {
+		h.Put("models", m+"/w.bin", s3test.RandomBytes(uint64(i+100), 20<<20))
+	}
+	store, err := cache.Open(t.TempDir(), cache.Options{Capacity: 64 << 20,
+		Yields: func(holder string) bool { return strings.HasPrefix(holder, "workload:") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fetch.New(nil, fetch.WithPartSize(8<<20), fetch.WithAllowedEndpoints([]string{h.Endpoint}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := agent.New(store, f, nil, nil)
+	t.Cleanup(func() { a.Close(); store.Close() })
+	ref := func(m string) model.Ref {
+		r, _ := model.ParseRef("s3://models/" + m + "?endpoint=" + h.Endpoint)
+		return r
+	}
+	prefetch := func(m string) error {
+		if _, err := a.Ensure(context.Background(), ref(m), agent.EnsureOptions{Wait: time.Minute}); err != nil {
+			return err
+		}
+		_, err := a.Pin(ref(m), "workload:deployment/team-a/"+m)
+		return err
+	}
+	// Team a pre-warms two models: 40 of 64 MiB, pinned.
+	for _, m := range []string{"a1", "a2"} {
+		if err := prefetch(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A pod of team b needs a model: team a's least recently used prefetch
+	// gives way.
+	p, err := a.Ensure(context.Background(), ref("b"), agent.EnsureOptions{Wait: time.Minute, Access: &agent.Access{Namespace: "team-b"}})
+	if err != nil {
+		t.Fatalf("team b's volume beside team a's prefetches: %v", err)
+	}
+	if _, err := a.Pin(ref("b"), "csi:vol-b"); err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]bool{}
+	for _, m := range store.Status().Models {
+		held[m.Ref] = true
+	}
+	if !held[ref("b").String()] || held[ref("a1").String()] || !held[ref("a2").String()] {
+		t.Fatalf("after team b's volume: held %v, want b and a2 (a1, least recently used, gave way)", held)
+	}
+	t.Logf("team b's model ready in %s", p.Path)
+	// Team a may use the room that is left, but cannot take the pod's:
+	// past it, its prefetch fails with no space and team b's model stays.
+	if err := prefetch("a3"); err != nil {
+		t.Fatalf("team a's prefetch into free room: %v", err)
+	}
+	if err := prefetch("a4"); err == nil || !strings.Contains(err.Error(), "no space") {
+		t.Fatalf("team a's prefetch past the capacity: %v, want no space", err)
+	}
+	if _, err := store.Lookup(ref("b")); err != nil {
+		t.Fatalf("team b's model after team a's prefetch: %v", err)
+	}
+}

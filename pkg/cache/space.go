@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -20,11 +21,31 @@ type Reservation struct {
 	keep  map[model.Digest]bool
 }
 
+// ReserveOption tunes Reserve.
+type ReserveOption func(*reserveConfig)
+
+type reserveConfig struct{ evictYielding bool }
+
+// EvictYielding lets a reservation evict revisions whose every pin is held
+// by a holder Options.Yields names (a prefetch wish, not a pod that reads
+// the model), least recently used first, after everything unpinned. It is
+// for downloads a volume waits for: a pod about to start comes before a
+// pre-warmed pool, so no namespace's prefetch annotations can take the
+// cache from another's pods. Prefetch downloads reserve without it, so two
+// namespaces' prefetches never evict each other's in turn.
+func EvictYielding() ReserveOption { return func(c *reserveConfig) { c.evictYielding = true } }
+
 // Reserve sets aside need bytes. If the store would pass its high watermark
 // it first drops unreferenced blobs, then evicts unpinned revisions in LRU
-// order until it is back under the low watermark. A need larger than the
-// capacity fails with ErrTooLarge, one that cannot be met with ErrNoSpace.
-func (s *Store) Reserve(need int64) (*Reservation, error) {
+// order, then partial downloads, then (with EvictYielding) revisions only
+// prefetches pin, until it is back under the low watermark. A need larger
+// than the capacity fails with ErrTooLarge, one that cannot be met with
+// ErrNoSpace.
+func (s *Store) Reserve(need int64, opts ...ReserveOption) (*Reservation, error) {
+	var cfg reserveConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.opts.Capacity
@@ -35,7 +56,7 @@ func (s *Store) Reserve(need int64) (*Reservation, error) {
 		return nil, fmt.Errorf("%w: needs %s, capacity is %s", ErrTooLarge, FormatBytes(need), FormatBytes(c))
 	}
 	if s.committedLocked()+need > int64(float64(c)*s.opts.HighWatermark) {
-		s.makeRoomLocked(int64(float64(c)*s.opts.LowWatermark) - need)
+		s.makeRoomLocked(int64(float64(c)*s.opts.LowWatermark)-need, cfg.evictYielding)
 	}
 	if got := s.committedLocked(); got+need > c {
 		return nil, fmt.Errorf("%w: needs %s, %s of %s in use by models, downloads and partial downloads",
@@ -57,10 +78,37 @@ func (s *Store) committedLocked() int64 {
 }
 
 // makeRoomLocked evicts until committedLocked() <= target or nothing is left
-// to evict. Trees and blobs are deleted inline: eviction is rare and the
-// caller needs the space now.
-func (s *Store) makeRoomLocked(target int64) {
+// to evict: unpinned revisions (LRU), then partial downloads (a resume saves
+// bytes, but a whole model serves pods now), then, with yielding, revisions
+// only prefetches pin (LRU). Trees and blobs are deleted inline: eviction is
+// rare and the caller needs the space now.
+func (s *Store) makeRoomLocked(target int64, yielding bool) {
 	s.gcBlobsLocked()
+	evicted := s.evictLRULocked(target, func(pins map[string]time.Time) bool { return len(pins) == 0 })
+	if s.committedLocked() > target {
+		s.dropKeptLocked(target)
+	}
+	if yielding && s.opts.Yields != nil && s.committedLocked() > target {
+		evicted = s.evictLRULocked(target, func(pins map[string]time.Time) bool {
+			for h := range pins {
+				if !s.opts.Yields(h) {
+					return false
+				}
+			}
+			return true
+		}) || evicted
+	}
+	if evicted {
+		if err := s.saveLocked(); err != nil {
+			s.log.Error("save state after eviction", "err", err)
+		}
+	}
+}
+
+// evictLRULocked evicts revisions that may go (evictable, given their pins)
+// in LRU order until committedLocked() <= target; it reports whether it
+// evicted any.
+func (s *Store) evictLRULocked(target int64, evictable func(pins map[string]time.Time) bool) bool {
 	type cand struct {
 		id, rev string
 		st      *revState
@@ -71,26 +119,23 @@ func (s *Store) makeRoomLocked(target int64) {
 			continue
 		}
 		for rev, st := range rs.Revisions {
-			if len(st.Pins) == 0 {
+			if evictable(st.Pins) {
 				cands = append(cands, cand{id, rev, st})
 			}
 		}
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].st.LastUse.Before(cands[j].st.LastUse) })
 	evicted := false
-	defer func() {
-		// Partial downloads go last: a resume saves bytes, but a model
-		// that is whole serves pods now.
-		if s.committedLocked() > target {
-			s.dropKeptLocked(target)
-		}
-	}()
 	for _, c := range cands {
 		if s.committedLocked() <= target {
 			break
 		}
 		ref := s.state.Refs[c.id].Ref
-		s.log.Info("evicting least recently used model", "ref", ref, "revision", c.rev, "lastUse", c.st.LastUse)
+		if len(c.st.Pins) > 0 {
+			s.log.Info("evicting a model only prefetches pin, for a volume", "ref", ref, "revision", c.rev, "holders", holders(c.st.Pins))
+		} else {
+			s.log.Info("evicting least recently used model", "ref", ref, "revision", c.rev, "lastUse", c.st.LastUse)
+		}
 		s.evictions++
 		if err := os.RemoveAll(s.removeRevisionLocked(c.id, c.rev)); err != nil {
 			s.log.Warn("delete evicted tree", "err", err)
@@ -98,11 +143,7 @@ func (s *Store) makeRoomLocked(target int64) {
 		s.gcBlobsLocked()
 		evicted = true
 	}
-	if evicted {
-		if err := s.saveLocked(); err != nil {
-			s.log.Error("save state after eviction", "err", err)
-		}
-	}
+	return evicted
 }
 
 // LookupETag is Store.LookupETag that also keeps the blob it finds.

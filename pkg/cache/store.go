@@ -61,6 +61,9 @@ type Options struct {
 	// for a download that would pass High evicts down to Low (defaults 0.9, 0.8).
 	HighWatermark, LowWatermark float64
 	Logger                      *slog.Logger
+	// Yields names pin holders that give way to a reservation made with
+	// EvictYielding (the prefetch controller's workload pins); nil: none.
+	Yields func(holder string) bool
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
