@@ -59,7 +59,7 @@ func (s *Store) Reserve(need int64, opts ...ReserveOption) (*Reservation, error)
 		s.makeRoomLocked(int64(float64(c)*s.opts.LowWatermark)-need, cfg.evictYielding)
 	}
 	if got := s.committedLocked(); got+need > c {
-		return nil, fmt.Errorf("%w: needs %s, %s of %s in use by models, downloads and partial downloads",
+		return nil, fmt.Errorf("%w: needs %s, %s of %s in use by pinned models, downloads and partial downloads",
 			ErrNoSpace, FormatBytes(need), FormatBytes(got), FormatBytes(c))
 	}
 	r := &Reservation{s: s, bytes: need, keep: map[model.Digest]bool{}}
