@@ -50,6 +50,12 @@ type Listing struct {
 	// ServedETag, if set, replaces ETag on HEAD and GET and for If-Match:
 	// an object that changed after it was listed.
 	ServedETag string
+	// ChecksumSHA256 is the base64 SHA-256 the server claims for the object
+	// (what S3 keeps for an object uploaded with a checksum): listed as
+	// ChecksumAlgorithm SHA256 and sent as x-amz-checksum-sha256 on a HEAD
+	// or whole GET with x-amz-checksum-mode: ENABLED. ChecksumType is
+	// FULL_OBJECT (default) or COMPOSITE (a multipart upload's).
+	ChecksumSHA256, ChecksumType string
 	// DenyTo lists access key IDs that get 403 AccessDenied on HEAD and GET
 	// of this object (a bucket policy that denies one key): "" is unsigned.
 	// Listings still show it, as S3 does when ListBucket is allowed.

@@ -33,11 +33,13 @@ type listResult struct {
 }
 
 type listEntry struct {
-	Key          string
-	LastModified string
-	ETag         string // in quotes, as S3 lists it
-	Size         int64
-	StorageClass string
+	Key               string
+	LastModified      string
+	ETag              string // in quotes, as S3 lists it
+	ChecksumAlgorithm string `xml:",omitempty"`
+	ChecksumType      string `xml:",omitempty"`
+	Size              int64
+	StorageClass      string
 }
 
 func (h *Hostile) list(w http.ResponseWriter, r *http.Request, name string, b *hostileBucket) {
@@ -66,8 +68,12 @@ func (h *Hostile) list(w http.ResponseWriter, r *http.Request, name string, b *h
 		after = string(k)
 	}
 	entry := func(key string, l Listing) listEntry {
-		return listEntry{Key: key, LastModified: hostileModTime.Format("2006-01-02T15:04:05.000Z"),
+		e := listEntry{Key: key, LastModified: hostileModTime.Format("2006-01-02T15:04:05.000Z"),
 			ETag: `"` + l.ETag + `"`, Size: l.Size, StorageClass: "STANDARD"}
+		if l.ChecksumSHA256 != "" {
+			e.ChecksumAlgorithm, e.ChecksumType = "SHA256", cmp.Or(l.ChecksumType, "FULL_OBJECT")
+		}
+		return e
 	}
 
 	h.mu.Lock()
@@ -155,6 +161,10 @@ func (h *Hostile) object(w http.ResponseWriter, r *http.Request, b *hostileBucke
 	hd.Set("Last-Modified", hostileModTime.Format(http.TimeFormat))
 	hd.Set("Accept-Ranges", "bytes")
 	hd.Set("Content-Type", "application/octet-stream")
+	if l.ChecksumSHA256 != "" && r.Header.Get("X-Amz-Checksum-Mode") == "ENABLED" && !ranged {
+		hd.Set("X-Amz-Checksum-Sha256", l.ChecksumSHA256)
+		hd.Set("X-Amz-Checksum-Type", cmp.Or(l.ChecksumType, "FULL_OBJECT"))
+	}
 	if r.Method == http.MethodHead {
 		size := cmp.Or(l.HeadSize, l.Size)
 		if size < 0 {

@@ -3,6 +3,8 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -355,5 +357,38 @@ func TestPrefetchPinsGiveWayToVolumes(t *testing.T) {
 	}
 	if _, err := store.Lookup(ref("b")); err != nil {
 		t.Fatalf("team b's model after team a's prefetch: %v", err)
+	}
+}
+
+// Issue 12: where the source publishes a SHA-256 (an object uploaded with
+// x-amz-checksum-sha256), the download is checked against it: bytes that
+// do not match fail the download and nothing is stored; matching ones are
+// stored under that digest. A composite (multipart) checksum is not a hash
+// of the bytes and is not checked.
+func TestSourceChecksumVerified(t *testing.T) {
+	e := newTrustEnv(t, 1<<30)
+	good := s3test.RandomBytes(21, 9<<20+5)
+	sum := sha256.Sum256(good)
+	b64 := base64.StdEncoding.EncodeToString(sum[:])
+	e.attacker.Lie("bkt", "ok/w.bin", s3test.Listing{ETag: "g", Size: int64(len(good)), Body: good, ChecksumSHA256: b64})
+	bad := bytes.Clone(good)
+	bad[len(bad)-1] ^= 1
+	e.attacker.Lie("bkt", "bad/w.bin", s3test.Listing{ETag: "b", Size: int64(len(bad)), Body: bad, ChecksumSHA256: b64})
+	e.attacker.Lie("bkt", "multi/w.bin", s3test.Listing{ETag: "m-2", Size: int64(len(bad)), Body: bad, ChecksumSHA256: b64 + "-2", ChecksumType: "COMPOSITE"})
+
+	p, err := e.ensure(t, "s3://bkt/ok?endpoint="+e.attacker.Endpoint, nil)
+	if err != nil || !bytes.Equal(readTree(t, p, "w.bin"), good) {
+		t.Fatalf("published checksum that matches: %v", err)
+	}
+	_, err = e.ensure(t, "s3://bkt/bad?endpoint="+e.attacker.Endpoint, nil)
+	if !errors.Is(err, fetch.ErrChanged) || !strings.Contains(err.Error(), "SHA-256 the server published") {
+		t.Fatalf("published checksum that does not match: %v", err)
+	}
+	t.Log(err)
+	if st := e.agent.Status(); len(st.Models) != 1 || st.Partials.Count != 0 {
+		t.Fatalf("after the mismatch: %d models, %d partial downloads", len(st.Models), st.Partials.Count)
+	}
+	if _, err := e.ensure(t, "s3://bkt/multi?endpoint="+e.attacker.Endpoint, nil); err != nil {
+		t.Fatalf("composite checksum: %v", err)
 	}
 }

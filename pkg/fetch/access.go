@@ -93,26 +93,42 @@ func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref) error {
 	if err != nil {
 		return err
 	}
-	files, err := f.list(ctx, t, ref)
+	files, _, err := f.list(ctx, t, ref)
 	if err != nil {
 		return err
 	}
+	return each(ctx, accessHeads, len(files), func(ctx context.Context, i int) error {
+		key := objectKey(ref, files[i].Path)
+		return f.retry(ctx, t, ref.Bucket, key, func() error {
+			_, err := t.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(key)})
+			return err
+		}, nil, nil)
+	})
+}
+
+// objectKey is the key of the model file at path.
+func objectKey(ref model.Ref, path string) string {
+	if ref.Prefix == "" {
+		return path
+	}
+	return ref.Prefix + "/" + path
+}
+
+// each calls fn for 0..n-1 on up to workers goroutines and returns the
+// first error, after which the others are cancelled and no more start.
+func each(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	keys := make(chan string)
+	idx := make(chan int)
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
 	)
-	for range min(accessHeads, len(files)) {
+	for range min(workers, n) {
 		wg.Go(func() {
-			for key := range keys {
-				err := f.retry(ctx, t, ref.Bucket, key, func() error {
-					_, err := t.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(key)})
-					return err
-				}, nil, nil)
-				if err != nil {
+			for i := range idx {
+				if err := fn(ctx, i); err != nil {
 					mu.Lock()
 					if first == nil {
 						first = err
@@ -124,18 +140,14 @@ func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref) error {
 		})
 	}
 send:
-	for _, fl := range files {
-		key := fl.Path
-		if ref.Prefix != "" {
-			key = ref.Prefix + "/" + fl.Path
-		}
+	for i := range n {
 		select {
-		case keys <- key:
+		case idx <- i:
 		case <-ctx.Done():
 			break send
 		}
 	}
-	close(keys)
+	close(idx)
 	wg.Wait()
 	if first == nil && ctx.Err() != nil {
 		return ctx.Err()
