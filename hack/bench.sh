@@ -150,6 +150,11 @@ if has publish; then
 		echo
 	} >>"$OUT"
 fi
+# A dated copy under docs/bench/, to commit: results are what the command
+# wrote, never retyped.
+DATED=$REPO/docs/bench/$(date -u +%Y-%m-%dT%H%MZ).md
+mkdir -p "$(dirname "$DATED")"
+cp "$OUT" "$DATED"
 echo
 cat "$OUT"
-log "report written to ${OUT#"$REPO"/}; bucket data kept in $BENCH_DIR/s3 (rm -rf $BENCH_DIR to free it)"
+log "report written to ${OUT#"$REPO"/} and ${DATED#"$REPO"/}; bucket data kept in $BENCH_DIR/s3 (rm -rf $BENCH_DIR to free it)"
