@@ -3,6 +3,7 @@ package cache_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -259,5 +260,47 @@ func TestPartialDownloadsCountAgainstCapacity(t *testing.T) {
 	}
 	if p := s.Partials(); p.Bytes+m.Size > capacity {
 		t.Fatalf("after restart: model %d + partial downloads %d bytes, capacity %d", m.Size, p.Bytes, capacity)
+	}
+}
+
+// xxhCollision returns two different 16-byte inputs with the same xxh64
+// (found by Brent's cycle search over x → xxh64(x‖x), 5 CPU minutes).
+func xxhCollision(t *testing.T) (a, b []byte) {
+	t.Helper()
+	twice := func(x uint64) []byte {
+		b := make([]byte, 16)
+		binary.LittleEndian.PutUint64(b, x)
+		binary.LittleEndian.PutUint64(b[8:], x)
+		return b
+	}
+	a, b = twice(0x0c58a29ec4b0b638), twice(0x7a9a3674194a777a)
+	if bytes.Equal(a, b) || xxhash.Sum64(a) != xxhash.Sum64(b) {
+		t.Fatal("not an xxh64 collision")
+	}
+	return a, b
+}
+
+// Issue 12, point 3: two files with the same xxh64 (so the same digest
+// under the old xxh64t scheme) but different bytes never share a blob.
+func TestXXH64CollisionTwoBlobs(t *testing.T) {
+	a, b := xxhCollision(t)
+	s := openStore(t, t.TempDir(), 1<<30)
+	ma := putModel(t, s, "s3://bkt/planted", map[string][]byte{"w": a})
+	mb := putModel(t, s, "s3://bkt/victim", map[string][]byte{"w": b})
+	for _, c := range []struct {
+		m    cache.Model
+		want []byte
+	}{{ma, a}, {mb, b}} {
+		got, err := os.ReadFile(filepath.Join(c.m.Path, "w"))
+		if err != nil || !bytes.Equal(got, c.want) {
+			t.Fatalf("%s reads %x, want %x (%v)", c.m.Ref, got, c.want, err)
+		}
+	}
+	ra, _ := model.ParseRef("s3://bkt/planted")
+	rb, _ := model.ParseRef("s3://bkt/victim")
+	fa, _ := s.Manifest(ra, ma.Revision)
+	fb, _ := s.Manifest(rb, mb.Revision)
+	if fa.Files[0].Digest == fb.Files[0].Digest {
+		t.Fatalf("both files are blob %s", fa.Files[0].Digest)
 	}
 }
