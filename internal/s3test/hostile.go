@@ -56,6 +56,9 @@ type Listing struct {
 	// or whole GET with x-amz-checksum-mode: ENABLED. ChecksumType is
 	// FULL_OBJECT (default) or COMPOSITE (a multipart upload's).
 	ChecksumSHA256, ChecksumType string
+	// PartSizes are the parts of a multipart upload, for GetObjectAttributes
+	// (ObjectParts), which serves them 1,000 a page or x-amz-max-parts.
+	PartSizes []int64
 	// DenyTo lists access key IDs that get 403 AccessDenied on HEAD and GET
 	// of this object (a bucket policy that denies one key): "" is unsigned.
 	// Listings still show it, as S3 does when ListBucket is allowed.
@@ -187,6 +190,8 @@ func (h *Hostile) serve(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "NoSuchBucket", "no bucket "+bucket)
 	case key == "" && r.Method == http.MethodGet && q.Get("list-type") == "2":
 		h.list(w, r, bucket, b)
+	case key != "" && r.Method == http.MethodGet && q.Has("attributes"):
+		h.attributes(w, r, b, key)
 	case key != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		h.object(w, r, b, key, req.AccessKeyID)
 	default:
@@ -199,7 +204,7 @@ func (h *Hostile) serve(w http.ResponseWriter, r *http.Request) {
 func plainQuery(q url.Values, bucketLevel bool) bool {
 	for k := range q {
 		switch {
-		case k == "x-id", strings.HasPrefix(k, "X-Amz-"), strings.HasPrefix(k, "response-"):
+		case k == "x-id", strings.HasPrefix(k, "X-Amz-"), strings.HasPrefix(k, "response-"), !bucketLevel && k == "attributes":
 		case bucketLevel && slices.Contains([]string{"list-type", "prefix", "continuation-token",
 			"max-keys", "start-after", "encoding-type", "fetch-owner"}, k):
 		default:

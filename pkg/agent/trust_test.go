@@ -363,8 +363,9 @@ func TestPrefetchPinsGiveWayToVolumes(t *testing.T) {
 // Issue 12: where the source publishes a SHA-256 (an object uploaded with
 // x-amz-checksum-sha256), the download is checked against it: bytes that
 // do not match fail the download and nothing is stored; matching ones are
-// stored under that digest. A composite (multipart) checksum is not a hash
-// of the bytes and is not checked.
+// stored under that digest. A multipart upload's composite checksum (the
+// SHA-256 of its parts' SHA-256s) is checked the same way, with the parts'
+// sizes from GetObjectAttributes.
 func TestSourceChecksumVerified(t *testing.T) {
 	e := newTrustEnv(t, 1<<30)
 	good := s3test.RandomBytes(21, 9<<20+5)
@@ -374,7 +375,17 @@ func TestSourceChecksumVerified(t *testing.T) {
 	bad := bytes.Clone(good)
 	bad[len(bad)-1] ^= 1
 	e.attacker.Lie("bkt", "bad/w.bin", s3test.Listing{ETag: "b", Size: int64(len(bad)), Body: bad, ChecksumSHA256: b64})
-	e.attacker.Lie("bkt", "multi/w.bin", s3test.Listing{ETag: "m-2", Size: int64(len(bad)), Body: bad, ChecksumSHA256: b64 + "-2", ChecksumType: "COMPOSITE"})
+	// A multipart upload of good in two parts: its composite checksum.
+	parts := []int64{5 << 20, int64(len(good)) - 5<<20}
+	p1, p2 := sha256.Sum256(good[:parts[0]]), sha256.Sum256(good[parts[0]:])
+	comp := sha256.Sum256(append(p1[:], p2[:]...))
+	c64 := base64.StdEncoding.EncodeToString(comp[:]) + "-2"
+	e.attacker.Lie("bkt", "multi/w.bin", s3test.Listing{ETag: "m-2", Size: int64(len(good)), Body: good,
+		ChecksumSHA256: c64, ChecksumType: "COMPOSITE", PartSizes: parts})
+	e.attacker.Lie("bkt", "multibad/w.bin", s3test.Listing{ETag: "n-2", Size: int64(len(bad)), Body: bad,
+		ChecksumSHA256: c64, ChecksumType: "COMPOSITE", PartSizes: parts})
+	e.attacker.Lie("bkt", "multiparts/w.bin", s3test.Listing{ETag: "o-2", Size: int64(len(good)), Body: good,
+		ChecksumSHA256: c64, ChecksumType: "COMPOSITE", PartSizes: []int64{5 << 20, 1}})
 
 	p, err := e.ensure(t, "s3://bkt/ok?endpoint="+e.attacker.Endpoint, nil)
 	if err != nil || !bytes.Equal(readTree(t, p, "w.bin"), good) {
@@ -388,7 +399,15 @@ func TestSourceChecksumVerified(t *testing.T) {
 	if st := e.agent.Status(); len(st.Models) != 1 || st.Partials.Count != 0 {
 		t.Fatalf("after the mismatch: %d models, %d partial downloads", len(st.Models), st.Partials.Count)
 	}
-	if _, err := e.ensure(t, "s3://bkt/multi?endpoint="+e.attacker.Endpoint, nil); err != nil {
-		t.Fatalf("composite checksum: %v", err)
+	p, err = e.ensure(t, "s3://bkt/multi?endpoint="+e.attacker.Endpoint, nil)
+	if err != nil || !bytes.Equal(readTree(t, p, "w.bin"), good) {
+		t.Fatalf("composite checksum that matches: %v", err)
+	}
+	for _, prefix := range []string{"multibad", "multiparts"} {
+		if _, err := e.ensure(t, "s3://bkt/"+prefix+"?endpoint="+e.attacker.Endpoint, nil); !errors.Is(err, fetch.ErrChanged) {
+			t.Fatalf("%s: %v, want changed", prefix, err)
+		} else {
+			t.Log(err)
+		}
 	}
 }

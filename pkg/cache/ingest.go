@@ -56,6 +56,8 @@ type Ingest struct {
 	path  string // the data file
 	data  *os.File
 	seq   *seqHash // the SHA-256 of what is written, see seqhash.go
+	// composite, if set, is a published checksum Commit checks too.
+	composite *model.Composite
 
 	mu      sync.Mutex
 	journal *os.File
@@ -384,6 +386,10 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 		os.RemoveAll(w.dir)
 		return "", fmt.Errorf("%w: %s has digest %s, want %s", ErrCorrupt, w.key.Origin, digest, expected)
 	}
+	if c := w.composite; c != nil && w.seq.composite() != c.Sum {
+		os.RemoveAll(w.dir)
+		return "", fmt.Errorf("%w: %s does not match its composite SHA-256 of %d parts", ErrCorrupt, w.key.Origin, len(c.Parts))
+	}
 	// Index first: a crash right after the rename must still find the blob
 	// (an entry whose blob never landed is ignored on lookup).
 	w.store.index.add(w.key, digest)
@@ -405,6 +411,18 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 		w.store.log.Warn("remove committed ingest", "dir", w.dir, "err", err)
 	}
 	return digest, nil
+}
+
+// ExpectComposite makes Commit also check the file against a composite
+// SHA-256 (a multipart upload's published checksum, model.Composite). Call
+// it before any WriteAt.
+func (w *Ingest) ExpectComposite(c *model.Composite) error {
+	if err := c.Check(w.key.Size); err != nil {
+		return fmt.Errorf("cache: %s: %w", w.key.Origin, err)
+	}
+	w.composite = c
+	w.seq.setParts(c.Parts)
+	return nil
 }
 
 // Close releases the ingest and keeps its bytes for a later resume.

@@ -28,10 +28,17 @@ type seqHash struct {
 	src  io.ReaderAt // the ingest's data file
 	size int64
 
-	mu   sync.Mutex // held while hashing: guards h and buf
-	h    hash.Hash
-	buf  []byte
-	next atomic.Int64 // [0, next) is hashed
+	mu  sync.Mutex // held while hashing: guards h, buf and the parts below
+	h   hash.Hash
+	buf []byte
+	// With parts set (a composite checksum to check), the stream is also
+	// hashed part by part: part is the current part's hash, partLeft its
+	// bytes still to come, sums the finished parts' digests.
+	parts    []int64
+	part     hash.Hash
+	partLeft int64
+	sums     []byte
+	next     atomic.Int64 // [0, next) is hashed
 
 	segMu   sync.Mutex
 	written []span          // every range written so far, sorted, disjoint, merged
@@ -93,7 +100,7 @@ func (s *seqHash) wrote(p []byte, off int64) {
 	}
 	if s.mu.TryLock() {
 		if off == s.next.Load() {
-			s.h.Write(p)
+			s.feedLocked(p)
 			s.next.Add(int64(len(p)))
 		} else {
 			s.addReady(off, off+int64(len(p)))
@@ -164,7 +171,7 @@ func (s *seqHash) hashRangeLocked(off, end int64) error {
 	}
 	for off < end {
 		n, err := s.src.ReadAt(s.buf[:min(int64(len(s.buf)), end-off)], off)
-		s.h.Write(s.buf[:n])
+		s.feedLocked(s.buf[:n])
 		off += int64(n)
 		s.next.Store(off)
 		if err != nil && off < end {
@@ -186,9 +193,49 @@ func (s *seqHash) finish() (model.Digest, error) {
 	if broken {
 		s.h.Reset()
 		s.next.Store(0)
+		s.setPartsLocked(s.parts)
 	}
 	if err := s.hashRangeLocked(s.next.Load(), s.size); err != nil {
 		return "", fmt.Errorf("cache: hash ingest: %w", err)
 	}
 	return model.SHA256(s.h.Sum(nil)), nil
+}
+
+// setParts makes the hash also compute the composite SHA-256 of parts of
+// these sizes (model.Composite); it must come before any write is hashed.
+func (s *seqHash) setParts(parts []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setPartsLocked(parts)
+}
+
+func (s *seqHash) setPartsLocked(parts []int64) {
+	if len(parts) == 0 {
+		return
+	}
+	s.parts, s.part, s.partLeft, s.sums = parts, sha256.New(), parts[0], nil
+}
+
+// feedLocked hashes the next bytes of the stream; s.mu held.
+func (s *seqHash) feedLocked(p []byte) {
+	s.h.Write(p)
+	for len(p) > 0 && s.part != nil && len(s.sums) < len(s.parts)*sha256.Size {
+		k := min(int64(len(p)), s.partLeft)
+		s.part.Write(p[:k])
+		p, s.partLeft = p[k:], s.partLeft-k
+		if s.partLeft == 0 {
+			s.sums = s.part.Sum(s.sums)
+			s.part.Reset()
+			if i := len(s.sums) / sha256.Size; i < len(s.parts) {
+				s.partLeft = s.parts[i]
+			}
+		}
+	}
+}
+
+// composite is the SHA-256 of the parts' digests, after finish.
+func (s *seqHash) composite() [sha256.Size]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sha256.Sum256(s.sums)
 }

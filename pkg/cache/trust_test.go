@@ -30,6 +30,16 @@ func TestIngestSHA256OutOfOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A composite checksum (parts of 5 MiB and the rest) is computed
+		// from the same in-order stream.
+		var comp *model.Composite
+		if size > 5<<20 {
+			p1, p2 := sha256.Sum256(data[:5<<20]), sha256.Sum256(data[5<<20:])
+			comp = &model.Composite{Sum: sha256.Sum256(append(p1[:], p2[:]...)), Parts: []int64{5 << 20, int64(size) - 5<<20}}
+			if err := w.ExpectComposite(comp); err != nil {
+				t.Fatal(err)
+			}
+		}
 		const piece = 100_000 // not a multiple of anything, so pieces straddle leaves
 		var offs []int
 		for off := 0; off < size; off += piece {

@@ -93,6 +93,13 @@ func (r *run) prepare(i int) prepared {
 		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, key, err))
 		return prepared{i: i}
 	}
+	if fm.Composite != nil {
+		if err := ing.ExpectComposite(fm.Composite); err != nil {
+			ing.Close()
+			r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, key, err))
+			return prepared{i: i}
+		}
+	}
 	fl := &file{idx: i, key: key, meta: fm, ing: ing}
 	r.mu.Lock()
 	r.open[fl] = struct{}{}

@@ -273,11 +273,11 @@ func (r *run) commit(fl *file) {
 	delete(r.open, fl)
 	r.mu.Unlock()
 	d, err := fl.ing.Commit(fl.meta.Digest)
-	if errors.Is(err, cache.ErrCorrupt) && fl.meta.Digest != "" {
+	if errors.Is(err, cache.ErrCorrupt) && (fl.meta.Digest != "" || fl.meta.Composite != nil) {
 		// The server published a SHA-256 (x-amz-checksum-sha256) that the
 		// bytes it served do not have: it lies, or the object changed.
 		r.fail(&Error{Class: ErrChanged, Bucket: r.bucket, Key: fl.key, Err: err,
-			Msg: fmt.Sprintf("the bytes served do not match the SHA-256 the server published for the object (%s); nothing was stored", fl.meta.Digest)})
+			Msg: "the bytes served do not match the SHA-256 the server published for the object (x-amz-checksum-sha256); nothing was stored"})
 		return
 	}
 	if err != nil {

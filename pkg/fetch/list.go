@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -108,12 +109,12 @@ func (f *Fetcher) list(ctx context.Context, t *target, ref model.Ref) ([]model.F
 }
 
 // sourceDigests asks for the SHA-256 of every object the listing says was
-// uploaded with one (a HEAD with checksum mode on), and puts it in the
-// file's Digest: the download must then give those bytes, or it fails as
-// corrupt and nothing is stored. Only a full-object checksum is the SHA-256
-// of the bytes; a multipart upload's composite one ("…-N") is a hash of its
-// parts' and is not checked. The source's digest is never used to skip a
-// download: only bytes this node downloaded and hashed prove a digest.
+// uploaded with one (a HEAD with checksum mode on). A full-object checksum
+// is the SHA-256 of the bytes and goes in the file's Digest; a multipart
+// upload's composite one ("…-N", the SHA-256 of its parts' SHA-256s) goes
+// in Composite with the parts' sizes. The download must then match, or it
+// fails and nothing is stored. A published checksum is never used to skip
+// a download: only bytes this node downloaded and hashed prove a digest.
 func (f *Fetcher) sourceDigests(ctx context.Context, t *target, ref model.Ref, files []model.File, sums []bool) error {
 	var idx []int
 	for i, ok := range sums {
@@ -135,15 +136,78 @@ func (f *Fetcher) sourceDigests(ctx context.Context, t *target, ref model.Ref, f
 			return err
 		}
 		sum := aws.ToString(out.ChecksumSHA256)
-		if sum == "" || out.ChecksumType == types.ChecksumTypeComposite || strings.Contains(sum, "-") {
+		if sum == "" {
 			return nil
 		}
-		b, err := base64.StdEncoding.DecodeString(sum)
+		b64, count, multi := strings.Cut(sum, "-")
+		b, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil || len(b) != sha256.Size {
 			return &Error{Class: ErrChanged, Bucket: ref.Bucket, Key: key,
 				Msg: fmt.Sprintf("the server sent x-amz-checksum-sha256 %q, which is not a base64 SHA-256", sum)}
 		}
-		fl.Digest = model.SHA256(b)
+		if !multi && out.ChecksumType != types.ChecksumTypeComposite {
+			fl.Digest = model.SHA256(b)
+			return nil
+		}
+		parts, err := f.partSizes(ctx, t, ref.Bucket, key)
+		if err != nil || parts == nil {
+			// No parts (versitygw publishes none): the checksum cannot be
+			// checked. A server can as well publish no checksum at all, so
+			// going on without it loses nothing.
+			return err
+		}
+		c := &model.Composite{Parts: parts}
+		copy(c.Sum[:], b)
+		if n, err := strconv.Atoi(count); (multi && (err != nil || n != len(parts))) || c.Check(fl.Size) != nil {
+			return &Error{Class: ErrChanged, Bucket: ref.Bucket, Key: key,
+				Msg: fmt.Sprintf("the server's parts (%d, composite checksum %q) do not make up the %d listed bytes", len(parts), sum, fl.Size)}
+		}
+		fl.Composite = c
 		return nil
 	})
+}
+
+// maxParts is S3's limit on the parts of a multipart upload.
+const maxParts = 10_000
+
+// partSizes reads the sizes of a multipart object's parts, in order
+// (GetObjectAttributes ObjectParts, a page of 1,000 at a time); nil if the
+// server does not say.
+func (f *Fetcher) partSizes(ctx context.Context, t *target, bucket, key string) ([]int64, error) {
+	var sizes []int64
+	var marker *string
+	for {
+		var out *s3.GetObjectAttributesOutput
+		err := f.retry(ctx, t, bucket, key, func() error {
+			var err error
+			out, err = t.client.GetObjectAttributes(ctx, &s3.GetObjectAttributesInput{Bucket: aws.String(bucket), Key: aws.String(key),
+				ObjectAttributes: []types.ObjectAttributes{types.ObjectAttributesObjectParts}, MaxParts: aws.Int32(1000), PartNumberMarker: marker})
+			return err
+		}, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		op := out.ObjectParts
+		if op == nil && sizes == nil {
+			f.log.Debug("composite checksum without parts: not checked", "bucket", bucket, "key", key)
+			return nil, nil
+		}
+		if op == nil {
+			return nil, &Error{Class: ErrChanged, Bucket: bucket, Key: key, Msg: "the server's list of parts stopped half way"}
+		}
+		for _, p := range op.Parts {
+			if int(aws.ToInt32(p.PartNumber)) != len(sizes)+1 || len(sizes) == maxParts {
+				return nil, &Error{Class: ErrChanged, Bucket: bucket, Key: key,
+					Msg: fmt.Sprintf("the server lists part %d after %d parts", aws.ToInt32(p.PartNumber), len(sizes))}
+			}
+			sizes = append(sizes, aws.ToInt64(p.Size))
+		}
+		if !aws.ToBool(op.IsTruncated) {
+			return sizes, nil
+		}
+		if len(op.Parts) == 0 || aws.ToString(op.NextPartNumberMarker) == aws.ToString(marker) {
+			return nil, &Error{Class: ErrChanged, Bucket: bucket, Key: key, Msg: "the server's list of parts is truncated but does not go on"}
+		}
+		marker = op.NextPartNumberMarker
+	}
 }

@@ -24,8 +24,36 @@ type File struct {
 	Path string `json:"path"` // relative, clean, slash-separated
 	Size int64  `json:"size"`
 	ETag string `json:"etag"`
-	// Digest of the content; empty until the content is held by the cache.
+	// Digest of the content; empty until the content is held by the cache,
+	// or set from the source's published SHA-256, which the download must
+	// then match.
 	Digest Digest `json:"digest,omitempty"`
+	// Composite is a multipart upload's published checksum, which the
+	// download must match; only between listing and download, never stored.
+	Composite *Composite `json:"-"`
+}
+
+// Composite is the SHA-256 checksum S3 keeps for an object uploaded in
+// parts with one: the SHA-256 of the parts' SHA-256 digests, in order. It
+// says nothing without the parts' sizes.
+type Composite struct {
+	Sum   [32]byte
+	Parts []int64 // sizes, in order; they add up to the file's size
+}
+
+// Check says whether the parts add up to size.
+func (c *Composite) Check(size int64) error {
+	var n int64
+	for _, p := range c.Parts {
+		if p <= 0 || p > MaxFileSize {
+			return fmt.Errorf("%w: a part of %d bytes", ErrInvalidManifest, p)
+		}
+		n += p
+	}
+	if n != size {
+		return fmt.Errorf("%w: parts of %d bytes in all for a file of %d", ErrInvalidManifest, n, size)
+	}
+	return nil
 }
 
 // Manifest lists a model's files, sorted by path.

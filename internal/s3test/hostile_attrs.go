@@ -1,0 +1,92 @@
+package s3test
+
+import (
+	"cmp"
+	"encoding/xml"
+	"net/http"
+	"strconv"
+)
+
+// attributesResult is a GetObjectAttributes answer with the object's
+// checksum and parts, as aws-sdk-go-v2 parses it.
+type attributesResult struct {
+	XMLName  xml.Name `xml:"http://s3.amazonaws.com/doc/2006-03-01/ GetObjectAttributesResponse"`
+	ETag     string
+	Checksum *struct {
+		ChecksumSHA256 string
+		ChecksumType   string
+	} `xml:",omitempty"`
+	ObjectParts *struct {
+		TotalPartsCount      int
+		PartNumberMarker     int
+		NextPartNumberMarker int
+		MaxParts             int
+		IsTruncated          bool
+		Part                 []attributesPart
+	} `xml:",omitempty"`
+	ObjectSize int64
+}
+
+type attributesPart struct {
+	PartNumber int
+	Size       int64
+}
+
+// attributes answers GetObjectAttributes from Listing.PartSizes and the
+// checksum fields (the composite checksum without its "-N", as S3 does).
+func (h *Hostile) attributes(w http.ResponseWriter, r *http.Request, b *hostileBucket, key string) {
+	h.mu.Lock()
+	l, ok := b.objects[key]
+	h.mu.Unlock()
+	if !ok {
+		h.fail(w, r, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+		return
+	}
+	res := attributesResult{ETag: l.ETag, ObjectSize: l.Size}
+	if l.ChecksumSHA256 != "" {
+		sum, _, _ := cutDash(l.ChecksumSHA256)
+		res.Checksum = &struct {
+			ChecksumSHA256 string
+			ChecksumType   string
+		}{sum, cmp.Or(l.ChecksumType, "FULL_OBJECT")}
+	}
+	if len(l.PartSizes) > 0 {
+		per, _ := strconv.Atoi(r.Header.Get("X-Amz-Max-Parts"))
+		if per <= 0 || per > 1000 {
+			per = 1000
+		}
+		marker, _ := strconv.Atoi(r.Header.Get("X-Amz-Part-Number-Marker"))
+		marker = max(0, min(marker, len(l.PartSizes)))
+		end := min(marker+per, len(l.PartSizes))
+		res.ObjectParts = &struct {
+			TotalPartsCount      int
+			PartNumberMarker     int
+			NextPartNumberMarker int
+			MaxParts             int
+			IsTruncated          bool
+			Part                 []attributesPart
+		}{TotalPartsCount: len(l.PartSizes), PartNumberMarker: marker, NextPartNumberMarker: end, MaxParts: per,
+			IsTruncated: end < len(l.PartSizes)}
+		for i := marker; i < end; i++ {
+			res.ObjectParts.Part = append(res.ObjectParts.Part, attributesPart{PartNumber: i + 1, Size: l.PartSizes[i]})
+		}
+	}
+	out, err := xml.Marshal(res)
+	if err != nil {
+		h.fail(w, r, http.StatusInternalServerError, "InternalError", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.Write([]byte(xml.Header))
+	w.Write(out)
+}
+
+// cutDash splits a composite checksum "SUM-N".
+func cutDash(s string) (sum, n string, ok bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '-' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
