@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"sync"
 	"time"
 
@@ -32,12 +31,6 @@ const (
 	accessGrantTTL = time.Minute
 	accessDenyTTL  = 5 * time.Second
 )
-
-// AccessChecker asks S3 about credentials; *fetch.Fetcher implements it.
-type AccessChecker interface {
-	AllowedIn(ref model.Ref, namespace string) error
-	CheckAccess(ctx context.Context, ref model.Ref) error
-}
 
 type accessEntry struct {
 	err     error
@@ -68,10 +61,7 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error
 	if acc == nil {
 		return nil
 	}
-	ac, ok := a.fetcher.(AccessChecker)
-	if !ok {
-		return errors.New("agent: the fetcher cannot check access")
-	}
+	ac := a.fetcher
 	if err := ac.AllowedIn(ref.Location(), acc.Namespace); err != nil {
 		return err
 	}
@@ -111,9 +101,5 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error
 // AllowedIn says whether a caller acting for namespace (the prefetch
 // controller, for a workload) may use the source ref names.
 func (a *Agent) AllowedIn(ref model.Ref, namespace string) error {
-	ac, ok := a.fetcher.(AccessChecker)
-	if !ok {
-		return nil
-	}
-	return ac.AllowedIn(ref.Location(), namespace)
+	return a.fetcher.AllowedIn(ref.Location(), namespace)
 }

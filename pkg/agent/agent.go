@@ -20,10 +20,18 @@ import (
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
-// Fetcher lists and downloads models. *fetch.Fetcher implements it.
+// Fetcher lists and downloads models, and answers who may read them.
+// *fetch.Fetcher implements it. The access checks are part of it, not an
+// optional extra: an agent whose fetcher could not check would serve every
+// tenant.
 type Fetcher interface {
 	List(ctx context.Context, ref model.Ref) (*model.Manifest, error)
 	Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store fetch.Store, progress fetch.Progress) (*model.Manifest, fetch.Stats, error)
+	// AllowedIn says whether namespace may use the source ref names.
+	AllowedIn(ref model.Ref, namespace string) error
+	// CheckAccess asks the source whether the credentials in effect may
+	// read every object of the model.
+	CheckAccess(ctx context.Context, ref model.Ref) error
 }
 
 // Agent is the node agent. Create it with New, stop it with Close.

@@ -31,6 +31,10 @@ func (stuckFetcher) Fetch(ctx context.Context, _ model.Ref, _ *model.Manifest, _
 	return nil, fetch.Stats{}, errors.New("stuckFetcher does not fetch")
 }
 
+func (stuckFetcher) AllowedIn(model.Ref, string) error { return nil }
+
+func (stuckFetcher) CheckAccess(context.Context, model.Ref) error { return nil }
+
 // serveStuck serves an agent over stuckFetcher on a socket with opts.
 func serveStuck(t *testing.T, opts ...agent.ServeOption) (sock string, client *agent.Client) {
 	t.Helper()

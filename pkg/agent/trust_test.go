@@ -255,6 +255,10 @@ func (b blockingFetcher) Fetch(context.Context, model.Ref, *model.Manifest, fetc
 	return nil, fetch.Stats{}, errors.New("not reached")
 }
 
+func (blockingFetcher) AllowedIn(model.Ref, string) error { return nil }
+
+func (blockingFetcher) CheckAccess(context.Context, model.Ref) error { return nil }
+
 // Issue 12, point 9: one bound on the downloads that run at once, whoever
 // asks; the others wait, reported as queued.
 func TestDownloadsBoundedGlobally(t *testing.T) {

@@ -83,6 +83,10 @@ type Agent interface {
 	Unpin(ref model.Ref, holder string) error
 	// Models lists every held revision with its pins.
 	Models() []cache.ModelStatus
+	// AllowedIn says whether a workload of namespace may use the source
+	// ref names (the sources file's namespaces lists). Part of the
+	// interface, so no agent can skip it.
+	AllowedIn(ref model.Ref, namespace string) error
 }
 
 // Result is the outcome of an Ensure.
@@ -286,12 +290,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
-// NamespaceChecker is an Agent that knows which namespaces may use a named
-// source (the sources file's namespaces lists).
-type NamespaceChecker interface {
-	AllowedIn(ref model.Ref, namespace string) error
-}
-
 // Notifier is an Agent that signals when a model became ready or was
 // removed from its cache (*agent.Agent does, through cmd/cache-agent).
 type Notifier interface {
@@ -391,19 +389,17 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 		}
 		live[invalidKey(w)] = true
 		refs, errs := ParseAnnotation(w.annotated)
-		if ac, ok := c.agent.(NamespaceChecker); ok {
-			// A workload may not make the node fetch with a source kept
-			// for other namespaces.
-			kept := refs[:0]
-			for _, r := range refs {
-				if err := ac.AllowedIn(r, w.meta.GetNamespace()); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				kept = append(kept, r)
+		// A workload may not make the node fetch with a source kept for
+		// other namespaces.
+		kept := refs[:0]
+		for _, r := range refs {
+			if err := c.agent.AllowedIn(r, w.meta.GetNamespace()); err != nil {
+				errs = append(errs, err)
+				continue
 			}
-			refs = kept
+			kept = append(kept, r)
 		}
+		refs = kept
 		if len(errs) > 0 {
 			c.reportInvalid(w, errs)
 		}
