@@ -150,9 +150,9 @@ if has publish; then
 		echo
 	} >>"$OUT"
 fi
-# A dated copy under docs/bench/, to commit: results are what the command
+# A dated copy under docs/benchmarks/, to commit: results are what the command
 # wrote, never retyped.
-DATED=$REPO/docs/bench/$(date -u +%Y-%m-%dT%H%MZ).md
+DATED=$REPO/docs/benchmarks/$(date -u +%Y-%m-%dT%H%MZ).md
 mkdir -p "$(dirname "$DATED")"
 cp "$OUT" "$DATED"
 echo
