@@ -370,15 +370,20 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 		return "", fmt.Errorf("cache: fsync ingest: %w", err)
 	}
 	st, err := w.data.Stat()
-	w.data.Close()
 	if err != nil {
+		w.data.Close()
 		return "", fmt.Errorf("cache: stat ingest: %w", err)
 	}
 	if st.Size() != w.key.Size {
+		w.data.Close()
 		os.RemoveAll(w.dir)
 		return "", fmt.Errorf("%w: %s is %d bytes, want %d", ErrCorrupt, w.key.Origin, st.Size(), w.key.Size)
 	}
+	// The hash reads what it has not reached yet (resumed leaves at the
+	// end, bytes noted while another writer hashed) from the file: before
+	// it is closed.
 	digest, err := w.seq.finish()
+	w.data.Close()
 	if err != nil {
 		return "", err
 	}

@@ -314,3 +314,37 @@ func TestXXH64CollisionTwoBlobs(t *testing.T) {
 		t.Fatalf("both files are blob %s", fa.Files[0].Digest)
 	}
 }
+
+// A resumed ingest whose every leaf came from the earlier run (no write in
+// this one) is hashed from the file at commit; TestCrashLoop found the file
+// closed by then.
+func TestResumedIngestHashedAtCommit(t *testing.T) {
+	root := t.TempDir()
+	s := openStore(t, root, 1<<30)
+	size := 3*model.LeafSize - 5
+	data := randBytes(77, size)
+	key := cache.IngestKey{Scope: testScope, Origin: "x", ETag: "resumed", Size: int64(size)}
+	w, err := s.OpenIngest(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range model.LeafCount(int64(size)) {
+		off, n := model.LeafRange(int64(size), i)
+		w.WriteAt(data[off:off+n], off)
+		w.MarkLeaf(i, xxhash.Sum64(data[off:off+n]))
+	}
+	w.Close() // a crash before the commit
+	s.Close()
+	s = openStore(t, root, 1<<30)
+	w, err = s.OpenIngest(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := w.Pending(); len(p) != 0 {
+		t.Fatalf("pending after resume: %v", p)
+	}
+	sum := sha256.Sum256(data)
+	if d, err := w.Commit(model.SHA256(sum[:])); err != nil {
+		t.Fatalf("commit of a resumed ingest: %s %v", d, err)
+	}
+}
