@@ -14,7 +14,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/modelcache/modelcache/pkg/agent"
-	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -64,11 +63,11 @@ returns after the warm-up; without it the warm-up follows the download.`,
 			}
 			switch {
 			case p.State == agent.StateReady && p.Hit:
-				fmt.Fprintf(cmd.OutOrStdout(), "%s already cached: revision %s, %s, %s\n", args[0], p.Revision, cache.FormatBytes(p.TotalBytes), p.Path)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s already cached: revision %s, %s, %s\n", args[0], p.Revision, model.FormatBytes(p.TotalBytes), p.Path)
 			case p.State == agent.StateReady:
 				secs := p.Finished.Sub(p.Started).Seconds()
 				fmt.Fprintf(cmd.OutOrStdout(), "%s ready: revision %s, %s (%s fetched) in %.1fs, %s\n", args[0], p.Revision,
-					cache.FormatBytes(p.TotalBytes), cache.FormatBytes(p.FetchedBytes), secs, p.Path)
+					model.FormatBytes(p.TotalBytes), model.FormatBytes(p.FetchedBytes), secs, p.Path)
 			case wait:
 				return fmt.Errorf("not ready after %s: %s", timeout, p.Message())
 			default:
@@ -76,9 +75,9 @@ returns after the warm-up; without it the warm-up follows the download.`,
 			}
 			if w := p.Warm; w != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "page cache: %s of %s resident before, %s read in %.2fs",
-					cache.FormatBytes(w.ResidentBytes), cache.FormatBytes(w.Bytes), cache.FormatBytes(w.ReadBytes), w.Seconds)
+					model.FormatBytes(w.ResidentBytes), model.FormatBytes(w.Bytes), model.FormatBytes(w.ReadBytes), w.Seconds)
 				if w.SkippedBytes > 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), ", %s left on disk (memory budget)", cache.FormatBytes(w.SkippedBytes))
+					fmt.Fprintf(cmd.OutOrStdout(), ", %s left on disk (memory budget)", model.FormatBytes(w.SkippedBytes))
 				}
 				if w.Error != "" {
 					fmt.Fprintf(cmd.OutOrStdout(), "; stopped: %s", w.Error)
@@ -162,10 +161,10 @@ func newStatusCmd(socket *string) *cobra.Command {
 func printStatus(w io.Writer, st agent.StatusReport) {
 	pct := func(n int64) float64 { return 100 * float64(n) / float64(max(st.CapacityBytes, 1)) }
 	fmt.Fprintf(w, "Cache:     %s\n", st.Root)
-	fmt.Fprintf(w, "Capacity:  %s (evicts past %.0f%% down to %.0f%%)\n", cache.FormatBytes(st.CapacityBytes), 100*st.HighWatermark, 100*st.LowWatermark)
-	fmt.Fprintf(w, "Used:      %s (%.1f%%), %s reserved by downloads\n", cache.FormatBytes(st.UsedBytes), pct(st.UsedBytes), cache.FormatBytes(st.ReservedBytes))
-	fmt.Fprintf(w, "Dedup:     %s of models in %s on disk, %s saved\n", cache.FormatBytes(st.LogicalBytes), cache.FormatBytes(st.UsedBytes), cache.FormatBytes(st.SavedBytes))
-	fmt.Fprintf(w, "Partial:   %d downloads in progress or kept for a resume, %s on disk\n", st.Partials.Count, cache.FormatBytes(st.Partials.Bytes))
+	fmt.Fprintf(w, "Capacity:  %s (evicts past %.0f%% down to %.0f%%)\n", model.FormatBytes(st.CapacityBytes), 100*st.HighWatermark, 100*st.LowWatermark)
+	fmt.Fprintf(w, "Used:      %s (%.1f%%), %s reserved by downloads\n", model.FormatBytes(st.UsedBytes), pct(st.UsedBytes), model.FormatBytes(st.ReservedBytes))
+	fmt.Fprintf(w, "Dedup:     %s of models in %s on disk, %s saved\n", model.FormatBytes(st.LogicalBytes), model.FormatBytes(st.UsedBytes), model.FormatBytes(st.SavedBytes))
+	fmt.Fprintf(w, "Partial:   %d downloads in progress or kept for a resume, %s on disk\n", st.Partials.Count, model.FormatBytes(st.Partials.Bytes))
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tREVISION\tSIZE\tFILES\tSTATE\tPINS\tLAST USE")
@@ -184,17 +183,17 @@ func printStatus(w io.Writer, st agent.StatusReport) {
 		if len(m.Pins) > 0 {
 			pins = strings.Join(m.Pins, ",")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Ref, m.Revision, cache.FormatBytes(m.SizeBytes), m.Files, state, pins, ago(m.LastUse))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Ref, m.Revision, model.FormatBytes(m.SizeBytes), m.Files, state, pins, ago(m.LastUse))
 	}
 	for _, j := range running {
 		state := string(j.State)
 		if j.State == agent.StateFetching && j.TotalBytes > 0 {
-			state = fmt.Sprintf("fetching %.0f%% (%s/s)", 100*float64(j.DoneBytes)/float64(j.TotalBytes), cache.FormatBytes(int64(j.BytesPerSecond)))
+			state = fmt.Sprintf("fetching %.0f%% (%s/s)", 100*float64(j.DoneBytes)/float64(j.TotalBytes), model.FormatBytes(int64(j.BytesPerSecond)))
 		}
 		if j.State == agent.StateFailed {
 			state = "failed: " + j.Error
 		}
-		fmt.Fprintf(tw, "%s\t-\t%s\t%d\t%s\t-\t-\n", j.Ref, cache.FormatBytes(j.TotalBytes), j.Files, state)
+		fmt.Fprintf(tw, "%s\t-\t%s\t%d\t%s\t-\t-\n", j.Ref, model.FormatBytes(j.TotalBytes), j.Files, state)
 	}
 	tw.Flush()
 }
@@ -231,7 +230,7 @@ func newVerifyCmd(socket *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "verified %d blobs, %s\n", rep.Blobs, cache.FormatBytes(rep.Bytes))
+			fmt.Fprintf(cmd.OutOrStdout(), "verified %d blobs, %s\n", rep.Blobs, model.FormatBytes(rep.Bytes))
 			for _, c := range rep.Corrupt {
 				fmt.Fprintf(cmd.OutOrStdout(), "CORRUPT %s (hashes to %s %s): quarantined; evicted %v; pinned %v\n",
 					c.Digest, c.Got, c.Err, c.Evicted, c.Pinned)

@@ -185,8 +185,8 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 		log.Info("metrics listening", "addr", ml.Addr().String())
 	}
 	st := store.Status()
-	log.Info("cache agent ready", "socket", socket, "cacheDir", o.CacheDir, "capacity", cache.FormatBytes(st.CapacityBytes),
-		"used", cache.FormatBytes(st.UsedBytes), "models", len(st.Models), "sources", len(sources), "version", version)
+	log.Info("cache agent ready", "socket", socket, "cacheDir", o.CacheDir, "capacity", model.FormatBytes(st.CapacityBytes),
+		"used", model.FormatBytes(st.UsedBytes), "models", len(st.Models), "sources", len(sources), "version", version)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

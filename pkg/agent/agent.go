@@ -338,7 +338,7 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 	}
 	res, err := a.store.Reserve(need, ropts...)
 	if err != nil {
-		return cache.Model{}, fmt.Errorf("%s (%s, %d files): %w", ref.Location(), cache.FormatBytes(m.Size()), len(m.Files), err)
+		return cache.Model{}, fmt.Errorf("%s (%s, %d files): %w", ref.Location(), model.FormatBytes(m.Size()), len(m.Files), err)
 	}
 	defer res.Release()
 	full, stats, err := a.fetcher.Fetch(ctx, ref.Location(), m, res, func(n int64, fetched bool) {
@@ -353,7 +353,7 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 	a.metrics.resumed.Add(float64(stats.BytesResumed))
 	if errors.Is(err, unix.ENOSPC) {
 		err = fmt.Errorf("%w (the cache filesystem is full before --capacity %s is reached: lower --capacity or free the disk)",
-			err, cache.FormatBytes(a.store.Status().CapacityBytes))
+			err, model.FormatBytes(a.store.Status().CapacityBytes))
 	}
 	if err != nil {
 		return cache.Model{}, err

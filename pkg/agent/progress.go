@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/model"
 )
 
 // State of a model on this node, as the API reports it.
@@ -51,7 +51,7 @@ type Progress struct {
 func (p Progress) Message() string {
 	switch p.State {
 	case StateReady:
-		return fmt.Sprintf("ready %s revision %s (%s)", p.Ref, p.Revision, cache.FormatBytes(p.TotalBytes))
+		return fmt.Sprintf("ready %s revision %s (%s)", p.Ref, p.Revision, model.FormatBytes(p.TotalBytes))
 	case StateFailed:
 		return fmt.Sprintf("failed %s: %s", p.Ref, p.Error)
 	case StateListing:
@@ -64,8 +64,8 @@ func (p Progress) Message() string {
 		pct = 100 * float64(p.DoneBytes) / float64(p.TotalBytes)
 	}
 	return fmt.Sprintf("fetching %s: %.0f pct, %s/%s, %s/s, eta %s", p.Ref, pct,
-		cache.FormatBytes(p.DoneBytes), cache.FormatBytes(p.TotalBytes),
-		cache.FormatBytes(int64(p.BytesPerSecond)), formatETA(p.ETASeconds))
+		model.FormatBytes(p.DoneBytes), model.FormatBytes(p.TotalBytes),
+		model.FormatBytes(int64(p.BytesPerSecond)), formatETA(p.ETASeconds))
 }
 
 func formatETA(sec float64) string {

@@ -53,14 +53,14 @@ func (s *Store) Reserve(need int64, opts ...ReserveOption) (*Reservation, error)
 		return nil, fmt.Errorf("cache: reserve %d bytes: negative", need)
 	}
 	if need > c {
-		return nil, fmt.Errorf("%w: needs %s, capacity is %s", ErrTooLarge, FormatBytes(need), FormatBytes(c))
+		return nil, fmt.Errorf("%w: needs %s, capacity is %s", ErrTooLarge, model.FormatBytes(need), model.FormatBytes(c))
 	}
 	if s.committedLocked()+need > int64(float64(c)*s.opts.HighWatermark) {
 		s.makeRoomLocked(int64(float64(c)*s.opts.LowWatermark)-need, cfg.evictYielding)
 	}
 	if got := s.committedLocked(); got+need > c {
 		return nil, fmt.Errorf("%w: needs %s, %s of %s in use by pinned models, downloads and partial downloads",
-			ErrNoSpace, FormatBytes(need), FormatBytes(got), FormatBytes(c))
+			ErrNoSpace, model.FormatBytes(need), model.FormatBytes(got), model.FormatBytes(c))
 	}
 	r := &Reservation{s: s, bytes: need, keep: map[model.Digest]bool{}}
 	s.reserved[r] = true
@@ -227,18 +227,4 @@ func (s *Store) gcBlobsLocked() {
 		}
 		s.used -= fi.Size()
 	}
-}
-
-// FormatBytes prints n in binary units: "1.5 GiB".
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -77,7 +77,7 @@ func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.Model
 	if res.Ready && !res.Hit && res.Revision == rev {
 		secs := res.Finished.Sub(res.Started).Seconds()
 		return fmt.Sprintf("%s revision %s ready on node %s: %s, %s fetched in %.1fs; node label %s",
-			ref, rev, c.opts.NodeName, cache.FormatBytes(res.TotalBytes), cache.FormatBytes(res.FetchedBytes), secs, label)
+			ref, rev, c.opts.NodeName, model.FormatBytes(res.TotalBytes), model.FormatBytes(res.FetchedBytes), secs, label)
 	}
 	var size int64
 	for _, m := range models {
@@ -86,7 +86,7 @@ func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.Model
 		}
 	}
 	return fmt.Sprintf("%s revision %s ready on node %s: %s already cached, 0 B fetched in 0.0s; node label %s",
-		ref, rev, c.opts.NodeName, cache.FormatBytes(size), label)
+		ref, rev, c.opts.NodeName, model.FormatBytes(size), label)
 }
 
 // unpinStale drops every workload pin no desired model justifies: the
