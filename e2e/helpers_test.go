@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 // env is what e2e/run.sh hands the suite: the cluster, the S3 server, the
@@ -36,7 +36,7 @@ type env struct {
 	ns          string
 	s3          *minio.Client
 	slowAddr    string // where the suite serves the throttled S3 proxy (source "slow")
-	agent       *agent.Client
+	agent       *agentapi.Client
 	kubeletRoot string
 }
 
@@ -70,7 +70,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.slowAddr = mustEnv(t, "MODELCACHE_E2E_SLOW_ADDR")
-	e.agent = agent.NewClient(mustEnv(t, "MODELCACHE_E2E_AGENT_SOCKET"))
+	e.agent = agentapi.NewClient(mustEnv(t, "MODELCACHE_E2E_AGENT_SOCKET"))
 	e.kubeletRoot = mustEnv(t, "MODELCACHE_E2E_KUBELET_ROOT")
 	return e
 }

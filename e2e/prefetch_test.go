@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 	"github.com/modelcache/modelcache/pkg/prefetch"
 )
@@ -126,8 +126,8 @@ func TestPrefetch(t *testing.T) {
 	} else if g, w := strings.TrimSpace(got), strings.Join(m.sums("/model"), "\n"); g != w {
 		t.Errorf("pod %s reads other bytes after the annotation was removed:\n got:\n%s\n want:\n%s", p.Name, g, w)
 	}
-	if _, err := e.agent.Evict(ctx, ref); !errors.Is(err, agent.ErrPinned) {
-		t.Errorf("evict %s while pod %s mounts it: %v, want %v", ref, p.Name, err, agent.ErrPinned)
+	if _, err := e.agent.Evict(ctx, ref); !errors.Is(err, agentapi.ErrPinned) {
+		t.Errorf("evict %s while pod %s mounts it: %v, want %v", ref, p.Name, err, agentapi.ErrPinned)
 	} else {
 		t.Logf("evict while mounted: %v", err)
 	}

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/modelcache/modelcache/internal/s3test"
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 // buildAgent compiles this command once per test binary run.
@@ -68,7 +68,7 @@ func (n *node) start(extra ...string) {
 	}
 	cmd := n.cmd
 	n.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	c := agent.NewClient(n.socket)
+	c := agentapi.NewClient(n.socket)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c.Healthy(context.Background()) == nil {
 			return
@@ -115,7 +115,7 @@ func TestKill9MidDownloadResumesWithoutPartialFiles(t *testing.T) {
 	if out, err := n.run("prefetch", ref); err != nil {
 		t.Fatalf("prefetch: %v\n%s", err, out)
 	}
-	c := agent.NewClient(n.socket)
+	c := agentapi.NewClient(n.socket)
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		st, err := c.Status(context.Background())
 		if err != nil {
@@ -239,7 +239,7 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 		t.Errorf("the stale partial download is still there (%v):\n%s", err, out)
 	}
 	out, err = n.run("status", "-o", "json")
-	var st agent.StatusReport
+	var st agentapi.StatusReport
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || len(st.Models) != 1 || st.UsedBytes != 5 {
 		t.Fatalf("status json: %v\n%s", err, out)
 	}

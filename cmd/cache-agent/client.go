@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -49,22 +49,22 @@ returns after the warm-up; without it the warm-up follows the download.`,
 				return err
 			}
 			ctx := cmd.Context()
-			opts := agent.EnsureOptions{Refresh: !cached, WarmPageCache: warm}
-			var onProgress func(agent.Progress)
+			opts := agentapi.EnsureOptions{Refresh: !cached, WarmPageCache: warm}
+			var onProgress func(agentapi.Progress)
 			bar := newProgressPrinter(cmd.OutOrStdout())
 			if wait {
 				opts.Wait = timeout
 				onProgress = bar.update
 			}
-			p, err := agent.NewClient(*socket).Ensure(ctx, args[0], opts, onProgress)
+			p, err := agentapi.NewClient(*socket).Ensure(ctx, args[0], opts, onProgress)
 			bar.done()
 			if err != nil {
 				return err
 			}
 			switch {
-			case p.State == agent.StateReady && p.Hit:
+			case p.State == agentapi.StateReady && p.Hit:
 				fmt.Fprintf(cmd.OutOrStdout(), "%s already cached: revision %s, %s, %s\n", args[0], p.Revision, model.FormatBytes(p.TotalBytes), p.Path)
-			case p.State == agent.StateReady:
+			case p.State == agentapi.StateReady:
 				secs := p.Finished.Sub(p.Started).Seconds()
 				fmt.Fprintf(cmd.OutOrStdout(), "%s ready: revision %s, %s (%s fetched) in %.1fs, %s\n", args[0], p.Revision,
 					model.FormatBytes(p.TotalBytes), model.FormatBytes(p.FetchedBytes), secs, p.Path)
@@ -108,7 +108,7 @@ func newProgressPrinter(w io.Writer) *progressPrinter {
 	return &progressPrinter{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
 }
 
-func (p *progressPrinter) update(pr agent.Progress) {
+func (p *progressPrinter) update(pr agentapi.Progress) {
 	if !p.tty {
 		if time.Since(p.last) >= 2*time.Second {
 			fmt.Fprintln(p.w, pr.Message())
@@ -141,7 +141,7 @@ func newStatusCmd(socket *string) *cobra.Command {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o %q: want table or json", output)
 			}
-			st, err := agent.NewClient(*socket).Status(cmd.Context())
+			st, err := agentapi.NewClient(*socket).Status(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -158,7 +158,7 @@ func newStatusCmd(socket *string) *cobra.Command {
 	return cmd
 }
 
-func printStatus(w io.Writer, st agent.StatusReport) {
+func printStatus(w io.Writer, st agentapi.StatusReport) {
 	pct := func(n int64) float64 { return 100 * float64(n) / float64(max(st.CapacityBytes, 1)) }
 	fmt.Fprintf(w, "Cache:     %s\n", st.Root)
 	fmt.Fprintf(w, "Capacity:  %s (evicts past %.0f%% down to %.0f%%)\n", model.FormatBytes(st.CapacityBytes), 100*st.HighWatermark, 100*st.LowWatermark)
@@ -168,9 +168,9 @@ func printStatus(w io.Writer, st agent.StatusReport) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tREVISION\tSIZE\tFILES\tSTATE\tPINS\tLAST USE")
-	running := map[string]agent.Progress{}
+	running := map[string]agentapi.Progress{}
 	for _, j := range st.Jobs {
-		if j.State == agent.StateFetching || j.State == agent.StateListing || j.State == agent.StateFailed {
+		if j.State == agentapi.StateFetching || j.State == agentapi.StateListing || j.State == agentapi.StateFailed {
 			running[j.Ref] = j
 		}
 	}
@@ -187,10 +187,10 @@ func printStatus(w io.Writer, st agent.StatusReport) {
 	}
 	for _, j := range running {
 		state := string(j.State)
-		if j.State == agent.StateFetching && j.TotalBytes > 0 {
+		if j.State == agentapi.StateFetching && j.TotalBytes > 0 {
 			state = fmt.Sprintf("fetching %.0f%% (%s/s)", 100*float64(j.DoneBytes)/float64(j.TotalBytes), model.FormatBytes(int64(j.BytesPerSecond)))
 		}
-		if j.State == agent.StateFailed {
+		if j.State == agentapi.StateFailed {
 			state = "failed: " + j.Error
 		}
 		fmt.Fprintf(tw, "%s\t-\t%s\t%d\t%s\t-\t-\n", j.Ref, model.FormatBytes(j.TotalBytes), j.Files, state)
@@ -211,7 +211,7 @@ func newEvictCmd(socket *string) *cobra.Command {
 		Short: "Remove a model's unpinned revisions from this node (revision=HEX for one)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ev, err := agent.NewClient(*socket).Evict(cmd.Context(), args[0])
+			ev, err := agentapi.NewClient(*socket).Evict(cmd.Context(), args[0])
 			for _, r := range ev {
 				fmt.Fprintf(cmd.OutOrStdout(), "evicted %s revision %s\n", args[0], r)
 			}
@@ -226,7 +226,7 @@ func newVerifyCmd(socket *string) *cobra.Command {
 		Short: "Re-hash every cached file; quarantine corrupt ones and repair pinned models (exit 1 if any)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := agent.NewClient(*socket).Verify(cmd.Context())
+			rep, err := agentapi.NewClient(*socket).Verify(cmd.Context())
 			if err != nil {
 				return err
 			}

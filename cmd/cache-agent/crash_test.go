@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/modelcache/modelcache/internal/s3test"
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 // 50 kill -9s of the real agent binary while it fetches a multi-file model,
@@ -36,7 +36,7 @@ func TestCrashLoop(t *testing.T) {
 	n := newNode(t, bin, proxy.URL(), srv)
 	models := filepath.Join(n.dir, "cache", "models")
 	ref := "s3://models/crash?source=test"
-	c := agent.NewClient(n.socket)
+	c := agentapi.NewClient(n.socket)
 	// One 8 MiB ranged GET at a time, paced, so each kill lands inside a
 	// known number of bytes of this run.
 	proxy.SetThrottle(64 << 20)
@@ -45,7 +45,7 @@ func TestCrashLoop(t *testing.T) {
 	kills, done := 0, false
 	for kills < 50 && !done {
 		n.start("--concurrency", "1", "--part-size", "8MiB")
-		if _, err := c.Ensure(context.Background(), ref, agent.EnsureOptions{}, nil); err != nil {
+		if _, err := c.Ensure(context.Background(), ref, agentapi.EnsureOptions{}, nil); err != nil {
 			t.Fatalf("ensure after %d kills: %v\n%s", kills, err, n.log)
 		}
 		// Kill once this run has fetched a random 1-14 MiB (or it is done).
@@ -59,7 +59,7 @@ func TestCrashLoop(t *testing.T) {
 				done = true
 				break
 			}
-			if len(st.Jobs) == 1 && (st.Jobs[0].FetchedBytes >= at || st.Jobs[0].State == agent.StateFailed) {
+			if len(st.Jobs) == 1 && (st.Jobs[0].FetchedBytes >= at || st.Jobs[0].State == agentapi.StateFailed) {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/modelcache/modelcache/pkg/agent"
-	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 	"github.com/modelcache/modelcache/pkg/prefetch"
 )
@@ -96,8 +96,8 @@ type agentAdapter struct {
 }
 
 func (x agentAdapter) Ensure(ctx context.Context, ref model.Ref, wait time.Duration) (prefetch.Result, error) {
-	p, err := x.a.Ensure(ctx, ref, agent.EnsureOptions{Wait: wait, WarmPageCache: x.warm})
-	return prefetch.Result{Ready: p.State == agent.StateReady, Hit: p.Hit, Revision: p.Revision,
+	p, err := x.a.Ensure(ctx, ref, agentapi.EnsureOptions{Wait: wait, WarmPageCache: x.warm})
+	return prefetch.Result{Ready: p.State == agentapi.StateReady, Hit: p.Hit, Revision: p.Revision,
 		TotalBytes: p.TotalBytes, FetchedBytes: p.FetchedBytes, Started: p.Started, Finished: p.Finished}, err
 }
 
@@ -108,8 +108,8 @@ func (x agentAdapter) Pin(ref model.Ref, holder string) error {
 
 func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unpin(ref, holder) }
 
-func (x agentAdapter) Models() []cache.ModelStatus { return x.a.Status().Models }
-func (x agentAdapter) Changed() <-chan struct{}    { return x.a.Changed() }
+func (x agentAdapter) Models() []agentapi.ModelStatus { return x.a.Status().Models }
+func (x agentAdapter) Changed() <-chan struct{}       { return x.a.Changed() }
 func (x agentAdapter) AllowedIn(ref model.Ref, ns string) error {
 	return x.a.AllowedIn(ref, ns)
 }

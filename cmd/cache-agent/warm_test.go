@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modelcache/modelcache/internal/s3test"
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 // TestPrefetchWarmPageCache: `prefetch --warm-page-cache` against a real
@@ -34,7 +34,7 @@ func TestPrefetchWarmPageCache(t *testing.T) {
 		t.Fatalf("prefetch --warm-page-cache: %v\n%s", err, out)
 	}
 	raw, err := n.run("status", "-o", "json")
-	var st agent.StatusReport
+	var st agentapi.StatusReport
 	if err != nil || json.Unmarshal([]byte(raw), &st) != nil || len(st.Models) != 1 {
 		t.Fatalf("status: %v\n%s", err, raw)
 	}

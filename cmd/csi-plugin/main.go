@@ -27,7 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/csi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
 	"github.com/modelcache/modelcache/pkg/provisioner"
@@ -143,7 +143,7 @@ func run(ctx context.Context, o options) error {
 			}
 			dopts.NodeID = h
 		}
-		dopts.Agent = agent.NewClient(o.agentSocket)
+		dopts.Agent = agentapi.NewClient(o.agentSocket)
 		dopts.Mounter = mounter.New()
 	}
 	reg := prometheus.NewRegistry()

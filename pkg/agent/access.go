@@ -6,22 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
 )
-
-// Access is who an ensure is for: the CSI plugin sends it for every volume,
-// so that a model held on the node is served only to a pod that could have
-// read it from the bucket. The CLI and the prefetch controller, local and
-// trusted, send none.
-type Access struct {
-	// Namespace of the pod; checked against a source's namespaces list.
-	Namespace string `json:"namespace"`
-	// Credentials of the volume (nodePublishSecretRef). When set, the agent
-	// asks S3 whether they may read the model, even on a cache hit, and a
-	// download the ensure starts uses them.
-	Credentials *fetch.Credentials `json:"credentials,omitempty"`
-}
 
 // How long an answer of S3 about a volume's credentials is trusted. A grant
 // lasts a minute so that kubelet's retries and a Deployment's many pods cost
@@ -55,9 +43,10 @@ func accessKey(ref model.Ref, c fetch.Credentials) [sha256.Size]byte {
 	return k
 }
 
-// authorize refuses an ensure whose access may not read ref. It runs before
-// the cache is looked at, so a hit is no way around it.
-func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error {
+// authorize refuses an ensure whose access (see agentapi.Access) may not
+// read ref. It runs before the cache is looked at, so a hit is no way
+// around it.
+func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Access) error {
 	if acc == nil {
 		return nil
 	}
@@ -65,10 +54,11 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error
 	if err := ac.AllowedIn(ref.Location(), acc.Namespace); err != nil {
 		return err
 	}
-	if acc.Credentials == nil {
+	creds := fetchCredentials(acc.Credentials)
+	if creds == nil {
 		return nil
 	}
-	key := accessKey(ref, *acc.Credentials)
+	key := accessKey(ref, *creds)
 	now := time.Now()
 	a.access.mu.Lock()
 	if e, ok := a.access.m[key]; ok && now.Before(e.expires) {
@@ -78,11 +68,11 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error
 	}
 	a.access.mu.Unlock()
 
-	err := ac.CheckAccess(fetch.WithCredentials(ctx, *acc.Credentials), ref.Location())
+	err := ac.CheckAccess(fetch.WithCredentials(ctx, *creds), ref.Location())
 	result, ttl := "granted", accessGrantTTL
 	switch c := Classify(err); {
 	case err == nil:
-	case c == "access_denied" || c == "not_found" || c == "invalid":
+	case c == agentapi.ClassAccessDenied || c == agentapi.ClassNotFound || c == agentapi.ClassInvalid:
 		result, ttl = "denied", accessDenyTTL
 	default: // unreachable, cancelled: no answer about the credentials
 		a.metrics.accessChecks.WithLabelValues("error").Inc()
@@ -102,4 +92,16 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *Access) error
 // controller, for a workload) may use the source ref names.
 func (a *Agent) AllowedIn(ref model.Ref, namespace string) error {
 	return a.fetcher.AllowedIn(ref.Location(), namespace)
+}
+
+// fetchCredentials hands a volume's keys from the API to the fetcher; nil
+// stays nil (no keys: the source's own credentials). A conversion, not a
+// copy: the two types have the same fields, and one gaining a field stops
+// the build.
+func fetchCredentials(c *agentapi.Credentials) *fetch.Credentials {
+	if c == nil {
+		return nil
+	}
+	f := fetch.Credentials(*c)
+	return &f
 }

@@ -1,6 +1,7 @@
 // Package agent wires the content store and the fetcher into the node agent:
 // one download per model however many callers ask, pins, metrics, and the
-// unix-socket API (server and Go client) the CLI and the CSI plugin use.
+// server of the unix-socket API the CLI and the CSI plugin use. The API's
+// types, error classes and Go client are pkg/agentapi, which links neither.
 package agent
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -64,7 +66,7 @@ const DefaultMaxDownloads = 4
 type Option func(*Agent)
 
 // WithMaxDownloads bounds the model downloads that run at once (default
-// DefaultMaxDownloads); the others wait, reported as StateQueued.
+// DefaultMaxDownloads); the others wait, reported as agentapi.StateQueued.
 func WithMaxDownloads(n int) Option {
 	return func(a *Agent) {
 		if n > 0 {
@@ -120,23 +122,23 @@ type job struct {
 	err      error
 }
 
-func (j *job) progress() Progress {
-	p := Progress{Ref: j.ref.String(), Started: j.started, TotalBytes: j.total.Load(),
+func (j *job) progress() agentapi.Progress {
+	p := agentapi.Progress{Ref: j.ref.String(), Started: j.started, TotalBytes: j.total.Load(),
 		DoneBytes: j.doneN.Load(), Files: int(j.files.Load()), FetchedBytes: j.fetched.Load()}
 	select {
 	case <-j.done:
 		p.Finished = j.finished
 		if j.err != nil {
-			p.State, p.Error, p.ErrorClass = StateFailed, j.err.Error(), Classify(j.err)
+			p.State, p.Error, p.ErrorClass = agentapi.StateFailed, j.err.Error(), Classify(j.err)
 		} else {
-			p.State, p.Revision, p.Path = StateReady, j.model.Revision, j.model.Path
+			p.State, p.Revision, p.Path = agentapi.StateReady, j.model.Revision, j.model.Path
 		}
 	default:
-		p.State = StateFetching
+		p.State = agentapi.StateFetching
 		if j.queued.Load() {
-			p.State = StateQueued
+			p.State = agentapi.StateQueued
 		} else if j.listing.Load() {
-			p.State = StateListing
+			p.State = agentapi.StateListing
 		}
 	}
 	end := p.Finished
@@ -145,48 +147,31 @@ func (j *job) progress() Progress {
 	}
 	if secs := end.Sub(j.started).Seconds(); secs > 0 {
 		p.BytesPerSecond = float64(p.FetchedBytes) / secs
-		if p.BytesPerSecond > 0 && p.State == StateFetching {
+		if p.BytesPerSecond > 0 && p.State == agentapi.StateFetching {
 			p.ETASeconds = float64(p.TotalBytes-p.DoneBytes) / p.BytesPerSecond
 		}
 	}
 	return p
 }
 
-// EnsureOptions tune Ensure.
-type EnsureOptions struct {
-	// Refresh lists the bucket even when a revision is held, and fetches a
-	// newer one if the bucket changed. Without it a held model is a hit with
-	// no request to S3: what a pod start needs.
-	Refresh bool
-	// Wait bounds how long Ensure blocks; the download goes on after it
-	// returns. Zero returns at once with the current progress.
-	Wait time.Duration
-	// Access, if set, is checked before anything else (see Access).
-	Access *Access
-	// WarmPageCache reads the model into the page cache once it is ready
-	// (see warm.go): within the wait, and reported in Progress.Warm, or in
-	// the background after a download that outlasts it.
-	WarmPageCache bool
-}
-
 // Ensure makes ref available on this node: a hit returns at once; otherwise
 // it starts the download or joins the one running, and waits up to
 // opts.Wait. The returned progress says ready, fetching or failed; err is set
 // only for input the agent refuses outright or a failed download.
-func (a *Agent) Ensure(ctx context.Context, ref model.Ref, opts EnsureOptions) (Progress, error) {
+func (a *Agent) Ensure(ctx context.Context, ref model.Ref, opts agentapi.EnsureOptions) (agentapi.Progress, error) {
 	return a.EnsureWatch(ctx, ref, opts, 0, nil)
 }
 
 // EnsureWatch is Ensure that also calls fn with the progress every interval
 // while it waits (for a live progress bar).
-func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptions, interval time.Duration, fn func(Progress)) (Progress, error) {
+func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts agentapi.EnsureOptions, interval time.Duration, fn func(agentapi.Progress)) (agentapi.Progress, error) {
 	if err := a.authorize(ctx, ref, opts.Access); err != nil {
 		a.log.Warn("access refused", "ref", ref.String(), "namespace", opts.Access.Namespace, "err", err)
-		return Progress{Ref: ref.String(), State: StateFailed, Error: err.Error(), ErrorClass: Classify(err)}, err
+		return agentapi.Progress{Ref: ref.String(), State: agentapi.StateFailed, Error: err.Error(), ErrorClass: Classify(err)}, err
 	}
 	var creds *fetch.Credentials
 	if opts.Access != nil {
-		creds = opts.Access.Credentials
+		creds = fetchCredentials(opts.Access.Credentials)
 	}
 	j, hit := a.start(ref, opts.Refresh, creds, opts.Access != nil)
 	if hit != nil {
@@ -222,10 +207,10 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 		}
 	}
 	p := j.progress()
-	if p.State == StateFailed {
+	if p.State == agentapi.StateFailed {
 		return p, j.err
 	}
-	if opts.WarmPageCache && p.State == StateReady {
+	if opts.WarmPageCache && p.State == agentapi.StateReady {
 		select {
 		case <-j.warm.done:
 			p.Warm = j.warm.rep
@@ -238,11 +223,11 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts EnsureOptio
 // start returns a ready progress for a hit, else the job to wait on. A
 // download it starts uses creds, if set, instead of the source's; one for
 // a volume may evict models only prefetches pin (cache.EvictYielding).
-func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials, forVolume bool) (*job, *Progress) {
+func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials, forVolume bool) (*job, *agentapi.Progress) {
 	if !refresh {
 		if m, err := a.store.Lookup(ref); err == nil {
 			a.metrics.ensures.WithLabelValues("hit").Inc()
-			return nil, &Progress{Ref: ref.String(), State: StateReady, Hit: true, Revision: m.Revision,
+			return nil, &agentapi.Progress{Ref: ref.String(), State: agentapi.StateReady, Hit: true, Revision: m.Revision,
 				Path: m.Path, TotalBytes: m.Size, DoneBytes: m.Size, Files: m.Files}
 		}
 	}
@@ -394,14 +379,14 @@ func (a *Agent) pruneJobsLocked(now time.Time) {
 }
 
 // Jobs reports downloads that are running or ended since the agent started.
-func (a *Agent) Jobs() []Progress {
+func (a *Agent) Jobs() []agentapi.Progress {
 	a.mu.Lock()
 	jobs := make([]*job, 0, len(a.jobs))
 	for _, j := range a.jobs {
 		jobs = append(jobs, j)
 	}
 	a.mu.Unlock()
-	out := make([]Progress, 0, len(jobs))
+	out := make([]agentapi.Progress, 0, len(jobs))
 	for _, j := range jobs {
 		out = append(out, j.progress())
 	}
@@ -435,17 +420,9 @@ func (a *Agent) Evict(ref model.Ref) ([]string, error) {
 // cache.Store.Changed); one reader.
 func (a *Agent) Changed() <-chan struct{} { return a.store.Changed() }
 
-// Status is the store snapshot plus downloads.
-func (a *Agent) Status() StatusReport {
-	return StatusReport{Status: a.store.Status(), Partials: a.store.Partials(), Jobs: a.Jobs()}
-}
-
-// StatusReport is the status API's answer.
-type StatusReport struct {
-	cache.Status
-	// Partials: downloads in progress or kept for a resume, not in UsedBytes.
-	Partials cache.Partials `json:"partials"`
-	Jobs     []Progress     `json:"jobs"`
+// Status is the store snapshot plus downloads, as the status API answers it.
+func (a *Agent) Status() agentapi.StatusReport {
+	return agentapi.StatusReport{Status: wireStatus(a.store.Status()), Partials: wirePartials(a.store.Partials()), Jobs: a.Jobs()}
 }
 
 // Run flushes batched cache state now and then until ctx ends.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 )
@@ -29,7 +30,7 @@ type env struct {
 	proxy  *s3test.Proxy
 	store  *cache.Store
 	agent  *agent.Agent
-	client *agent.Client
+	client *agentapi.Client
 	root   string
 	socket string
 }
@@ -62,7 +63,7 @@ func newEnv(t *testing.T, capacity int64) *env {
 	done := make(chan struct{})
 	go func() { a.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; a.Close(); store.Close() })
-	return &env{srv: srv, proxy: proxy, store: store, agent: a, client: agent.NewClient(sock), root: root, socket: sock}
+	return &env{srv: srv, proxy: proxy, store: store, agent: a, client: agentapi.NewClient(sock), root: root, socket: sock}
 }
 
 func TestConcurrentEnsuresDownloadOnce(t *testing.T) {
@@ -80,8 +81,8 @@ func TestConcurrentEnsuresDownloadOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{Wait: time.Minute}, nil)
-			if err == nil && p.State != agent.StateReady {
+			p, err := e.client.Ensure(context.Background(), ref, agentapi.EnsureOptions{Wait: time.Minute}, nil)
+			if err == nil && p.State != agentapi.StateReady {
 				err = fmt.Errorf("state %s", p.State)
 			}
 			errs <- err
@@ -128,17 +129,17 @@ func TestBadInputGivesClearErrors(t *testing.T) {
 		class error
 		frag  string
 	}{
-		{"s3://models/m?source=nope", agent.ErrInvalid, "nope"},
-		{"not-a-ref", agent.ErrInvalid, "s3://"},
-		{"s3://models/a/../../etc", agent.ErrInvalid, ".."},
-		{"s3://nobucket/m?source=test", agent.ErrNotFound, "nobucket"},
-		{"s3://models/missing?source=test", agent.ErrNotFound, "missing"},
-		{"s3://models/m?source=badcreds", agent.ErrAccessDenied, ""},
-		{"s3://models/m?source=closed", agent.ErrUnreachable, "127.0.0.1:1"},
+		{"s3://models/m?source=nope", agentapi.ErrInvalid, "nope"},
+		{"not-a-ref", agentapi.ErrInvalid, "s3://"},
+		{"s3://models/a/../../etc", agentapi.ErrInvalid, ".."},
+		{"s3://nobucket/m?source=test", agentapi.ErrNotFound, "nobucket"},
+		{"s3://models/missing?source=test", agentapi.ErrNotFound, "missing"},
+		{"s3://models/m?source=badcreds", agentapi.ErrAccessDenied, ""},
+		{"s3://models/m?source=closed", agentapi.ErrUnreachable, "127.0.0.1:1"},
 	}
 	for _, c := range cases {
 		start := time.Now()
-		_, err := e.client.Ensure(ctx, c.ref, agent.EnsureOptions{Wait: time.Minute}, nil)
+		_, err := e.client.Ensure(ctx, c.ref, agentapi.EnsureOptions{Wait: time.Minute}, nil)
 		if !errors.Is(err, c.class) || !strings.Contains(err.Error(), c.frag) {
 			t.Errorf("%s: got %v; want %v mentioning %q", c.ref, err, c.class, c.frag)
 		}
@@ -152,8 +153,8 @@ func TestModelLargerThanCapacityFailsCleanly(t *testing.T) {
 	e := newEnv(t, 16<<20)
 	e.srv.CreateBucket(t, "models")
 	e.srv.Put(t, "models", "huge/w.bin", s3test.RandomBytes(2, 20<<20))
-	_, err := e.client.Ensure(context.Background(), "s3://models/huge?source=test", agent.EnsureOptions{Wait: time.Minute}, nil)
-	if !errors.Is(err, agent.ErrNoSpace) || !strings.Contains(err.Error(), "capacity") {
+	_, err := e.client.Ensure(context.Background(), "s3://models/huge?source=test", agentapi.EnsureOptions{Wait: time.Minute}, nil)
+	if !errors.Is(err, agentapi.ErrNoSpace) || !strings.Contains(err.Error(), "capacity") {
 		t.Fatalf("got %v; want ErrNoSpace naming the capacity", err)
 	}
 	if left, _ := os.ReadDir(filepath.Join(e.root, "ingest")); len(left) != 0 {
@@ -172,13 +173,13 @@ func TestPinEvictAndRevisions(t *testing.T) {
 	e.srv.Put(t, "models", "m/config.json", []byte("v1"))
 	ctx := context.Background()
 	ref := "s3://models/m?source=test"
-	p1, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{Wait: time.Minute}, nil)
+	p1, err := e.client.Ensure(ctx, ref, agentapi.EnsureOptions{Wait: time.Minute}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A second ensure is a hit without any request to S3.
 	before := e.proxy.Requests()
-	if p, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{}, nil); err != nil || !p.Hit {
+	if p, err := e.client.Ensure(ctx, ref, agentapi.EnsureOptions{}, nil); err != nil || !p.Hit {
 		t.Fatalf("second ensure: %+v %v", p, err)
 	}
 	if e.proxy.Requests() != before {
@@ -191,7 +192,7 @@ func TestPinEvictAndRevisions(t *testing.T) {
 	// New revision: only the changed file is fetched.
 	e.srv.Put(t, "models", "m/config.json", []byte("v2"))
 	sent := e.proxy.BytesSent()
-	p2, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{Refresh: true, Wait: time.Minute}, nil)
+	p2, err := e.client.Ensure(ctx, ref, agentapi.EnsureOptions{Refresh: true, Wait: time.Minute}, nil)
 	if err != nil || p2.Revision == p1.Revision {
 		t.Fatalf("refresh: %+v %v", p2, err)
 	}
@@ -204,7 +205,7 @@ func TestPinEvictAndRevisions(t *testing.T) {
 	}
 	// Evicting the ref keeps the pinned revision and says who holds it.
 	_, err = e.client.Evict(ctx, ref)
-	if !errors.Is(err, agent.ErrPinned) || !strings.Contains(err.Error(), "vol-1") || !strings.Contains(err.Error(), "evicted "+p2.Revision) {
+	if !errors.Is(err, agentapi.ErrPinned) || !strings.Contains(err.Error(), "vol-1") || !strings.Contains(err.Error(), "evicted "+p2.Revision) {
 		t.Fatalf("evict: %v", err)
 	}
 	if _, err := os.Stat(p2.Path); !os.IsNotExist(err) {
@@ -269,19 +270,19 @@ func TestProgressWhileDownloading(t *testing.T) {
 	e.srv.Put(t, "models", "slow/weights.bin", s3test.RandomBytes(2, 24<<20))
 	e.proxy.SetThrottle(8 << 20)
 	ref := "s3://models/slow?source=test"
-	if _, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{}, nil); err != nil {
+	if _, err := e.client.Ensure(context.Background(), ref, agentapi.EnsureOptions{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		p, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{}, nil)
+		p, err := e.client.Ensure(context.Background(), ref, agentapi.EnsureOptions{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.State == agent.StateReady {
+		if p.State == agentapi.StateReady {
 			t.Fatalf("model ready before any in-flight progress showed a rate: %+v", p)
 		}
-		if p.State == agent.StateFetching && p.FetchedBytes > 0 {
+		if p.State == agentapi.StateFetching && p.FetchedBytes > 0 {
 			if p.BytesPerSecond <= 0 || p.ETASeconds <= 0 {
 				t.Fatalf("fetched %d bytes but rate %.0f B/s, eta %.1fs", p.FetchedBytes, p.BytesPerSecond, p.ETASeconds)
 			}
@@ -298,7 +299,7 @@ func TestProgressWhileDownloading(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	e.proxy.SetThrottle(0)
-	if _, err := e.client.Ensure(context.Background(), ref, agent.EnsureOptions{Wait: time.Minute}, nil); err != nil {
+	if _, err := e.client.Ensure(context.Background(), ref, agentapi.EnsureOptions{Wait: time.Minute}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

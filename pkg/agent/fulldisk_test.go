@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -54,13 +55,13 @@ func diskAgent(t *testing.T, srv *s3test.Server, root string, capacity int64) (*
 	return a, store
 }
 
-func ensure(t *testing.T, a *agent.Agent, ref string) (agent.Progress, error) {
+func ensure(t *testing.T, a *agent.Agent, ref string) (agentapi.Progress, error) {
 	t.Helper()
 	r, err := model.ParseRef(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a.Ensure(context.Background(), r, agent.EnsureOptions{Wait: time.Minute})
+	return a.Ensure(context.Background(), r, agentapi.EnsureOptions{Wait: time.Minute})
 }
 
 // noIngest fails if a download left anything in ingest/.
@@ -137,7 +138,7 @@ func TestFullDiskForReal(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := ensure(t, a, "s3://models/toobig?source=test")
-	if err == nil || agent.Classify(err) != "no_space" || p.State != agent.StateFailed {
+	if err == nil || agent.Classify(err) != "no_space" || p.State != agentapi.StateFailed {
 		t.Fatalf("toobig on a full disk: %v (state %s, class %q); want a no-space failure", err, p.State, agent.Classify(err))
 	}
 	t.Logf("error: %v", err)

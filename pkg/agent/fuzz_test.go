@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 // The socket is root-only, but a buggy or hostile client must still get an
@@ -20,17 +22,17 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"ref":1e400}`))
 	f.Add([]byte(`{"unknown":true}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, req := range []any{&EnsureRequest{}, &PinRequest{}, &EvictRequest{}} {
+		for _, req := range []any{&agentapi.EnsureRequest{}, &agentapi.PinRequest{}, &agentapi.EvictRequest{}} {
 			rec := httptest.NewRecorder()
 			r := httptest.NewRequest(http.MethodPost, "/v1/x", bytes.NewReader(body))
 			refOf := func() string {
 				switch q := req.(type) {
-				case *EnsureRequest:
+				case *agentapi.EnsureRequest:
 					return q.Ref
-				case *PinRequest:
+				case *agentapi.PinRequest:
 					return q.Ref
 				default:
-					return req.(*EvictRequest).Ref
+					return req.(*agentapi.EvictRequest).Ref
 				}
 			}
 			ref, ok := decodeRef(rec, r, req, refOf)
@@ -40,7 +42,7 @@ func FuzzDecodeRequest(f *testing.F) {
 				}
 				continue
 			}
-			var e errorResponse
+			var e agentapi.ErrorResponse
 			if rec.Code < 400 || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error == "" || e.Class == "" {
 				t.Fatalf("refused %q with %d %q: want a 4xx with a JSON error and class", body, rec.Code, rec.Body)
 			}

@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 )
 
 // Verify re-hashes every blob at full speed (an operator asked), quarantines
 // corrupt ones and repairs the pinned revisions that linked them.
-func (a *Agent) Verify(ctx context.Context) (cache.VerifyReport, error) {
-	return a.verify(ctx)
+func (a *Agent) Verify(ctx context.Context) (agentapi.VerifyReport, error) {
+	rep, err := a.verify(ctx)
+	return wireVerifyReport(rep), err
 }
 
 func (a *Agent) verify(ctx context.Context, opts ...cache.VerifyOption) (cache.VerifyReport, error) {

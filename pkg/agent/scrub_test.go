@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/modelcache/modelcache/internal/s3test"
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -36,8 +36,8 @@ func TestScrubRepairsBitRotUnderAMountedReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := e.agent.Ensure(context.Background(), ref, agent.EnsureOptions{Wait: time.Minute})
-	if err != nil || p.State != agent.StateReady {
+	p, err := e.agent.Ensure(context.Background(), ref, agentapi.EnsureOptions{Wait: time.Minute})
+	if err != nil || p.State != agentapi.StateReady {
 		t.Fatalf("ensure: %v %+v", err, p)
 	}
 	if _, err := e.agent.Pin(ref, "csi:pod-a"); err != nil {

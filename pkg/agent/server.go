@@ -15,44 +15,8 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
-)
-
-// API requests. Refs are in their string form, options included
-// (s3://bucket/prefix?source=NAME&revision=HEX).
-type (
-	EnsureRequest struct {
-		Ref     string `json:"ref"`
-		Refresh bool   `json:"refresh,omitempty"`
-		// WaitSeconds bounds the wait for the model; 0 answers at once.
-		WaitSeconds float64 `json:"waitSeconds,omitempty"`
-		// Watch streams progress as JSON lines while waiting; the last line is final.
-		Watch bool `json:"watch,omitempty"`
-		// Access is who the model is for (see Access); the CSI plugin sets it.
-		Access *Access `json:"access,omitempty"`
-		// WarmPageCache reads the model into the page cache once it is ready.
-		WarmPageCache bool `json:"warmPageCache,omitempty"`
-	}
-	PinRequest struct {
-		Ref    string `json:"ref"`
-		Holder string `json:"holder"`
-	}
-	PinResponse struct {
-		Ref      string `json:"ref"`
-		Revision string `json:"revision"`
-		Path     string `json:"path"`
-		Size     int64  `json:"sizeBytes"`
-	}
-	EvictRequest struct {
-		Ref string `json:"ref"`
-	}
-	EvictResponse struct {
-		Evicted []string `json:"evicted"`
-	}
-	errorResponse struct {
-		Error string `json:"error"`
-		Class string `json:"class"`
-	}
 )
 
 const maxRequestBytes = 64 << 10
@@ -66,13 +30,13 @@ func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/ensure", a.handleEnsure)
 	mux.HandleFunc("POST /v1/pin", func(w http.ResponseWriter, r *http.Request) {
-		var req PinRequest
+		var req agentapi.PinRequest
 		ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
 		if !ok {
 			return
 		}
 		if req.Holder == "" {
-			writeError(w, fmt.Errorf("%w: pin needs a holder", ErrInvalid))
+			writeError(w, fmt.Errorf("%w: pin needs a holder", agentapi.ErrInvalid))
 			return
 		}
 		m, err := a.Pin(ref, req.Holder)
@@ -80,16 +44,16 @@ func (a *Agent) Handler() http.Handler {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, PinResponse{Ref: m.Ref.String(), Revision: m.Revision, Path: m.Path, Size: m.Size})
+		writeJSON(w, http.StatusOK, agentapi.PinResponse{Ref: m.Ref.String(), Revision: m.Revision, Path: m.Path, Size: m.Size})
 	})
 	mux.HandleFunc("POST /v1/unpin", func(w http.ResponseWriter, r *http.Request) {
-		var req PinRequest
+		var req agentapi.PinRequest
 		ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
 		if !ok {
 			return
 		}
 		if req.Holder == "" {
-			writeError(w, fmt.Errorf("%w: unpin needs a holder", ErrInvalid))
+			writeError(w, fmt.Errorf("%w: unpin needs a holder", agentapi.ErrInvalid))
 			return
 		}
 		if err := a.Unpin(ref, req.Holder); err != nil {
@@ -99,7 +63,7 @@ func (a *Agent) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
 	mux.HandleFunc("POST /v1/evict", func(w http.ResponseWriter, r *http.Request) {
-		var req EvictRequest
+		var req agentapi.EvictRequest
 		ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
 		if !ok {
 			return
@@ -109,7 +73,7 @@ func (a *Agent) Handler() http.Handler {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, EvictResponse{Evicted: ev})
+		writeJSON(w, http.StatusOK, agentapi.EvictResponse{Evicted: ev})
 	})
 	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := a.Verify(r.Context())
@@ -133,16 +97,16 @@ func (a *Agent) Handler() http.Handler {
 }
 
 func (a *Agent) handleEnsure(w http.ResponseWriter, r *http.Request) {
-	var req EnsureRequest
+	var req agentapi.EnsureRequest
 	ref, ok := decodeRef(w, r, &req, func() string { return req.Ref })
 	if !ok {
 		return
 	}
 	if req.WaitSeconds < 0 || req.WaitSeconds > maxWait.Seconds() {
-		writeError(w, fmt.Errorf("%w: waitSeconds %v out of range [0, %v]", ErrInvalid, req.WaitSeconds, maxWait.Seconds()))
+		writeError(w, fmt.Errorf("%w: waitSeconds %v out of range [0, %v]", agentapi.ErrInvalid, req.WaitSeconds, maxWait.Seconds()))
 		return
 	}
-	opts := EnsureOptions{Refresh: req.Refresh, Wait: time.Duration(req.WaitSeconds * float64(time.Second)), Access: req.Access,
+	opts := agentapi.EnsureOptions{Refresh: req.Refresh, Wait: time.Duration(req.WaitSeconds * float64(time.Second)), Access: req.Access,
 		WarmPageCache: req.WarmPageCache}
 	if !req.Watch {
 		p, err := a.Ensure(r.Context(), ref, opts)
@@ -151,7 +115,7 @@ func (a *Agent) handleEnsure(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		status := http.StatusOK
-		if p.State != StateReady {
+		if p.State != agentapi.StateReady {
 			status = http.StatusAccepted
 		}
 		writeJSON(w, status, p)
@@ -162,7 +126,7 @@ func (a *Agent) handleEnsure(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	flush := func(p Progress) {
+	flush := func(p agentapi.Progress) {
 		enc.Encode(p)
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
@@ -178,11 +142,11 @@ func decodeRef(w http.ResponseWriter, r *http.Request, req any, refOf func() str
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(req); err != nil {
-		writeError(w, fmt.Errorf("%w: request body: %v", ErrInvalid, err))
+		writeError(w, fmt.Errorf("%w: request body: %v", agentapi.ErrInvalid, err))
 		return model.Ref{}, false
 	}
 	if dec.More() {
-		writeError(w, fmt.Errorf("%w: request body: trailing data", ErrInvalid))
+		writeError(w, fmt.Errorf("%w: request body: trailing data", agentapi.ErrInvalid))
 		return model.Ref{}, false
 	}
 	ref, err := model.ParseRef(refOf())
@@ -200,8 +164,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	c := classByName(Classify(err))
-	writeJSON(w, c.status, errorResponse{Error: err.Error(), Class: c.name})
+	c := Classify(err)
+	writeJSON(w, agentapi.HTTPStatus(c), agentapi.ErrorResponse{Error: err.Error(), Class: c})
 }
 
 // ListenUnix listens on a unix socket at path, replacing a stale socket a

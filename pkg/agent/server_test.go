@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -36,7 +37,7 @@ func (stuckFetcher) AllowedIn(model.Ref, string) error { return nil }
 func (stuckFetcher) CheckAccess(context.Context, model.Ref) error { return nil }
 
 // serveStuck serves an agent over stuckFetcher on a socket with opts.
-func serveStuck(t *testing.T, opts ...agent.ServeOption) (sock string, client *agent.Client) {
+func serveStuck(t *testing.T, opts ...agent.ServeOption) (sock string, client *agentapi.Client) {
 	t.Helper()
 	store, err := cache.Open(t.TempDir(), cache.Options{Capacity: 1 << 30})
 	if err != nil {
@@ -51,7 +52,7 @@ func serveStuck(t *testing.T, opts ...agent.ServeOption) (sock string, client *a
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Serve(ctx, l, opts...); close(done) }()
-	client = agent.NewClient(sock)
+	client = agentapi.NewClient(sock)
 	t.Cleanup(func() { client.CloseIdleConnections(); cancel(); <-done; a.Close(); store.Close() })
 	return sock, client
 }
@@ -147,8 +148,8 @@ func TestServerTimeoutsSpareLongPolls(t *testing.T) {
 	const wait = 800 * time.Millisecond
 
 	start := time.Now()
-	p, err := client.Ensure(context.Background(), "s3://models/slow", agent.EnsureOptions{Wait: wait}, nil)
-	if err != nil || p.State == agent.StateReady || p.State == agent.StateFailed {
+	p, err := client.Ensure(context.Background(), "s3://models/slow", agentapi.EnsureOptions{Wait: wait}, nil)
+	if err != nil || p.State == agentapi.StateReady || p.State == agentapi.StateFailed {
 		t.Fatalf("long poll: %+v, %v", p, err)
 	}
 	if took := time.Since(start); took < wait-50*time.Millisecond {
@@ -157,8 +158,8 @@ func TestServerTimeoutsSpareLongPolls(t *testing.T) {
 
 	start = time.Now()
 	lines := 0
-	p, err = client.Ensure(context.Background(), "s3://models/slow", agent.EnsureOptions{Wait: wait}, func(agent.Progress) { lines++ })
-	if err != nil || p.State == agent.StateReady || p.State == agent.StateFailed {
+	p, err = client.Ensure(context.Background(), "s3://models/slow", agentapi.EnsureOptions{Wait: wait}, func(agentapi.Progress) { lines++ })
+	if err != nil || p.State == agentapi.StateReady || p.State == agentapi.StateFailed {
 		t.Fatalf("watch: %+v, %v", p, err)
 	}
 	if took := time.Since(start); took < wait-50*time.Millisecond || lines < 2 {

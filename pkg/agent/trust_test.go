@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -50,18 +51,18 @@ func newTrustEnv(t *testing.T, capacity int64, opts ...fetch.Option) *trustEnv {
 	return e
 }
 
-func (e *trustEnv) ensure(t *testing.T, ref string, acc *agent.Access) (agent.Progress, error) {
+func (e *trustEnv) ensure(t *testing.T, ref string, acc *agentapi.Access) (agentapi.Progress, error) {
 	t.Helper()
 	r, err := model.ParseRef(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e.agent.Ensure(context.Background(), r, agent.EnsureOptions{Wait: time.Minute, Access: acc})
+	return e.agent.Ensure(context.Background(), r, agentapi.EnsureOptions{Wait: time.Minute, Access: acc})
 }
 
-func readTree(t *testing.T, p agent.Progress, file string) []byte {
+func readTree(t *testing.T, p agentapi.Progress, file string) []byte {
 	t.Helper()
-	if p.State != agent.StateReady {
+	if p.State != agentapi.StateReady {
 		t.Fatalf("%s: %s %s", p.Ref, p.State, p.Error)
 	}
 	b, err := os.ReadFile(filepath.Join(p.Path, file))
@@ -99,15 +100,15 @@ func TestForeignETagNeitherPoisonsNorLeaks(t *testing.T) {
 			e.attacker.Lie("mine", "llama/model.safetensors", s3test.Listing{ETag: etag, Size: int64(len(victimBytes)), Body: evil})
 			victimRef := "s3://weights/llama?source=victim"
 			attackerRef := "s3://mine/llama?endpoint=" + e.attacker.Endpoint
-			teamA := &agent.Access{Namespace: "team-a"}
+			teamA := &agentapi.Access{Namespace: "team-a"}
 
 			first, second := victimRef, attackerRef
 			if attackerFirst {
 				first, second = attackerRef, victimRef
 			}
-			var got = map[string]agent.Progress{}
+			var got = map[string]agentapi.Progress{}
 			for _, ref := range []string{first, second} {
-				var acc *agent.Access
+				var acc *agentapi.Access
 				if ref == victimRef {
 					acc = teamA
 				}
@@ -127,7 +128,7 @@ func TestForeignETagNeitherPoisonsNorLeaks(t *testing.T) {
 				t.Fatal("a model was served from the other tenant's bytes without a download")
 			}
 			// A stranger refused the victim's source gets nothing.
-			_, err := e.ensure(t, victimRef, &agent.Access{Namespace: "team-b"})
+			_, err := e.ensure(t, victimRef, &agentapi.Access{Namespace: "team-b"})
 			if !errors.Is(err, fetch.ErrAccessDenied) {
 				t.Fatalf("team-b on the victim's source: %v", err)
 			}
@@ -163,8 +164,8 @@ func TestAccessCheckedOnEveryFile(t *testing.T) {
 	w := s3test.RandomBytes(3, 1<<20)
 	e.attacker.Lie("shared", "m/weights.bin", s3test.Listing{ETag: "w1", Size: int64(len(w)), Body: w, DenyTo: []string{"PARTIAL"}})
 	ref := "s3://shared/m?endpoint=" + e.attacker.Endpoint
-	owner := &agent.Access{Namespace: "x", Credentials: &fetch.Credentials{AccessKeyID: "OWNER", SecretAccessKey: "s"}}
-	partial := &agent.Access{Namespace: "x", Credentials: &fetch.Credentials{AccessKeyID: "PARTIAL", SecretAccessKey: "s"}}
+	owner := &agentapi.Access{Namespace: "x", Credentials: &agentapi.Credentials{AccessKeyID: "OWNER", SecretAccessKey: "s"}}
+	partial := &agentapi.Access{Namespace: "x", Credentials: &agentapi.Credentials{AccessKeyID: "PARTIAL", SecretAccessKey: "s"}}
 	if _, err := e.ensure(t, ref, partial); !errors.Is(err, fetch.ErrAccessDenied) || !strings.Contains(err.Error(), "weights.bin") {
 		t.Fatalf("cold, keys denied on weights.bin: %v", err)
 	}
@@ -233,7 +234,7 @@ func TestJobMapBounded(t *testing.T) {
 	e := newTrustEnv(t, 1<<30)
 	for i := range 300 {
 		r, _ := model.ParseRef(fmt.Sprintf("s3://nobucket/m%d?endpoint=%s", i, e.attacker.Endpoint))
-		if _, err := e.agent.Ensure(context.Background(), r, agent.EnsureOptions{Wait: time.Minute}); !errors.Is(err, fetch.ErrNotFound) {
+		if _, err := e.agent.Ensure(context.Background(), r, agentapi.EnsureOptions{Wait: time.Minute}); !errors.Is(err, fetch.ErrNotFound) {
 			t.Fatalf("ensure %d: %v", i, err)
 		}
 	}
@@ -271,26 +272,26 @@ func TestDownloadsBoundedGlobally(t *testing.T) {
 	t.Cleanup(func() { a.Close(); store.Close() })
 	for i := range 5 {
 		r, _ := model.ParseRef(fmt.Sprintf("s3://bkt/m%d", i))
-		if _, err := a.Ensure(context.Background(), r, agent.EnsureOptions{}); err != nil {
+		if _, err := a.Ensure(context.Background(), r, agentapi.EnsureOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	states := func() map[agent.State]int {
-		n := map[agent.State]int{}
+	states := func() map[agentapi.State]int {
+		n := map[agentapi.State]int{}
 		for _, j := range a.Jobs() {
 			n[j.State]++
 		}
 		return n
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if n := states(); n[agent.StateListing] == 2 && n[agent.StateQueued] == 3 {
+		if n := states(); n[agentapi.StateListing] == 2 && n[agentapi.StateQueued] == 3 {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("states %v, want 2 listing and 3 queued", n)
 		}
 	}
 	close(f.release)
-	for deadline := time.Now().Add(5 * time.Second); states()[agent.StateFailed] != 5; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); states()[agentapi.StateFailed] != 5; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("states %v after release", states())
 		}
@@ -322,7 +323,7 @@ func TestPrefetchPinsGiveWayToVolumes(t *testing.T) {
 		return r
 	}
 	prefetch := func(m string) error {
-		if _, err := a.Ensure(context.Background(), ref(m), agent.EnsureOptions{Wait: time.Minute}); err != nil {
+		if _, err := a.Ensure(context.Background(), ref(m), agentapi.EnsureOptions{Wait: time.Minute}); err != nil {
 			return err
 		}
 		_, err := a.Pin(ref(m), "workload:deployment/team-a/"+m)
@@ -336,7 +337,7 @@ func TestPrefetchPinsGiveWayToVolumes(t *testing.T) {
 	}
 	// A pod of team b needs a model: team a's least recently used prefetch
 	// gives way.
-	p, err := a.Ensure(context.Background(), ref("b"), agent.EnsureOptions{Wait: time.Minute, Access: &agent.Access{Namespace: "team-b"}})
+	p, err := a.Ensure(context.Background(), ref("b"), agentapi.EnsureOptions{Wait: time.Minute, Access: &agentapi.Access{Namespace: "team-b"}})
 	if err != nil {
 		t.Fatalf("team b's volume beside team a's prefetches: %v", err)
 	}

@@ -14,22 +14,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-)
 
-// WarmReport says what a page-cache warm-up did (EnsureOptions.WarmPageCache).
-type WarmReport struct {
-	Files int   `json:"files"`
-	Bytes int64 `json:"bytes"` // the model's bytes
-	// ResidentBytes were in the page cache already (a fresh download leaves
-	// its bytes there); ReadBytes were read in from disk by the warm-up.
-	ResidentBytes int64 `json:"residentBytes"`
-	ReadBytes     int64 `json:"readBytes"`
-	// SkippedBytes did not fit the memory budget (see warmBudget) and were
-	// left on disk: warming them would only push out the files before them.
-	SkippedBytes int64   `json:"skippedBytes"`
-	Seconds      float64 `json:"seconds"`
-	Error        string  `json:"error,omitempty"`
-}
+	"github.com/modelcache/modelcache/pkg/agentapi"
+)
 
 // warmChunk bounds the read buffer and the stretch of a file looked at at
 // once (mincore vector); warmAhead is how far ahead of the reads the
@@ -51,9 +38,9 @@ const (
 // across the whole stretch at once (far deeper than the sequential read-ahead
 // of a plain read), then read with one bounded buffer, which returns once
 // the pages are in.
-func warmPageCache(ctx context.Context, root string) WarmReport {
+func warmPageCache(ctx context.Context, root string) agentapi.WarmReport {
 	start := time.Now()
-	var rep WarmReport
+	var rep agentapi.WarmReport
 	err := warmTree(ctx, root, warmBudget(), &rep)
 	rep.Seconds = time.Since(start).Seconds()
 	if err != nil {
@@ -62,7 +49,7 @@ func warmPageCache(ctx context.Context, root string) WarmReport {
 	return rep
 }
 
-func warmTree(ctx context.Context, root string, budget int64, rep *WarmReport) error {
+func warmTree(ctx context.Context, root string, budget int64, rep *agentapi.WarmReport) error {
 	var paths []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -99,7 +86,7 @@ func warmTree(ctx context.Context, root string, budget int64, rep *WarmReport) e
 }
 
 // warmFile warms one file within budget bytes and returns its size.
-func warmFile(path string, budget int64, buf, vec []byte, rep *WarmReport) (int64, error) {
+func warmFile(path string, budget int64, buf, vec []byte, rep *agentapi.WarmReport) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
@@ -210,7 +197,7 @@ func mincore(b, vec []byte) error {
 }
 
 // warm runs a warm-up of the ready tree at path for one ensure and logs it.
-func (a *Agent) warm(ctx context.Context, ref, path string) *WarmReport {
+func (a *Agent) warm(ctx context.Context, ref, path string) *agentapi.WarmReport {
 	rep := warmPageCache(ctx, path)
 	log := a.log.Info
 	if rep.Error != "" {
@@ -226,8 +213,8 @@ func (a *Agent) warm(ctx context.Context, ref, path string) *WarmReport {
 // once to wait).
 type jobWarm struct {
 	once sync.Once
-	done chan struct{} // closed when the warm-up has ended or will not run
-	rep  *WarmReport   // set before done is closed; nil if the download failed
+	done chan struct{}        // closed when the warm-up has ended or will not run
+	rep  *agentapi.WarmReport // set before done is closed; nil if the download failed
 }
 
 // requestWarm makes sure the job's model is warmed once its download ends,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -36,8 +37,8 @@ func TestWarmPageCache(t *testing.T) {
 	size := int64(len(weights) + 7)
 	ctx := context.Background()
 
-	p, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{Wait: time.Minute, WarmPageCache: true}, nil)
-	if err != nil || p.State != agent.StateReady {
+	p, err := e.client.Ensure(ctx, ref, agentapi.EnsureOptions{Wait: time.Minute, WarmPageCache: true}, nil)
+	if err != nil || p.State != agentapi.StateReady {
 		t.Fatalf("ensure: %+v %v", p, err)
 	}
 	w := p.Warm
@@ -48,7 +49,7 @@ func TestWarmPageCache(t *testing.T) {
 	if !dropPages(t, p.Path) {
 		t.Skip("the cache's filesystem keeps every page in memory (tmpfs?): nothing to warm")
 	}
-	p, err = e.client.Ensure(ctx, ref, agent.EnsureOptions{WarmPageCache: true}, nil)
+	p, err = e.client.Ensure(ctx, ref, agentapi.EnsureOptions{WarmPageCache: true}, nil)
 	if err != nil || !p.Hit {
 		t.Fatalf("second ensure: %+v %v", p, err)
 	}
@@ -71,7 +72,7 @@ func TestWarmPageCache(t *testing.T) {
 		}
 	}
 	// Without the option nothing is warmed or reported.
-	if p, err := e.client.Ensure(ctx, ref, agent.EnsureOptions{}, nil); err != nil || p.Warm != nil {
+	if p, err := e.client.Ensure(ctx, ref, agentapi.EnsureOptions{}, nil); err != nil || p.Warm != nil {
 		t.Fatalf("plain ensure: %+v %v", p, err)
 	}
 }
@@ -101,14 +102,14 @@ func TestWarmPageCacheAfterBackgroundDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := a.Ensure(context.Background(), ref, agent.EnsureOptions{WarmPageCache: true})
-	if err != nil || p.State == agent.StateReady || p.Warm != nil {
+	p, err := a.Ensure(context.Background(), ref, agentapi.EnsureOptions{WarmPageCache: true})
+	if err != nil || p.State == agentapi.StateReady || p.Warm != nil {
 		t.Fatalf("ensure without wait: %+v %v", p, err)
 	}
 	// A second caller joins the download and waits: it gets the report of
 	// the same, single warm-up (the prefetch controller asks like this).
-	p, err = a.Ensure(context.Background(), ref, agent.EnsureOptions{WarmPageCache: true, Wait: time.Minute})
-	if err != nil || p.State != agent.StateReady || p.Warm == nil || p.Warm.Bytes != 9<<20 {
+	p, err = a.Ensure(context.Background(), ref, agentapi.EnsureOptions{WarmPageCache: true, Wait: time.Minute})
+	if err != nil || p.State != agentapi.StateReady || p.Warm == nil || p.Warm.Bytes != 9<<20 {
 		t.Fatalf("ensure with wait: %+v %v", p, err)
 	}
 	if l := logs.String(); strings.Count(l, "page cache warm-up") != 1 || !strings.Contains(l, "bytes=9437184") || strings.Contains(l, "level=WARN") {

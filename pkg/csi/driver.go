@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
 )
 
@@ -30,10 +30,10 @@ const DefaultDriverName = "modelcache.csi.io"
 
 // Agent is the part of the cache agent's client the plugin uses.
 type Agent interface {
-	Ensure(ctx context.Context, ref string, opts agent.EnsureOptions, onProgress func(agent.Progress)) (agent.Progress, error)
-	Pin(ctx context.Context, ref, holder string) (agent.PinResponse, error)
+	Ensure(ctx context.Context, ref string, opts agentapi.EnsureOptions, onProgress func(agentapi.Progress)) (agentapi.Progress, error)
+	Pin(ctx context.Context, ref, holder string) (agentapi.PinResponse, error)
 	Unpin(ctx context.Context, ref, holder string) error
-	Status(ctx context.Context) (agent.StatusReport, error)
+	Status(ctx context.Context) (agentapi.StatusReport, error)
 	Healthy(ctx context.Context) error
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/csi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
@@ -35,7 +36,7 @@ type env struct {
 	agentSk  string
 	stateDir string
 	csiSk    string
-	client   *agent.Client
+	client   *agentapi.Client
 
 	stopAgent  func()
 	stopPlugin func()
@@ -78,7 +79,7 @@ func newEnvOn(t *testing.T, srv *s3test.Server, publishWait time.Duration, extra
 	e := &env{t: t, srv: srv, proxy: s3test.NewCountingProxy(t, srv.Endpoint), dir: dir,
 		cacheDir: filepath.Join(dir, "cache"), agentSk: filepath.Join(dir, "agent.sock"),
 		stateDir: filepath.Join(dir, "state"), csiSk: filepath.Join(dir, "csi.sock"), wait: publishWait, extra: extra}
-	e.client = agent.NewClient(e.agentSk)
+	e.client = agentapi.NewClient(e.agentSk)
 	t.Cleanup(func() {
 		if e.stopPlugin != nil {
 			e.stopPlugin()

@@ -6,7 +6,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 // agentStatus turns an agent error into the gRPC status kubelet acts on:
@@ -16,17 +16,17 @@ import (
 func agentStatus(what string, err error) error {
 	code := codes.Internal
 	switch {
-	case errors.Is(err, agent.ErrInvalid):
+	case errors.Is(err, agentapi.ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, agent.ErrNotFound):
+	case errors.Is(err, agentapi.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, agent.ErrAccessDenied):
+	case errors.Is(err, agentapi.ErrAccessDenied):
 		code = codes.PermissionDenied
-	case errors.Is(err, agent.ErrNoSpace):
+	case errors.Is(err, agentapi.ErrNoSpace):
 		code = codes.ResourceExhausted
-	case errors.Is(err, agent.ErrChanged):
+	case errors.Is(err, agentapi.ErrChanged):
 		code = codes.Aborted
-	case errors.Is(err, agent.ErrUnreachable), errors.Is(err, agent.ErrUnavailable):
+	case errors.Is(err, agentapi.ErrUnreachable), errors.Is(err, agentapi.ErrUnavailable):
 		code = codes.Unavailable
 	}
 	return status.Errorf(code, "%s: %v", what, err)

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/modelcache/modelcache/internal/s3test"
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 // 1,000 publish/unpublish cycles over 20 volumes while other models are
@@ -43,7 +43,7 @@ func TestLoadLeavesNothingBehind(t *testing.T) {
 	var bgOps [3]int
 	bg.Go(func() { // prefetches
 		for i := 0; ctx.Err() == nil; i++ {
-			e.client.Ensure(ctx, e.ref(fmt.Sprintf("other-%d", i%3)), agent.EnsureOptions{Wait: 5 * time.Second}, nil)
+			e.client.Ensure(ctx, e.ref(fmt.Sprintf("other-%d", i%3)), agentapi.EnsureOptions{Wait: 5 * time.Second}, nil)
 			bgOps[0]++
 		}
 	})
@@ -117,7 +117,7 @@ func TestLoadLeavesNothingBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, j := range st.Jobs {
-			if j.State == agent.StateFetching || j.State == agent.StateListing {
+			if j.State == agentapi.StateFetching || j.State == agentapi.StateListing {
 				return false
 			}
 		}

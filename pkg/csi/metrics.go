@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
 type metrics struct {
@@ -49,15 +49,16 @@ func codeOf(err error) string {
 		name string
 		err  error
 	}{
-		{"invalid", agent.ErrInvalid}, {"not_found", agent.ErrNotFound}, {"access_denied", agent.ErrAccessDenied},
-		{"unreachable", agent.ErrUnreachable}, {"no_space", agent.ErrNoSpace}, {"changed", agent.ErrChanged},
-		{"unavailable", agent.ErrUnavailable},
+		{agentapi.ClassInvalid, agentapi.ErrInvalid}, {agentapi.ClassNotFound, agentapi.ErrNotFound},
+		{agentapi.ClassAccessDenied, agentapi.ErrAccessDenied}, {agentapi.ClassUnreachable, agentapi.ErrUnreachable},
+		{agentapi.ClassNoSpace, agentapi.ErrNoSpace}, {agentapi.ClassChanged, agentapi.ErrChanged},
+		{agentapi.ClassUnavailable, agentapi.ErrUnavailable},
 	} {
 		if errors.Is(err, c.err) {
 			return c.name
 		}
 	}
-	return "internal"
+	return agentapi.ClassInternal
 }
 
 // intercept logs every call with secrets stripped from the request (a

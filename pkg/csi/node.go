@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -40,7 +40,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	// Checked by the agent before it looks at the cache: a model held on
 	// this node is served only to a pod that could read it from the bucket.
-	access := &agent.Access{Namespace: req.GetVolumeContext()[podNamespaceKey], Credentials: creds}
+	access := &agentapi.Access{Namespace: req.GetVolumeContext()[podNamespaceKey], Credentials: creds}
 	vol, target := req.GetVolumeId(), req.GetTargetPath()
 	if !d.lock(vol) {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is in progress", vol)
@@ -71,12 +71,12 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		wait = max(time.Until(dl)-time.Second, 0)
 	}
 	tEnsure := time.Now()
-	p, err := d.opts.Agent.Ensure(ctx, ref.String(), agent.EnsureOptions{Wait: wait, Access: access}, nil)
+	p, err := d.opts.Agent.Ensure(ctx, ref.String(), agentapi.EnsureOptions{Wait: wait, Access: access}, nil)
 	if err != nil {
 		d.metrics.publishErrors.WithLabelValues(codeOf(err)).Inc()
 		return nil, agentStatus("model "+ref.String(), err)
 	}
-	if p.State != agent.StateReady {
+	if p.State != agentapi.StateReady {
 		// kubelet retries with backoff and shows this in the pod's events.
 		return nil, status.Error(codes.Unavailable, p.Message())
 	}
@@ -94,7 +94,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	pin, err := d.opts.Agent.Pin(ctx, rec.Ref, rec.Holder)
 	if err != nil {
 		d.recs.remove(vol, target)
-		if errors.Is(err, agent.ErrNotFound) {
+		if errors.Is(err, agentapi.ErrNotFound) {
 			// Evicted between ensure and pin: rare, and a retry fetches it.
 			return nil, status.Errorf(codes.Unavailable, "model %s was evicted before it could be pinned; retrying", ref)
 		}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -102,7 +102,7 @@ func (d *Driver) Run(ctx context.Context, interval time.Duration) {
 		switch {
 		case err == nil:
 			next = interval
-		case errors.Is(err, agent.ErrUnavailable):
+		case errors.Is(err, agentapi.ErrUnavailable):
 			d.log.Debug("reconcile: agent not answering yet", "err", err)
 			next = retry
 		default:

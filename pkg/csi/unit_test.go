@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/csi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
 )
@@ -23,25 +23,25 @@ import (
 // the real agent, this one reaches the failure paths a real one rarely takes.
 type fakeAgent struct {
 	mu       sync.Mutex
-	progress agent.Progress
+	progress agentapi.Progress
 	ensure   error
 	pinErr   error
 	pinPath  string            // when set, the path Pin answers instead of progress.Path
 	pins     map[string]string // holder → ref
 }
 
-func (f *fakeAgent) Ensure(context.Context, string, agent.EnsureOptions, func(agent.Progress)) (agent.Progress, error) {
+func (f *fakeAgent) Ensure(context.Context, string, agentapi.EnsureOptions, func(agentapi.Progress)) (agentapi.Progress, error) {
 	return f.progress, f.ensure
 }
 
-func (f *fakeAgent) Pin(_ context.Context, ref, holder string) (agent.PinResponse, error) {
+func (f *fakeAgent) Pin(_ context.Context, ref, holder string) (agentapi.PinResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.pinErr != nil {
-		return agent.PinResponse{}, f.pinErr
+		return agentapi.PinResponse{}, f.pinErr
 	}
 	f.pins[holder] = ref
-	return agent.PinResponse{Ref: ref, Revision: f.progress.Revision, Path: cmp.Or(f.pinPath, f.progress.Path)}, nil
+	return agentapi.PinResponse{Ref: ref, Revision: f.progress.Revision, Path: cmp.Or(f.pinPath, f.progress.Path)}, nil
 }
 
 func (f *fakeAgent) Unpin(_ context.Context, _, holder string) error {
@@ -51,8 +51,8 @@ func (f *fakeAgent) Unpin(_ context.Context, _, holder string) error {
 	return nil
 }
 
-func (f *fakeAgent) Status(context.Context) (agent.StatusReport, error) {
-	return agent.StatusReport{}, nil
+func (f *fakeAgent) Status(context.Context) (agentapi.StatusReport, error) {
+	return agentapi.StatusReport{}, nil
 }
 func (f *fakeAgent) Healthy(context.Context) error { return nil }
 
@@ -70,7 +70,7 @@ func newUnit(t *testing.T) (*csi.Driver, *fakeAgent, *mounter.Fake, string) {
 		t.Fatal(err)
 	}
 	fa := &fakeAgent{pins: map[string]string{},
-		progress: agent.Progress{Ref: "s3://bkt/m", State: agent.StateReady, Revision: "0123456789abcdef", Path: tree}}
+		progress: agentapi.Progress{Ref: "s3://bkt/m", State: agentapi.StateReady, Revision: "0123456789abcdef", Path: tree}}
 	fm := mounter.NewFake()
 	d, err := csi.New(csi.Options{NodeID: "n", Node: true, Agent: fa, Mounter: fm, StateDir: state, CacheDir: cacheDir})
 	if err != nil {
@@ -124,18 +124,18 @@ func TestUnitAgentErrorsBecomeCodes(t *testing.T) {
 	cases := []struct {
 		ensure error
 		pin    error
-		state  agent.State
+		state  agentapi.State
 		want   codes.Code
 	}{
-		{ensure: agent.ErrAccessDenied, want: codes.PermissionDenied},
-		{ensure: agent.ErrNotFound, want: codes.NotFound},
-		{ensure: agent.ErrNoSpace, want: codes.ResourceExhausted},
-		{ensure: agent.ErrUnreachable, want: codes.Unavailable},
-		{ensure: agent.ErrUnavailable, want: codes.Unavailable},
-		{ensure: agent.ErrInvalid, want: codes.InvalidArgument},
-		{ensure: agent.ErrInternal, want: codes.Internal},
-		{state: agent.StateFetching, want: codes.Unavailable},
-		{pin: agent.ErrNotFound, want: codes.Unavailable}, // evicted between ensure and pin
+		{ensure: agentapi.ErrAccessDenied, want: codes.PermissionDenied},
+		{ensure: agentapi.ErrNotFound, want: codes.NotFound},
+		{ensure: agentapi.ErrNoSpace, want: codes.ResourceExhausted},
+		{ensure: agentapi.ErrUnreachable, want: codes.Unavailable},
+		{ensure: agentapi.ErrUnavailable, want: codes.Unavailable},
+		{ensure: agentapi.ErrInvalid, want: codes.InvalidArgument},
+		{ensure: agentapi.ErrInternal, want: codes.Internal},
+		{state: agentapi.StateFetching, want: codes.Unavailable},
+		{pin: agentapi.ErrNotFound, want: codes.Unavailable}, // evicted between ensure and pin
 	}
 	for _, c := range cases {
 		d, fa, fm, state := newUnit(t)

@@ -8,7 +8,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
-	"github.com/modelcache/modelcache/pkg/fetch"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -75,7 +75,7 @@ var secretKeys = map[string][]string{
 // ParseSecrets turns the Secret kubelet passes with a publish into the
 // volume's S3 credentials; nil when the volume has none. Other keys of the
 // Secret are ignored. Errors name keys, never values.
-func ParseSecrets(secrets map[string]string) (*fetch.Credentials, error) {
+func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 	get := func(name string) string {
 		for _, k := range secretKeys[name] {
 			if v := strings.TrimSpace(secrets[k]); v != "" {
@@ -84,8 +84,8 @@ func ParseSecrets(secrets map[string]string) (*fetch.Credentials, error) {
 		}
 		return ""
 	}
-	c := fetch.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken")}
-	if c == (fetch.Credentials{}) {
+	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken")}
+	if c == (agentapi.Credentials{}) {
 		return nil, nil
 	}
 	if c.AccessKeyID == "" || c.SecretAccessKey == "" {

@@ -23,6 +23,7 @@ import (
 	"github.com/modelcache/modelcache/internal/kubetest"
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/agent"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -40,8 +41,8 @@ func TestMain(m *testing.M) {
 type agentAdapter struct{ a *agent.Agent }
 
 func (x agentAdapter) Ensure(ctx context.Context, ref model.Ref, wait time.Duration) (prefetch.Result, error) {
-	p, err := x.a.Ensure(ctx, ref, agent.EnsureOptions{Wait: wait})
-	return prefetch.Result{Ready: p.State == agent.StateReady, Hit: p.Hit, Revision: p.Revision,
+	p, err := x.a.Ensure(ctx, ref, agentapi.EnsureOptions{Wait: wait})
+	return prefetch.Result{Ready: p.State == agentapi.StateReady, Hit: p.Hit, Revision: p.Revision,
 		TotalBytes: p.TotalBytes, FetchedBytes: p.FetchedBytes, Started: p.Started, Finished: p.Finished}, err
 }
 func (x agentAdapter) Pin(ref model.Ref, holder string) error {
@@ -49,7 +50,7 @@ func (x agentAdapter) Pin(ref model.Ref, holder string) error {
 	return err
 }
 func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unpin(ref, holder) }
-func (x agentAdapter) Models() []cache.ModelStatus              { return x.a.Status().Models }
+func (x agentAdapter) Models() []agentapi.ModelStatus           { return x.a.Status().Models }
 func (x agentAdapter) Changed() <-chan struct{}                 { return x.a.Changed() }
 func (x agentAdapter) AllowedIn(ref model.Ref, ns string) error { return x.a.AllowedIn(ref, ns) }
 

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -64,7 +64,7 @@ func nodePatch(node *corev1.Node, ready map[string]string) ([]byte, bool) {
 
 // syncNode patches the node's warm-model labels and annotation: a label for
 // every desired or already labelled model the cache holds, none for others.
-func (c *Controller) syncNode(ctx context.Context, node *corev1.Node, desired map[string]*want, models []cache.ModelStatus) error {
+func (c *Controller) syncNode(ctx context.Context, node *corev1.Node, desired map[string]*want, models []agentapi.ModelStatus) error {
 	refs := map[string]model.Ref{}
 	for key, w := range desired {
 		refs[key] = w.ref

@@ -6,13 +6,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
 // heldRevision says whether the cache holds ref: its pinned revision, or
 // for a ref without one, the current revision of its location.
-func heldRevision(models []cache.ModelStatus, ref model.Ref) (bool, string) {
+func heldRevision(models []agentapi.ModelStatus, ref model.Ref) (bool, string) {
 	id := ref.ID()
 	for _, m := range models {
 		if modelID(m) != id {
@@ -25,7 +25,7 @@ func heldRevision(models []cache.ModelStatus, ref model.Ref) (bool, string) {
 	return false, ""
 }
 
-func modelID(m cache.ModelStatus) string {
+func modelID(m agentapi.ModelStatus) string {
 	r, err := model.ParseRef(m.Ref)
 	if err != nil {
 		return ""
@@ -33,7 +33,7 @@ func modelID(m cache.ModelStatus) string {
 	return r.ID()
 }
 
-func hasPin(models []cache.ModelStatus, id, rev, holder string) bool {
+func hasPin(models []agentapi.ModelStatus, id, rev, holder string) bool {
 	for _, m := range models {
 		if m.Revision == rev && modelID(m) == id {
 			for _, p := range m.Pins {
@@ -49,7 +49,7 @@ func hasPin(models []cache.ModelStatus, id, rev, holder string) bool {
 // pinHolders pins rev of w.ref for every workload naming it and announces
 // each new pin with a PrefetchDone event; res is the model's last download,
 // reported to the holders in waited.
-func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus, res Result, waited map[string]bool) {
+func (c *Controller) pinHolders(w *want, rev string, models []agentapi.ModelStatus, res Result, waited map[string]bool) {
 	ref := w.ref
 	ref.Revision = rev
 	for holder, wl := range w.holders {
@@ -72,7 +72,7 @@ func (c *Controller) pinHolders(w *want, rev string, models []cache.ModelStatus,
 
 // doneMessage describes a ready model: res is its download, if this
 // controller ran one.
-func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.ModelStatus, res Result) string {
+func (c *Controller) doneMessage(ref model.Ref, rev string, models []agentapi.ModelStatus, res Result) string {
 	label := LabelKey(ref) + "=" + LabelReady
 	if res.Ready && !res.Hit && res.Revision == rev {
 		secs := res.Finished.Sub(res.Started).Seconds()
@@ -92,7 +92,7 @@ func (c *Controller) doneMessage(ref model.Ref, rev string, models []cache.Model
 // unpinStale drops every workload pin no desired model justifies: the
 // workload is gone, no longer names the model, no longer fits the node, or
 // named a revision that is no longer the current one.
-func (c *Controller) unpinStale(desired map[string]*want, models []cache.ModelStatus) {
+func (c *Controller) unpinStale(desired map[string]*want, models []agentapi.ModelStatus) {
 	for _, m := range models {
 		for _, holder := range m.Pins {
 			if !c.owns(holder) || justified(desired, m, holder) {
@@ -126,7 +126,7 @@ func (c *Controller) owns(holder string) bool {
 	return len(parts) == 3 && parts[1] == c.opts.Namespace
 }
 
-func justified(desired map[string]*want, m cache.ModelStatus, holder string) bool {
+func justified(desired map[string]*want, m agentapi.ModelStatus, holder string) bool {
 	id := modelID(m)
 	for _, w := range desired {
 		if w.holders[holder] == nil || w.ref.ID() != id {

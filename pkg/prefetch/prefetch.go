@@ -51,7 +51,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -82,7 +82,7 @@ type Agent interface {
 	// Unpinning what is not pinned is a no-op.
 	Unpin(ref model.Ref, holder string) error
 	// Models lists every held revision with its pins.
-	Models() []cache.ModelStatus
+	Models() []agentapi.ModelStatus
 	// AllowedIn says whether a workload of namespace may use the source
 	// ref names (the sources file's namespaces lists). Part of the
 	// interface, so no agent can skip it.

@@ -1,4 +1,4 @@
-package agent
+package agentapi
 
 import (
 	"fmt"
@@ -73,4 +73,19 @@ func formatETA(sec float64) string {
 		return "?"
 	}
 	return (time.Duration(sec*float64(time.Second)) + time.Second/2).Truncate(time.Second).String()
+}
+
+// WarmReport says what a page-cache warm-up did (EnsureOptions.WarmPageCache).
+type WarmReport struct {
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"` // the model's bytes
+	// ResidentBytes were in the page cache already (a fresh download leaves
+	// its bytes there); ReadBytes were read in from disk by the warm-up.
+	ResidentBytes int64 `json:"residentBytes"`
+	ReadBytes     int64 `json:"readBytes"`
+	// SkippedBytes did not fit the memory budget and were left on disk:
+	// warming them would only push out the files before them.
+	SkippedBytes int64   `json:"skippedBytes"`
+	Seconds      float64 `json:"seconds"`
+	Error        string  `json:"error,omitempty"`
 }

@@ -1,4 +1,4 @@
-package agent
+package agentapi
 
 import (
 	"bufio"
@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"github.com/modelcache/modelcache/pkg/cache"
 )
 
 // Client talks to an agent over its unix socket. Errors wrap this package's
@@ -33,7 +31,7 @@ func NewClient(socket string) *Client {
 	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
 }
 
-// Ensure asks the agent to make ref available (see Agent.Ensure). With
+// Ensure asks the agent to make ref available (see pkg/agent Agent.Ensure). With
 // onProgress set, progress streams to it while the agent waits.
 func (c *Client) Ensure(ctx context.Context, ref string, opts EnsureOptions, onProgress func(Progress)) (Progress, error) {
 	req := EnsureRequest{Ref: ref, Refresh: opts.Refresh, WaitSeconds: opts.Wait.Seconds(), Watch: onProgress != nil, Access: opts.Access,
@@ -102,8 +100,8 @@ func (c *Client) Evict(ctx context.Context, ref string) ([]string, error) {
 }
 
 // Verify re-hashes every blob on the node.
-func (c *Client) Verify(ctx context.Context) (cache.VerifyReport, error) {
-	var r cache.VerifyReport
+func (c *Client) Verify(ctx context.Context) (VerifyReport, error) {
+	var r VerifyReport
 	return r, c.call(ctx, http.MethodPost, "/v1/verify", struct{}{}, &r)
 }
 
@@ -157,7 +155,7 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) e
 
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var e errorResponse
+	var e ErrorResponse
 	if json.Unmarshal(b, &e) != nil || e.Error == "" {
 		return fmt.Errorf("%w: agent answered %s: %s", ErrInternal, resp.Status, bytes.TrimSpace(b))
 	}
