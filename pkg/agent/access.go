@@ -3,8 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
-	"sync"
 	"time"
+
+	k8scache "k8s.io/apimachinery/pkg/util/cache"
 
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/fetch"
@@ -20,17 +21,16 @@ const (
 	accessDenyTTL  = 5 * time.Second
 )
 
-type accessEntry struct {
-	err     error
-	expires time.Time
-}
+// accessCacheSize bounds the answers kept (one per model and key pair):
+// past it the least recently used go first, so a flood of new keys cannot
+// grow the agent's memory, nor flush the answers pods are using.
+const accessCacheSize = 10_000
 
-// accessCache remembers S3's answers by a hash of (model, credentials): the
-// keys themselves are never stored.
-type accessCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]accessEntry
-}
+// accessResult is S3's answer about one model and key pair. The cache is
+// keyed by a hash of (model, credentials): the keys are never stored.
+type accessResult struct{ err error }
+
+func newAccessCache() *k8scache.LRUExpireCache { return k8scache.NewLRUExpireCache(accessCacheSize) }
 
 func accessKey(ref model.Ref, c fetch.Credentials) [sha256.Size]byte {
 	h := sha256.New()
@@ -59,14 +59,10 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Acce
 		return nil
 	}
 	key := accessKey(ref, *creds)
-	now := time.Now()
-	a.access.mu.Lock()
-	if e, ok := a.access.m[key]; ok && now.Before(e.expires) {
-		a.access.mu.Unlock()
+	if e, ok := a.access.Get(key); ok {
 		a.metrics.accessChecks.WithLabelValues("cached").Inc()
-		return e.err
+		return e.(accessResult).err
 	}
-	a.access.mu.Unlock()
 
 	err := ac.CheckAccess(fetch.WithCredentials(ctx, *creds), ref.Location())
 	result, ttl := "granted", accessGrantTTL
@@ -79,12 +75,7 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Acce
 		return err
 	}
 	a.metrics.accessChecks.WithLabelValues(result).Inc()
-	a.access.mu.Lock()
-	if len(a.access.m) > 10000 { // bounded: drop everything rather than track ages
-		clear(a.access.m)
-	}
-	a.access.m[key] = accessEntry{err: err, expires: now.Add(ttl)}
-	a.access.mu.Unlock()
+	a.access.Add(key, accessResult{err}, ttl)
 	return err
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	k8scache "k8s.io/apimachinery/pkg/util/cache"
 
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
@@ -54,7 +55,7 @@ type Agent struct {
 	// fetcher's workers and buffers: any tenant can ask for models.
 	slots chan struct{}
 
-	access accessCache
+	access *k8scache.LRUExpireCache // S3's answers about volumes' keys (see access.go)
 }
 
 // DefaultMaxDownloads is how many models download at once by default.
@@ -82,7 +83,7 @@ func New(store *cache.Store, fetcher Fetcher, log *slog.Logger, reg Registerer, 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{store: store, fetcher: fetcher, log: log, ctx: ctx, cancel: cancel, jobs: map[string]*job{},
-		access: accessCache{m: map[[32]byte]accessEntry{}}, slots: make(chan struct{}, DefaultMaxDownloads)}
+		access: newAccessCache(), slots: make(chan struct{}, DefaultMaxDownloads)}
 	for _, o := range opts {
 		o(a)
 	}
