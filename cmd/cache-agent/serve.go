@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/rest"
 
 	"github.com/modelcache/modelcache/pkg/agent"
@@ -221,21 +223,21 @@ func parseCapacity(s, dir string) (int64, error) {
 	return n, nil
 }
 
-var units = map[string]int64{"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
-	"KI": 1 << 10, "KIB": 1 << 10, "MI": 1 << 20, "MIB": 1 << 20, "GI": 1 << 30, "GIB": 1 << 30, "TI": 1 << 40, "TIB": 1 << 40}
-
-// parseBytes parses "16MiB", "2TB", "1.5GiB", "1024".
+// parseBytes parses a size the way Kubernetes does (resource.Quantity:
+// "16Mi", "1.5Gi", "2T", "1024"), also with the "B" people add to units
+// ("16MiB", "2TB", "500KB", "512B"), as the flags' defaults are written.
 func parseBytes(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	num, unit := t, ""
-	if i >= 0 {
-		num, unit = t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
+	t := strings.TrimSuffix(strings.TrimSpace(s), "B")
+	if k, ok := strings.CutSuffix(t, "K"); ok {
+		t = k + "k" // the decimal kilo of a Quantity is lower case
 	}
-	mult, ok := units[unit]
-	f, err := strconv.ParseFloat(num, 64)
-	if !ok || err != nil || f < 0 {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+	bad := fmt.Errorf("size %q: want a number with an optional unit (Ki, Mi, Gi, Ti, k, M, G, T; a B after it is fine)", s)
+	q, err := resource.ParseQuantity(t)
+	if err != nil || q.Sign() < 0 {
+		return 0, bad
 	}
-	return int64(f * float64(mult)), nil
+	if q.Cmp(*resource.NewQuantity(math.MaxInt64, resource.BinarySI)) >= 0 {
+		return 0, bad // ParseQuantity clamps what is past int64 to its max
+	}
+	return q.Value(), nil // a fraction of a byte rounds up
 }
