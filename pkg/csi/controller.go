@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -45,14 +46,30 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if req.GetVolumeContentSource() != nil {
 		return nil, status.Error(codes.InvalidArgument, "a model volume cannot be created from a snapshot or another volume")
 	}
-	ref, err := ParseVolumeAttributes(req.GetParameters())
+	id, volCtx, err := NewVolume(req.GetName(), req.GetParameters())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
-		VolumeId:      VolumeID(req.GetName(), ref.String()),
-		VolumeContext: map[string]string{AttrModel: ref.String()},
-	}}, nil
+	return &csi.CreateVolumeResponse{Volume: &csi.Volume{VolumeId: id, VolumeContext: volCtx}}, nil
+}
+
+// NewVolume is the one provisioning path, of CreateVolume and of
+// pkg/provisioner: it validates a model volume's parameters (volume
+// attributes; keys under csi.storage.k8s.io/, such as secret references,
+// are not attributes and are left out) and returns the volume's stable ID
+// and the volume context that NodePublishVolume gets back.
+func NewVolume(name string, params map[string]string) (id string, volCtx map[string]string, err error) {
+	attrs := make(map[string]string, len(params))
+	for k, v := range params {
+		if !strings.HasPrefix(k, "csi.storage.k8s.io/") {
+			attrs[k] = v
+		}
+	}
+	ref, err := ParseVolumeAttributes(attrs)
+	if err != nil {
+		return "", nil, err
+	}
+	return VolumeID(name, ref.String()), map[string]string{AttrModel: ref.String()}, nil
 }
 
 // DeleteVolume implements csi.ControllerServer: nothing to delete, the

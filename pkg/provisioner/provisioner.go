@@ -7,6 +7,7 @@ package provisioner
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -61,12 +62,9 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 	if claim.Spec.DataSource != nil || claim.Spec.DataSourceRef != nil {
 		return nil, fmt.Errorf("a model volume cannot be made from a snapshot or another volume (dataSource)")
 	}
-	attrs := map[string]string{}
-	for k, v := range class.Parameters {
-		if strings.HasPrefix(k, "csi.storage.k8s.io/") {
-			continue // secret references and the like: not volume attributes
-		}
-		attrs[k] = v
+	attrs := maps.Clone(class.Parameters)
+	if attrs == nil {
+		attrs = map[string]string{}
 	}
 	if v := claim.Annotations[AnnModel]; v != "" {
 		attrs[csi.AttrModel] = v
@@ -78,7 +76,7 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 		return nil, fmt.Errorf("claim names no model: annotate it with %s: s3://BUCKET/PREFIX, or set parameter model on StorageClass %s",
 			AnnModel, class.Name)
 	}
-	ref, err := csi.ParseVolumeAttributes(attrs)
+	id, volCtx, err := csi.NewVolume(o.PVName, attrs)
 	if err != nil {
 		return nil, err
 	}
@@ -108,9 +106,9 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 			MountOptions:                  slices.Clone(class.MountOptions),
 			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
 				Driver:           p.DriverName,
-				VolumeHandle:     csi.VolumeID(o.PVName, ref.String()),
+				VolumeHandle:     id,
 				ReadOnly:         true,
-				VolumeAttributes: map[string]string{csi.AttrModel: ref.String()},
+				VolumeAttributes: volCtx,
 				// kubelet reads this Secret and passes it with every publish;
 				// the plugin has the agent check it against the bucket.
 				NodePublishSecretRef: secretRef,
