@@ -7,7 +7,8 @@
 #   4. kubectl apply -k deploy/e2e; wait for the DaemonSet
 #   5. go test -tags e2e ./e2e (the assertions; the suite uploads its models)
 #   6. on failure: logs of plugin, agent, kubelet, containerd; then e2e/down.sh --purge
-# Env: E2E_KEEP=1 leaves the cluster and versitygw running (then: e2e/down.sh --purge);
+# Env: E2E_KEEP=1 leaves the cluster running, versitygw stopped (its sources
+#      Secret then points at a closed port; then: e2e/down.sh --purge);
 #      E2E_RUN=REGEX passes -run to go test.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
