@@ -252,7 +252,8 @@ download_table() {
 			echo "- agent peak RSS: $((RSS[$DS.modelcache] / 1024)) MiB (VmHWM over the runs; goal < 64 MiB)"
 			# Fields 5-7 of modelcache's lines: disk reads, rchar, fetched bytes.
 			awk '$1 == "modelcache" { if ($5 > d) d = $5; r = $6 / $7; if (r > x) x = r }
-				END { printf "- second reads: the agent read at most %d bytes from disk during a prefetch (/proc/PID/io read_bytes), and read(2) returned at most %.3f bytes per byte fetched (rchar, sockets included): each byte is hashed as it streams, never read back\n", d, x }' "$f"
+				END { printf "- second reads: the agent read at most %d bytes from disk during a prefetch (/proc/PID/io read_bytes), and read(2) returned at most %.3f bytes per byte fetched (rchar, sockets included): %s\n", d, x,
+					(x <= 1.01 ? "each byte is hashed as it streams, never read back" : "the excess over 1 is bytes read back from the page cache to hash them in order") }' "$f"
 		fi
 		echo
 	} >"$RUN/table-$DS"

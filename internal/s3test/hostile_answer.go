@@ -113,14 +113,7 @@ func (h *Hostile) list(w http.ResponseWriter, r *http.Request, name string, b *h
 			res.Contents[i].Key = s3URLEncode(res.Contents[i].Key)
 		}
 	}
-	out, err := xml.Marshal(res)
-	if err != nil {
-		h.fail(w, r, http.StatusInternalServerError, "InternalError", err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "application/xml")
-	w.Write([]byte(xml.Header))
-	w.Write(out)
+	h.writeXML(w, r, res)
 }
 
 // s3URLEncode encodes a key as S3 does for encoding-type=url.

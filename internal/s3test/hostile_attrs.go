@@ -5,26 +5,31 @@ import (
 	"encoding/xml"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // attributesResult is a GetObjectAttributes answer with the object's
 // checksum and parts, as aws-sdk-go-v2 parses it.
 type attributesResult struct {
-	XMLName  xml.Name `xml:"http://s3.amazonaws.com/doc/2006-03-01/ GetObjectAttributesResponse"`
-	ETag     string
-	Checksum *struct {
-		ChecksumSHA256 string
-		ChecksumType   string
-	} `xml:",omitempty"`
-	ObjectParts *struct {
-		TotalPartsCount      int
-		PartNumberMarker     int
-		NextPartNumberMarker int
-		MaxParts             int
-		IsTruncated          bool
-		Part                 []attributesPart
-	} `xml:",omitempty"`
-	ObjectSize int64
+	XMLName     xml.Name `xml:"http://s3.amazonaws.com/doc/2006-03-01/ GetObjectAttributesResponse"`
+	ETag        string
+	Checksum    *attributesChecksum `xml:",omitempty"`
+	ObjectParts *attributesParts    `xml:",omitempty"`
+	ObjectSize  int64
+}
+
+type attributesChecksum struct {
+	ChecksumSHA256 string
+	ChecksumType   string
+}
+
+type attributesParts struct {
+	TotalPartsCount      int
+	PartNumberMarker     int
+	NextPartNumberMarker int
+	MaxParts             int
+	IsTruncated          bool
+	Part                 []attributesPart
 }
 
 type attributesPart struct {
@@ -44,11 +49,8 @@ func (h *Hostile) attributes(w http.ResponseWriter, r *http.Request, b *hostileB
 	}
 	res := attributesResult{ETag: l.ETag, ObjectSize: l.Size}
 	if l.ChecksumSHA256 != "" {
-		sum, _, _ := cutDash(l.ChecksumSHA256)
-		res.Checksum = &struct {
-			ChecksumSHA256 string
-			ChecksumType   string
-		}{sum, cmp.Or(l.ChecksumType, "FULL_OBJECT")}
+		sum, _, _ := strings.Cut(l.ChecksumSHA256, "-") // base64 has no '-'
+		res.Checksum = &attributesChecksum{sum, cmp.Or(l.ChecksumType, "FULL_OBJECT")}
 	}
 	if len(l.PartSizes) > 0 {
 		per, _ := strconv.Atoi(r.Header.Get("X-Amz-Max-Parts"))
@@ -58,20 +60,18 @@ func (h *Hostile) attributes(w http.ResponseWriter, r *http.Request, b *hostileB
 		marker, _ := strconv.Atoi(r.Header.Get("X-Amz-Part-Number-Marker"))
 		marker = max(0, min(marker, len(l.PartSizes)))
 		end := min(marker+per, len(l.PartSizes))
-		res.ObjectParts = &struct {
-			TotalPartsCount      int
-			PartNumberMarker     int
-			NextPartNumberMarker int
-			MaxParts             int
-			IsTruncated          bool
-			Part                 []attributesPart
-		}{TotalPartsCount: len(l.PartSizes), PartNumberMarker: marker, NextPartNumberMarker: end, MaxParts: per,
-			IsTruncated: end < len(l.PartSizes)}
+		res.ObjectParts = &attributesParts{TotalPartsCount: len(l.PartSizes), PartNumberMarker: marker,
+			NextPartNumberMarker: end, MaxParts: per, IsTruncated: end < len(l.PartSizes)}
 		for i := marker; i < end; i++ {
 			res.ObjectParts.Part = append(res.ObjectParts.Part, attributesPart{PartNumber: i + 1, Size: l.PartSizes[i]})
 		}
 	}
-	out, err := xml.Marshal(res)
+	h.writeXML(w, r, res)
+}
+
+// writeXML sends v as an S3 XML answer.
+func (h *Hostile) writeXML(w http.ResponseWriter, r *http.Request, v any) {
+	out, err := xml.Marshal(v)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "InternalError", err.Error())
 		return
@@ -79,14 +79,4 @@ func (h *Hostile) attributes(w http.ResponseWriter, r *http.Request, b *hostileB
 	w.Header().Set("Content-Type", "application/xml")
 	w.Write([]byte(xml.Header))
 	w.Write(out)
-}
-
-// cutDash splits a composite checksum "SUM-N".
-func cutDash(s string) (sum, n string, ok bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '-' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

@@ -301,7 +301,7 @@ func TestDownloadsBoundedGlobally(t *testing.T) {
 // Issue 12, point 10: one namespace's prefetches cannot take the cache from
 // another's pods. Models only prefetches pin give way to a volume's
 // download (LRU first); a prefetch never evicts what a volume pins, nor
-// (not tested here: it reserves the same way) another prefetch's pin.
+// another prefetch's pin (a4 below finds only those and fails).
 func TestPrefetchPinsGiveWayToVolumes(t *testing.T) {
 	h := s3test.StartHostile(t)
 	for i, m := range []string{"a1", "a2", "a3", "a4", "b"} {
@@ -397,7 +397,7 @@ func TestSourceChecksumVerified(t *testing.T) {
 		t.Fatalf("published checksum that matches: %v", err)
 	}
 	_, err = e.ensure(t, "s3://bkt/bad?endpoint="+e.attacker.Endpoint, nil)
-	if !errors.Is(err, fetch.ErrChanged) || !strings.Contains(err.Error(), "SHA-256 the server published") {
+	if !errors.Is(err, fetch.ErrChanged) || !strings.Contains(err.Error(), "SHA-256 expected for the object") {
 		t.Fatalf("published checksum that does not match: %v", err)
 	}
 	t.Log(err)

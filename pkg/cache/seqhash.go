@@ -18,7 +18,9 @@ import (
 // to is hashed from the caller's buffer while it is still in the CPU cache;
 // a write further on is noted, and read back from the page cache (never
 // the disk: it was just written) as soon as the bytes before it are in.
-// With parts fed roughly in order, most bytes are hashed from the buffer.
+// With several parts of a file in flight, most bytes are read back: on the
+// bench's cold set that read-back was 0.08 CPU-s/GB, the SHA-256 itself
+// 0.83 (profile of 2026-12-02).
 //
 // The digest must be of exactly the bytes in the file. So every byte may be
 // written once: a write that overlaps an earlier one is refused (the

@@ -98,7 +98,7 @@ func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref) error {
 		return err
 	}
 	return each(ctx, accessHeads, len(files), func(ctx context.Context, i int) error {
-		key := objectKey(ref, files[i].Path)
+		key := objectKey(ref.Prefix, files[i].Path)
 		return f.retry(ctx, t, ref.Bucket, key, func() error {
 			_, err := t.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(key)})
 			return err
@@ -106,12 +106,12 @@ func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref) error {
 	})
 }
 
-// objectKey is the key of the model file at path.
-func objectKey(ref model.Ref, path string) string {
-	if ref.Prefix == "" {
+// objectKey is the key of the model file at path under prefix.
+func objectKey(prefix, path string) string {
+	if prefix == "" {
 		return path
 	}
-	return ref.Prefix + "/" + path
+	return prefix + "/" + path
 }
 
 // each calls fn for 0..n-1 on up to workers goroutines and returns the

@@ -74,10 +74,7 @@ func (r *run) feedAll(todo []int, fd *feed) (locked []int) {
 // several goroutines.
 func (r *run) prepare(i int) prepared {
 	fm := r.out.Files[i]
-	key := r.prefix + "/" + fm.Path
-	if r.prefix == "" {
-		key = fm.Path
-	}
+	key := objectKey(r.prefix, fm.Path)
 	if d, ok := r.store.LookupETag(r.scope, fm.ETag, fm.Size); ok && (fm.Digest == "" || fm.Digest == d) {
 		r.out.Files[i].Digest = d
 		r.filesDeduped.Add(1)

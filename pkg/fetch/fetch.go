@@ -274,10 +274,11 @@ func (r *run) commit(fl *file) {
 	r.mu.Unlock()
 	d, err := fl.ing.Commit(fl.meta.Digest)
 	if errors.Is(err, cache.ErrCorrupt) && (fl.meta.Digest != "" || fl.meta.Composite != nil) {
-		// The server published a SHA-256 (x-amz-checksum-sha256) that the
-		// bytes it served do not have: it lies, or the object changed.
+		// The bytes served do not have the SHA-256 they were expected to:
+		// the one the server published (x-amz-checksum-sha256), or, for a
+		// repair, the one held before. The server lies or the object changed.
 		r.fail(&Error{Class: ErrChanged, Bucket: r.bucket, Key: fl.key, Err: err,
-			Msg: "the bytes served do not match the SHA-256 the server published for the object (x-amz-checksum-sha256); nothing was stored"})
+			Msg: "the bytes served do not match the SHA-256 expected for the object (published by the server, or held before); nothing was stored"})
 		return
 	}
 	if err != nil {

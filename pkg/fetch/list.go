@@ -124,7 +124,7 @@ func (f *Fetcher) sourceDigests(ctx context.Context, t *target, ref model.Ref, f
 	}
 	return each(ctx, accessHeads, len(idx), func(ctx context.Context, k int) error {
 		fl := &files[idx[k]]
-		key := objectKey(ref, fl.Path)
+		key := objectKey(ref.Prefix, fl.Path)
 		var out *s3.HeadObjectOutput
 		err := f.retry(ctx, t, ref.Bucket, key, func() error {
 			var err error
