@@ -8,7 +8,6 @@ import (
 	k8scache "k8s.io/apimachinery/pkg/util/cache"
 
 	"github.com/modelcache/modelcache/pkg/agentapi"
-	"github.com/modelcache/modelcache/pkg/fetch"
 	"github.com/modelcache/modelcache/pkg/model"
 )
 
@@ -32,7 +31,7 @@ type accessResult struct{ err error }
 
 func newAccessCache() *k8scache.LRUExpireCache { return k8scache.NewLRUExpireCache(accessCacheSize) }
 
-func accessKey(ref model.Ref, c fetch.Credentials) [sha256.Size]byte {
+func accessKey(ref model.Ref, c model.Credentials) [sha256.Size]byte {
 	h := sha256.New()
 	for _, s := range []string{ref.Location().String(), c.AccessKeyID, c.SecretAccessKey, c.SessionToken} {
 		h.Write([]byte(s))
@@ -54,7 +53,7 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Acce
 	if err := ac.AllowedIn(ref.Location(), acc.Namespace); err != nil {
 		return err
 	}
-	creds := fetchCredentials(acc.Credentials)
+	creds := acc.Credentials
 	if creds == nil {
 		return nil
 	}
@@ -64,7 +63,7 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Acce
 		return e.(accessResult).err
 	}
 
-	err := ac.CheckAccess(fetch.WithCredentials(ctx, *creds), ref.Location())
+	err := ac.CheckAccess(ctx, ref.Location(), creds)
 	result, ttl := "granted", accessGrantTTL
 	switch c := Classify(err); {
 	case err == nil:
@@ -85,14 +84,3 @@ func (a *Agent) AllowedIn(ref model.Ref, namespace string) error {
 	return a.fetcher.AllowedIn(ref.Location(), namespace)
 }
 
-// fetchCredentials hands a volume's keys from the API to the fetcher; nil
-// stays nil (no keys: the source's own credentials). A conversion, not a
-// copy: the two types have the same fields, and one gaining a field stops
-// the build.
-func fetchCredentials(c *agentapi.Credentials) *fetch.Credentials {
-	if c == nil {
-		return nil
-	}
-	f := fetch.Credentials(*c)
-	return &f
-}

@@ -28,13 +28,15 @@ import (
 // optional extra: an agent whose fetcher could not check would serve every
 // tenant.
 type Fetcher interface {
-	List(ctx context.Context, ref model.Ref) (*model.Manifest, error)
-	Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store fetch.Store, progress fetch.Progress) (*model.Manifest, fetch.Stats, error)
+	// List and Fetch use creds, a volume's keys, when not nil, and the
+	// source's own credentials otherwise.
+	List(ctx context.Context, ref model.Ref, creds *model.Credentials) (*model.Manifest, error)
+	Fetch(ctx context.Context, ref model.Ref, creds *model.Credentials, m *model.Manifest, store fetch.Store, progress fetch.Progress) (*model.Manifest, fetch.Stats, error)
 	// AllowedIn says whether namespace may use the source ref names.
 	AllowedIn(ref model.Ref, namespace string) error
-	// CheckAccess asks the source whether the credentials in effect may
-	// read every object of the model.
-	CheckAccess(ctx context.Context, ref model.Ref) error
+	// CheckAccess asks the source whether creds may read every object of
+	// the model.
+	CheckAccess(ctx context.Context, ref model.Ref, creds *model.Credentials) error
 }
 
 // Agent is the node agent. Create it with New, stop it with Close.
@@ -112,7 +114,7 @@ type job struct {
 	fetched atomic.Int64
 	listing atomic.Bool
 	queued  atomic.Bool
-	creds   *fetch.Credentials // a volume's, for this download only
+	creds   *model.Credentials // a volume's, for this download only
 	// forVolume: a pod waits for this download (the CSI plugin asked).
 	forVolume bool
 	warm      jobWarm // the page-cache warm-up some ensure asked for
@@ -170,9 +172,9 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts agentapi.En
 		a.log.Warn("access refused", "ref", ref.String(), "namespace", opts.Access.Namespace, "err", err)
 		return agentapi.Progress{Ref: ref.String(), State: agentapi.StateFailed, Error: err.Error(), ErrorClass: Classify(err)}, err
 	}
-	var creds *fetch.Credentials
+	var creds *model.Credentials
 	if opts.Access != nil {
-		creds = fetchCredentials(opts.Access.Credentials)
+		creds = opts.Access.Credentials
 	}
 	j, hit := a.start(ref, opts.Refresh, creds, opts.Access != nil)
 	if hit != nil {
@@ -224,7 +226,7 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts agentapi.En
 // start returns a ready progress for a hit, else the job to wait on. A
 // download it starts uses creds, if set, instead of the source's; one for
 // a volume may evict models only prefetches pin (cache.EvictYielding).
-func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials, forVolume bool) (*job, *agentapi.Progress) {
+func (a *Agent) start(ref model.Ref, refresh bool, creds *model.Credentials, forVolume bool) (*job, *agentapi.Progress) {
 	if !refresh {
 		if m, err := a.store.Lookup(ref); err == nil {
 			a.metrics.ensures.WithLabelValues("hit").Inc()
@@ -282,10 +284,7 @@ func (a *Agent) start(ref model.Ref, refresh bool, creds *fetch.Credentials, for
 func (a *Agent) download(j *job) (cache.Model, error) {
 	ref := j.ref
 	ctx := a.ctx
-	if j.creds != nil {
-		ctx = fetch.WithCredentials(ctx, *j.creds)
-	}
-	m, err := a.fetcher.List(ctx, ref.Location())
+	m, err := a.fetcher.List(ctx, ref.Location(), j.creds)
 	j.listing.Store(false)
 	if err != nil {
 		return cache.Model{}, err
@@ -327,7 +326,7 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 		return cache.Model{}, fmt.Errorf("%s (%s, %d files): %w", ref.Location(), model.FormatBytes(m.Size()), len(m.Files), err)
 	}
 	defer res.Release()
-	full, stats, err := a.fetcher.Fetch(ctx, ref.Location(), m, res, func(n int64, fetched bool) {
+	full, stats, err := a.fetcher.Fetch(ctx, ref.Location(), j.creds, m, res, func(n int64, fetched bool) {
 		j.doneN.Add(n)
 		if fetched {
 			j.fetched.Add(n)

@@ -49,7 +49,7 @@ func (a *Agent) repair(ctx context.Context, cb *cache.CorruptBlob) {
 		return
 	}
 	defer res.Release()
-	if _, _, err := a.fetcher.Fetch(ctx, ref.Location(), m, res, nil); err != nil {
+	if _, _, err := a.fetcher.Fetch(ctx, ref.Location(), nil, m, res, nil); err != nil {
 		fail(fmt.Errorf("fetch %s from %s: %w", m.Files[0].Path, ref.Location(), err))
 		return
 	}

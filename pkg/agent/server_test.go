@@ -23,18 +23,18 @@ import (
 // its whole waitSeconds: a long poll with no S3 server.
 type stuckFetcher struct{}
 
-func (stuckFetcher) List(ctx context.Context, _ model.Ref) (*model.Manifest, error) {
+func (stuckFetcher) List(ctx context.Context, _ model.Ref, _ *model.Credentials) (*model.Manifest, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
 
-func (stuckFetcher) Fetch(ctx context.Context, _ model.Ref, _ *model.Manifest, _ fetch.Store, _ fetch.Progress) (*model.Manifest, fetch.Stats, error) {
+func (stuckFetcher) Fetch(ctx context.Context, _ model.Ref, _ *model.Credentials, _ *model.Manifest, _ fetch.Store, _ fetch.Progress) (*model.Manifest, fetch.Stats, error) {
 	return nil, fetch.Stats{}, errors.New("stuckFetcher does not fetch")
 }
 
 func (stuckFetcher) AllowedIn(model.Ref, string) error { return nil }
 
-func (stuckFetcher) CheckAccess(context.Context, model.Ref) error { return nil }
+func (stuckFetcher) CheckAccess(context.Context, model.Ref, *model.Credentials) error { return nil }
 
 // serveStuck serves an agent over stuckFetcher on a socket with opts.
 func serveStuck(t *testing.T, opts ...agent.ServeOption) (sock string, client *agentapi.Client) {

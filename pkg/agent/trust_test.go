@@ -144,7 +144,7 @@ func listETags(t *testing.T, h *s3test.Hostile) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := f.List(context.Background(), model.Ref{Bucket: "weights", Prefix: "llama", Endpoint: h.Endpoint})
+	m, err := f.List(context.Background(), model.Ref{Bucket: "weights", Prefix: "llama", Endpoint: h.Endpoint}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,18 +247,18 @@ func TestJobMapBounded(t *testing.T) {
 // slot for as long as the test wants.
 type blockingFetcher struct{ release chan struct{} }
 
-func (b blockingFetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, error) {
+func (b blockingFetcher) List(ctx context.Context, ref model.Ref, _ *model.Credentials) (*model.Manifest, error) {
 	<-b.release
 	return nil, fmt.Errorf("%w: released", fetch.ErrNotFound)
 }
 
-func (b blockingFetcher) Fetch(context.Context, model.Ref, *model.Manifest, fetch.Store, fetch.Progress) (*model.Manifest, fetch.Stats, error) {
+func (b blockingFetcher) Fetch(context.Context, model.Ref, *model.Credentials, *model.Manifest, fetch.Store, fetch.Progress) (*model.Manifest, fetch.Stats, error) {
 	return nil, fetch.Stats{}, errors.New("not reached")
 }
 
 func (blockingFetcher) AllowedIn(model.Ref, string) error { return nil }
 
-func (blockingFetcher) CheckAccess(context.Context, model.Ref) error { return nil }
+func (blockingFetcher) CheckAccess(context.Context, model.Ref, *model.Credentials) error { return nil }
 
 // Issue 12, point 9: one bound on the downloads that run at once, whoever
 // asks; the others wait, reported as queued.

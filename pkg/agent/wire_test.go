@@ -89,10 +89,4 @@ func TestWireTypesEncodeLikeTheStores(t *testing.T) {
 	rep := filled[cache.VerifyReport]()
 	sameJSON(t, "VerifyReport", rep, wireVerifyReport(rep))
 	sameJSON(t, "empty VerifyReport", cache.VerifyReport{}, wireVerifyReport(cache.VerifyReport{}))
-
-	creds := filled[agentapi.Credentials]()
-	sameJSON(t, "Credentials", *fetchCredentials(&creds), creds)
-	if fetchCredentials(nil) != nil {
-		t.Error("no credentials became some")
-	}
 }

@@ -2,9 +2,7 @@ package fetch
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 
@@ -14,53 +12,6 @@ import (
 
 	"github.com/modelcache/modelcache/pkg/model"
 )
-
-// Credentials are keys a volume brings (a CSI nodePublishSecretRef). With
-// them the fetcher talks to the ref's endpoint as the volume's owner instead
-// of with the agent's own credentials. Like Source, they never print.
-type Credentials struct {
-	AccessKeyID     string `json:"accessKeyID"`
-	SecretAccessKey string `json:"secretAccessKey"`
-	SessionToken    string `json:"sessionToken,omitempty"`
-}
-
-// Validate refuses half a key pair.
-func (c Credentials) Validate() error {
-	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-		return errors.New("credentials need both an access key ID and a secret access key")
-	}
-	return nil
-}
-
-// String shows the key ID's first characters only.
-func (c Credentials) String() string {
-	id := c.AccessKeyID
-	if len(id) > 4 {
-		id = id[:4] + "…"
-	}
-	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
-}
-
-// GoString keeps %#v from printing the secret.
-func (c Credentials) GoString() string { return "fetch.Credentials" + c.String() }
-
-// LogValue is what slog prints.
-func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
-
-type credentialsKey struct{}
-
-// WithCredentials returns a context under which List, Fetch and CheckAccess
-// use c instead of the source's credentials (the endpoint stays the ref's).
-// A context carries them because they belong to one caller's request, not to
-// the ref, which is printed and stored.
-func WithCredentials(ctx context.Context, c Credentials) context.Context {
-	return context.WithValue(ctx, credentialsKey{}, c)
-}
-
-func credentialsFrom(ctx context.Context) (Credentials, bool) {
-	c, ok := ctx.Value(credentialsKey{}).(Credentials)
-	return c, ok
-}
 
 // AllowedIn says whether namespace may use the source ref names: a source
 // with a namespaces list is for those namespaces only. Refs without a source
@@ -81,15 +32,15 @@ func (f *Fetcher) AllowedIn(ref model.Ref, namespace string) error {
 // accessHeads is how many HEADs CheckAccess sends at once.
 const accessHeads = 8
 
-// CheckAccess asks S3 whether the credentials in effect (the context's, or
-// else the source's) may read the whole model at ref: the full listing, as
+// CheckAccess asks S3 whether creds (nil: the source's own credentials)
+// may read the whole model at ref: the full listing, as
 // a download makes it, then a HEAD of every object, which needs the same
 // permission as its GET (s3:ListBucket, s3:GetObject). Every object, not
 // one: a bucket policy may deny some keys, and a cache hit must not hand a
 // volume a file its keys could not have fetched. The first denial (or
 // missing object) is the answer.
-func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref) error {
-	t, err := f.target(ctx, ref)
+func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref, creds *model.Credentials) error {
+	t, err := f.target(ctx, ref, creds)
 	if err != nil {
 		return err
 	}
@@ -156,6 +107,6 @@ send:
 }
 
 // volumeProvider is the credentials provider for a volume's own keys.
-func volumeProvider(c Credentials) aws.CredentialsProvider {
+func volumeProvider(c model.Credentials) aws.CredentialsProvider {
 	return credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)
 }

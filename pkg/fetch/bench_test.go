@@ -26,7 +26,7 @@ func BenchmarkFetch(b *testing.B) {
 		b.Fatal(err)
 	}
 	ref := mustRef(b, "s3://models/bench?source=s")
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func BenchmarkFetch(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if _, _, err := f.Fetch(context.Background(), ref, m, store, nil); err != nil {
+		if _, _, err := f.Fetch(context.Background(), ref, nil, m, store, nil); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

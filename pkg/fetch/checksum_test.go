@@ -33,7 +33,7 @@ func TestSourceChecksumFromRealServer(t *testing.T) {
 
 	f := e.fetcher(t)
 	ref := mustRef(t, "s3://models/sum?source=test")
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestCompositeChecksumFromRealServer(t *testing.T) {
 	}
 	f := e.fetcher(t)
 	ref := mustRef(t, "s3://models/multi?source=test")
-	m, err := f.List(ctx, ref)
+	m, err := f.List(ctx, ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func TestBadInputGivesClassifiedErrors(t *testing.T) {
 		t.Run(c.ref, func(t *testing.T) {
 			before := e.proxy.Requests()
 			start := time.Now()
-			_, err := f.List(context.Background(), mustRef(t, c.ref))
+			_, err := f.List(context.Background(), mustRef(t, c.ref), nil)
 			if !errors.Is(err, c.class) {
 				t.Fatalf("got %v; want %v", err, c.class)
 			}
@@ -89,7 +89,7 @@ func TestObjectGoneOrChangedAfterListing(t *testing.T) {
 	e.srv.Put(t, "models", "c/b.bin", s3test.RandomBytes(2, 1<<20))
 	ref := mustRef(t, "s3://models/c?source=test")
 	f := e.fetcher(t)
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestObjectGoneOrChangedAfterListing(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			c.change()
 			before := e.proxy.GetCounts()["GET /models/c/a.bin bytes=0-1048575"]
-			_, _, err := f.Fetch(context.Background(), ref, m, e.store, nil)
+			_, _, err := f.Fetch(context.Background(), ref, nil, m, e.store, nil)
 			if !errors.Is(err, c.class) || !strings.Contains(err.Error(), c.frag) {
 				t.Fatalf("got %v; want %v mentioning %q", err, c.class, c.frag)
 			}
@@ -122,7 +122,7 @@ func TestCancelledFetchReturnsContextError(t *testing.T) {
 	e.srv.Put(t, "models", "x/w.bin", s3test.RandomBytes(1, 16<<20))
 	ref := mustRef(t, "s3://models/x?source=test")
 	f := e.fetcher(t)
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestCancelledFetchReturnsContextError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, _, err = f.Fetch(ctx, ref, m, e.store, nil)
+	_, _, err = f.Fetch(ctx, ref, nil, m, e.store, nil)
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 900*time.Millisecond {
 		t.Fatalf("got %v after %s", err, time.Since(start))
 	}
@@ -146,7 +146,7 @@ func TestFetchRejectsAManifestOfAnotherModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := f.Fetch(context.Background(), ref, m, nil, nil); err == nil || !strings.Contains(err.Error(), "s3://models/b") {
+	if _, _, err := f.Fetch(context.Background(), ref, nil, m, nil, nil); err == nil || !strings.Contains(err.Error(), "s3://models/b") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -179,7 +179,7 @@ func TestStalledResponseIsRetried(t *testing.T) {
 	e.srv.Put(t, "models", "s/w.bin", data)
 	ref := mustRef(t, "s3://models/s?source=test")
 	f := e.fetcher(t, fetch.WithStallTimeout(200*time.Millisecond))
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestStalledResponseIsRetried(t *testing.T) {
 		return true
 	})
 	start := time.Now()
-	full, st, err := f.Fetch(context.Background(), ref, m, e.store, nil)
+	full, st, err := f.Fetch(context.Background(), ref, nil, m, e.store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestStallBeforeHeadersIsRetried(t *testing.T) {
 	data := s3test.RandomBytes(10, 1<<20)
 	e.srv.Put(t, "models", "h/w.bin", data)
 	ref := mustRef(t, "s3://models/h?source=test")
-	m, err := e.fetcher(t).List(context.Background(), ref)
+	m, err := e.fetcher(t).List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestStallBeforeHeadersIsRetried(t *testing.T) {
 		return true
 	})
 	start := time.Now()
-	full, st, err := f.Fetch(context.Background(), ref, m, e.store, nil)
+	full, st, err := f.Fetch(context.Background(), ref, nil, m, e.store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestChangedObjectsIngestIsDropped(t *testing.T) {
 	e.srv.Put(t, "models", "g/w.bin", s3test.RandomBytes(11, model.LeafSize+1))
 	ref := mustRef(t, "s3://models/g?source=test")
 	f := e.fetcher(t, fetch.WithPartSize(model.LeafSize), fetch.WithConcurrency(1))
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestChangedObjectsIngestIsDropped(t *testing.T) {
 		}
 		return false
 	})
-	_, _, err = f.Fetch(context.Background(), ref, m, e.store, nil)
+	_, _, err = f.Fetch(context.Background(), ref, nil, m, e.store, nil)
 	if !errors.Is(err, fetch.ErrChanged) || gets.Load() != 2 {
 		t.Fatalf("got %v after %d GETs; want ErrChanged after 2", err, gets.Load())
 	}

@@ -193,7 +193,7 @@ func TestFaultStorm(t *testing.T) {
 			}
 			faults.ReplaceNext(func(_, key string) bool { return key == "storm/"+p }, replace)
 		}
-		m, err := f.List(context.Background(), ref)
+		m, err := f.List(context.Background(), ref, nil)
 		if err != nil {
 			t.Fatalf("round %d: list: %v", round, err)
 		}
@@ -209,7 +209,7 @@ func TestFaultStorm(t *testing.T) {
 		injected0, gets0, unplanned0, history0 := faults.Total(), faults.Gets(), faults.Unplanned(), len(faults.History(0))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		roundStart := time.Now()
-		full, st, err := f.Fetch(ctx, ref, m, store, nil)
+		full, st, err := f.Fetch(ctx, ref, nil, m, store, nil)
 		hung := ctx.Err() != nil
 		cancel()
 		took := time.Since(roundStart)

@@ -50,15 +50,16 @@ type Progress func(n int64, fetched bool)
 //
 // On the first failure the other downloads stop, open ingests are closed
 // (kept for a resume) and that error is returned; if ctx ends, ctx.Err().
-// Stats are valid in every case.
-func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, m *model.Manifest, store Store, progress Progress) (*model.Manifest, Stats, error) {
+// Stats are valid in every case. creds, when not nil, are a volume's keys,
+// used instead of the source's own.
+func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, creds *model.Credentials, m *model.Manifest, store Store, progress Progress) (*model.Manifest, Stats, error) {
 	if m == nil {
 		return nil, Stats{}, errors.New("fetch: nil manifest")
 	}
 	if want := ref.Location().String(); m.Ref != want {
 		return nil, Stats{}, fmt.Errorf("fetch: manifest is for %s, not %s", m.Ref, want)
 	}
-	t, err := f.target(ctx, ref)
+	t, err := f.target(ctx, ref, creds)
 	if err != nil {
 		return nil, Stats{}, err
 	}

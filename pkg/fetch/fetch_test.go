@@ -32,7 +32,7 @@ func TestListPaginatesNestedPrefixes(t *testing.T) {
 	e.putAll(t, "models", objects)
 
 	f := e.fetcher(t)
-	m, err := f.List(context.Background(), mustRef(t, "s3://models/big?source=test"))
+	m, err := f.List(context.Background(), mustRef(t, "s3://models/big?source=test"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,13 +72,13 @@ func TestFetchWritesExactBytesAndDigests(t *testing.T) {
 
 	f := e.fetcher(t, fetch.WithPartSize(model.LeafSize), fetch.WithConcurrency(4))
 	ref := mustRef(t, "s3://models/llm?source=test")
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var progressed atomic.Int64
 	start := time.Now()
-	full, st, err := f.Fetch(context.Background(), ref, m, e.store, func(n int64, _ bool) { progressed.Add(n) })
+	full, st, err := f.Fetch(context.Background(), ref, nil, m, e.store, func(n int64, _ bool) { progressed.Add(n) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestFetchWritesExactBytesAndDigests(t *testing.T) {
 
 	// Again: everything is held, nothing is requested.
 	before := e.proxy.Requests()
-	again, st, err := f.Fetch(context.Background(), ref, m, e.store, nil)
+	again, st, err := f.Fetch(context.Background(), ref, nil, m, e.store, nil)
 	if err != nil || st.FilesDeduped != len(want) || st.BytesDeduped != total || st.BytesFetched != 0 {
 		t.Fatalf("second fetch: %+v %v", st, err)
 	}
@@ -177,7 +177,7 @@ func TestMaliciousKeysFailTheListing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := f.List(context.Background(), mustRef(t, c.ref+"?source=fake"))
+			m, err := f.List(context.Background(), mustRef(t, c.ref+"?source=fake"), nil)
 			if !errors.Is(err, model.ErrUnsafeKey) || !strings.Contains(err.Error(), fmt.Sprintf("%q", c.key)) {
 				t.Fatalf("got %v, %v; want ErrUnsafeKey naming %q", m, err, c.key)
 			}
@@ -208,7 +208,7 @@ func TestListSkipsDirectoryMarkersAndServesWholeBuckets(t *testing.T) {
 		"s3://bucket/m?source=fake": {"dir/a"},
 		"s3://bucket?source=fake":   {"m/dir/a", "top"},
 	} {
-		m, err := f.List(context.Background(), mustRef(t, ref))
+		m, err := f.List(context.Background(), mustRef(t, ref), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	}
 	ref := mustRef(t, "s3://models/r?source=test")
 	f := e.fetcher(t, fetch.WithPartSize(16<<20), fetch.WithConcurrency(2))
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,11 +241,12 @@ func TestResumeAfterCancel(t *testing.T) {
 	e.proxy.SetThrottle(64 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	var done atomic.Int64
-	_, st1, err := f.Fetch(ctx, ref, m, e.store, func(n int64, _ bool) {
+	_, st1, err := f.Fetch(ctx, ref, nil, m, e.store, func(n int64, _ bool) {
 		if done.Add(n) >= total/2 {
 			cancel()
 		}
 	})
+
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("first run: %v", err)
 	}
@@ -259,7 +260,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	// Second run: finishes from what the first one kept.
 	e.proxy.SetThrottle(0)
 	var progressed atomic.Int64
-	full, st2, err := f.Fetch(context.Background(), ref, m, e.store, func(n int64, _ bool) { progressed.Add(n) })
+	full, st2, err := f.Fetch(context.Background(), ref, nil, m, e.store, func(n int64, _ bool) { progressed.Add(n) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func TestRetriesContinueFromTheLastByte(t *testing.T) {
 	e.srv.Put(t, "models", "t/w.bin", data)
 	ref := mustRef(t, "s3://models/t?source=test")
 	f := e.fetcher(t, fetch.WithPartSize(16<<20), fetch.WithConcurrency(1))
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +294,7 @@ func TestRetriesContinueFromTheLastByte(t *testing.T) {
 	// buffer, mid leaf), then success.
 	e.proxy.FailNext(2, 503, "SlowDown")
 	e.proxy.TruncateNext(1, 3<<20+5)
-	full, st, err := f.Fetch(context.Background(), ref, m, e.store, nil)
+	full, st, err := f.Fetch(context.Background(), ref, nil, m, e.store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,13 +318,13 @@ func TestPersistentServerErrorsGiveUp(t *testing.T) {
 	e.srv.Put(t, "models", "p/w.bin", s3test.RandomBytes(9, model.LeafSize+1))
 	ref := mustRef(t, "s3://models/p?source=test")
 	f := e.fetcher(t, fetch.WithMaxAttempts(3))
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.proxy.FailNext(100, 500, "InternalError")
 	before := e.proxy.Requests()
-	_, _, err = f.Fetch(context.Background(), ref, m, e.store, nil)
+	_, _, err = f.Fetch(context.Background(), ref, nil, m, e.store, nil)
 	if !errors.Is(err, fetch.ErrUnreachable) || !strings.Contains(err.Error(), "after 3 attempts") {
 		t.Fatalf("got %v", err)
 	}
@@ -343,11 +344,11 @@ func TestConcurrentFetchesShareAFile(t *testing.T) {
 	e.putAll(t, "models", map[string][]byte{"a/w.bin": shared, "b/w.bin": shared, "b/c.json": []byte("{}")})
 	f := e.fetcher(t)
 	refA, refB := mustRef(t, "s3://models/a?source=test"), mustRef(t, "s3://models/b?source=test")
-	mA, err := f.List(context.Background(), refA)
+	mA, err := f.List(context.Background(), refA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mB, err := f.List(context.Background(), refB)
+	mB, err := f.List(context.Background(), refB, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,11 +357,11 @@ func TestConcurrentFetchesShareAFile(t *testing.T) {
 	var once sync.Once
 	errA := make(chan error, 1)
 	go func() {
-		_, _, err := f.Fetch(context.Background(), refA, mA, e.store, func(int64, bool) { once.Do(func() { close(started) }) })
+		_, _, err := f.Fetch(context.Background(), refA, nil, mA, e.store, func(int64, bool) { once.Do(func() { close(started) }) })
 		errA <- err
 	}()
 	<-started
-	fullB, stB, err := f.Fetch(context.Background(), refB, mB, e.store, nil)
+	fullB, stB, err := f.Fetch(context.Background(), refB, nil, mB, e.store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

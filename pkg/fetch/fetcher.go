@@ -228,9 +228,10 @@ type target struct {
 	creds    string // "source \"x\" (static keys)", never the keys
 }
 
-// target returns the (cached) client for ref: one per source, endpoint and
-// region, so connections are pooled across downloads.
-func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
+// target returns the client for ref: one per source, endpoint and region,
+// cached so connections are pooled across downloads; or, with a volume's
+// creds, one of its own.
+func (f *Fetcher) target(ctx context.Context, ref model.Ref, creds *model.Credentials) (*target, error) {
 	src, named := f.sources[ref.Source]
 	if ref.Source != "" && !named {
 		return nil, &Error{Class: ErrUnknownSource, Bucket: ref.Bucket, Key: ref.Prefix,
@@ -256,7 +257,7 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
 		return nil, &Error{Class: ErrAccessDenied, Bucket: ref.Bucket, Key: ref.Prefix,
 			Msg: fmt.Sprintf("endpoint %s is not allowed: the operator lists the endpoints refs may name under endpoints: in the agent's sources file (%s); or use a named source", endpoint, endpointNames(f.endpoints))}
 	}
-	volume, withVolume := credentialsFrom(ctx)
+	withVolume := creds != nil
 	key := ref.Source + "\x00" + endpoint + "\x00" + region
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -268,11 +269,11 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref) (*target, error) {
 	if withVolume {
 		// Not cached: one client per request is cheap next to a download,
 		// and keeps a volume's keys out of every shared structure.
-		if err := volume.Validate(); err != nil {
+		if err := creds.Validate(); err != nil {
 			return nil, &Error{Class: model.ErrInvalidRef, Bucket: ref.Bucket, Key: ref.Prefix, Msg: err.Error()}
 		}
-		cfg = aws.Config{Credentials: volumeProvider(volume), HTTPClient: f.http}
-		t.creds = "the volume's credentials " + volume.String()
+		cfg = aws.Config{Credentials: volumeProvider(*creds), HTTPClient: f.http}
+		t.creds = "the volume's credentials " + creds.String()
 	} else if named && src.credentialsProvider() != nil {
 		cfg = aws.Config{Credentials: src.credentialsProvider(), HTTPClient: f.http}
 		t.creds = fmt.Sprintf("source %q (%s)", ref.Source, src.credentialsKind())

@@ -48,7 +48,7 @@ func FuzzListObjects(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b string) {
 		body.Store(b)
 		pages.Store(0)
-		m, err := fetcher.List(context.Background(), ref)
+		m, err := fetcher.List(context.Background(), ref, nil)
 		if n := pages.Load(); n > 5 {
 			t.Fatalf("%d pages read, limit 5", n)
 		}

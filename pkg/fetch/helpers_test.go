@@ -77,11 +77,11 @@ func mustRef(t testing.TB, s string) model.Ref {
 // listAndFetch runs both steps and returns the complete manifest.
 func listAndFetch(t *testing.T, f *fetch.Fetcher, ref model.Ref, store fetch.Store) (*model.Manifest, fetch.Stats) {
 	t.Helper()
-	m, err := f.List(context.Background(), ref)
+	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, st, err := f.Fetch(context.Background(), ref, m, store, nil)
+	full, st, err := f.Fetch(context.Background(), ref, nil, m, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,10 @@ import (
 // hostile file is refused, not partly fetched. An empty or missing prefix is
 // ErrNotFound. A listing that passes the fetcher's limits (files, pages,
 // time: WithListLimits) fails with ErrLimit, so a server that never stops
-// listing costs a bounded amount of memory and time.
-func (f *Fetcher) List(ctx context.Context, ref model.Ref) (*model.Manifest, error) {
-	t, err := f.target(ctx, ref)
+// listing costs a bounded amount of memory and time. creds, when not nil,
+// are a volume's keys, used instead of the source's own.
+func (f *Fetcher) List(ctx context.Context, ref model.Ref, creds *model.Credentials) (*model.Manifest, error) {
+	t, err := f.target(ctx, ref, creds)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcache/modelcache/internal/s3test"
 	"github.com/modelcache/modelcache/pkg/fetch"
+	"github.com/modelcache/modelcache/pkg/model"
 )
 
 func writeFile(t *testing.T, path, content string) {
@@ -57,7 +58,7 @@ func TestLoadSourcesAndKeyFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"inline", "files"} {
-		if _, err := f.List(context.Background(), mustRef(t, "s3://models/s?source="+name)); err != nil {
+		if _, err := f.List(context.Background(), mustRef(t, "s3://models/s?source="+name), nil); err != nil {
 			t.Fatalf("source %s: %v", name, err)
 		}
 	}
@@ -125,7 +126,7 @@ func TestRefEndpointAllowListAndNoAgentIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = closed.List(context.Background(), ref)
+	_, err = closed.List(context.Background(), ref, nil)
 	if !errors.Is(err, fetch.ErrAccessDenied) || !strings.Contains(err.Error(), "not allowed") {
 		t.Fatalf("endpoint not on the list: %v", err)
 	}
@@ -138,12 +139,12 @@ func TestRefEndpointAllowListAndNoAgentIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := open.List(context.Background(), ref)
+	m, err := open.List(context.Background(), ref, nil)
 	if err != nil || len(m.Files) != 1 {
 		t.Fatalf("allowed endpoint: %v %v", m, err)
 	}
-	vol := fetch.Credentials{AccessKeyID: "VOLUMEKEY", SecretAccessKey: "volume-secret"}
-	if err := open.CheckAccess(fetch.WithCredentials(context.Background(), vol), ref); err != nil {
+	vol := model.Credentials{AccessKeyID: "VOLUMEKEY", SecretAccessKey: "volume-secret"}
+	if err := open.CheckAccess(context.Background(), ref, &vol); err != nil {
 		t.Fatal(err)
 	}
 	var anon, withVol int
@@ -176,7 +177,7 @@ func TestDefaultCredentialChainEmptyIsAccessDenied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.List(context.Background(), mustRef(t, "s3://models/d?source=chain"))
+	_, err = f.List(context.Background(), mustRef(t, "s3://models/d?source=chain"), nil)
 	if !errors.Is(err, fetch.ErrAccessDenied) || !strings.Contains(err.Error(), "default credential chain") {
 		t.Fatalf("got %v", err)
 	}

@@ -57,7 +57,7 @@ func TestNewRevision(t *testing.T) {
 	// New weights in the bucket, named by their revision.
 	weights2 := s3test.RandomBytes(61, 1<<20+61)
 	e.s3.Put(t, "models", "m/weights.bin", weights2)
-	man, err := n.fetcher.List(context.Background(), mustRef(t, ref).Location())
+	man, err := n.fetcher.List(context.Background(), mustRef(t, ref).Location(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

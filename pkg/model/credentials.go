@@ -1,0 +1,40 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// Credentials are keys a volume brings (a CSI nodePublishSecretRef): the CSI
+// plugin reads them from the Secret, the agent API carries them, and the
+// fetcher signs with them instead of the source's own. One type for the
+// whole way, so that how they print is written once: they never print.
+type Credentials struct {
+	AccessKeyID     string `json:"accessKeyID"`
+	SecretAccessKey string `json:"secretAccessKey"`
+	SessionToken    string `json:"sessionToken,omitempty"`
+}
+
+// Validate refuses half a key pair.
+func (c Credentials) Validate() error {
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
+		return errors.New("credentials need both an access key ID and a secret access key")
+	}
+	return nil
+}
+
+// String shows the key ID's first characters only.
+func (c Credentials) String() string {
+	id := c.AccessKeyID
+	if len(id) > 4 {
+		id = id[:4] + "…"
+	}
+	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
+}
+
+// GoString keeps %#v from printing the secret.
+func (c Credentials) GoString() string { return "model.Credentials" + c.String() }
+
+// LogValue is what slog prints.
+func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
