@@ -89,7 +89,7 @@ IMAGE ?= ghcr.io/modelcache/modelcache:$(VERSION)
 image:
 	VERSION=$(VERSION) hack/image.sh $(IMAGE) _output/image.tar
 
-# modelcache on a real one-node Kubernetes (root; see README "End-to-end").
+# modelcache on a real one-node Kubernetes (root; see docs/development.md).
 e2e:
 	e2e/run.sh
 

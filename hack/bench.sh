@@ -40,7 +40,7 @@ BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/modelcache-bench}
 DROP_CACHES=${DROP_CACHES:-1}
 read -r -a SECTIONS <<<"${SECTIONS:-cold many rev warm publish}"
 BUCKET=bench
-# The default data sets are the ones the README quotes; other sizes get
+# The default data sets are the ones docs/benchmarks.md describes; other sizes get
 # their own prefixes so a smoke run does not destroy the big ones.
 if [[ $BENCH_SIZE == 1GiB ]]; then
 	COLD_PREFIX=m4x1g

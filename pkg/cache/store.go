@@ -7,9 +7,10 @@
 //
 //	blobs/<alg>/<hex>             immutable content, mode 0444
 //	ingest/<id>/{data,meta,leaves} downloads in progress, resumable
-//	manifests/<rev>.json          one per model revision
+//	ingest/<id>.one               a download of at most one leaf (see oneLeafSuffix)
+//	manifests/<ref-id>/<rev>.json one per model revision
 //	models/<ref-id>/<rev>/…       hard links to blobs; what gets bind-mounted
-//	index.log                     (etag, size) → digest, append-only
+//	index.log                     (scope, etag, size) → digest, append-only
 //	state.json                    refs, revisions, pins, last use (temp + fsync + rename)
 //	pins.log                      pin changes since the last state save (append, see pins.go)
 //	quarantine/                   blobs that failed verify

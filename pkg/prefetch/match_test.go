@@ -79,13 +79,13 @@ func TestParseAnnotationAndLabelKey(t *testing.T) {
 	if k := LabelKey(long); len(k)-len(LabelPrefix) > 63 {
 		t.Errorf("label name too long: %s", k)
 	}
-	// The key README.md and deploy/examples/prefetch-deployment.yaml show.
+	// The key docs/prefetch.md and deploy/examples/prefetch-deployment.yaml show.
 	doc, err := model.ParseRef("s3://models/llama-3-8b?source=minio")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := LabelKey(doc), "model.modelcache.io/645385a09a1af71a0b98d9716d5b7ed4"; got != want {
-		t.Errorf("LabelKey(%s) = %s; the README and deploy/examples show %s: update them", doc, got, want)
+		t.Errorf("LabelKey(%s) = %s; docs/prefetch.md and deploy/examples show %s: update them", doc, got, want)
 	}
 }
 

@@ -243,7 +243,7 @@ func TestRestart(t *testing.T) {
 }
 
 // TestLeastPrivilege runs the controller, watching every namespace, as a
-// user holding only the RBAC rules the README lists; without them Run fails
+// user holding only the RBAC rules docs/prefetch.md lists; without them Run fails
 // with ErrCacheSync.
 func TestLeastPrivilege(t *testing.T) {
 	e := newEnv(t)
