@@ -83,4 +83,3 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Acce
 func (a *Agent) AllowedIn(ref model.Ref, namespace string) error {
 	return a.fetcher.AllowedIn(ref.Location(), namespace)
 }
-
