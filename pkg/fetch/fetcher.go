@@ -412,6 +412,10 @@ func (f *Fetcher) retry(ctx context.Context, t *target, bucket, key string, op f
 		if retries != nil {
 			retries.Add(1)
 		}
+		// By hand, not apimachinery's wait.Backoff: pkg/fetch links no
+		// Kubernetes module, and that one would bring 14 (klog, util/runtime,
+		// utils/clock) for two lines; and a try that gained ground starts the
+		// doubling over, which a stateful Backoff would need rebuilding for.
 		d := min(f.maxBackoff, f.backoff<<(failures-1))
 		d = d/2 + rand.N(d/2+1) // jitter: parallel workers must not retry in lockstep
 		f.log.Info("retrying S3 request", "bucket", bucket, "key", key, "attempt", failures+1,

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -16,8 +17,10 @@ type task struct {
 	running  bool
 	err      error
 	res      Result
-	failures int
-	retryAt  time.Time
+	// backoff gives the wait after each failure in a row; a success
+	// starts it over.
+	backoff wait.Backoff
+	retryAt time.Time
 	// waited lists the holders that named the model while this task's
 	// download ran. Their PrefetchDone reports the download; a workload that
 	// names the model later is told it was already cached, not that a
@@ -28,12 +31,20 @@ type task struct {
 	started bool
 }
 
+// retryBackoff is the wait before a failed download is tried again:
+// RetryAfter, doubling per failure in a row up to 1024 times RetryAfter or
+// 10 minutes, whichever is less (past its Steps, Step keeps returning the
+// last wait).
+func (c *Controller) retryBackoff() wait.Backoff {
+	return wait.Backoff{Duration: c.opts.RetryAfter, Factor: 2, Steps: 10, Cap: 10 * time.Minute}
+}
+
 // startTask downloads ref in the background; the reconcile after it pins.
 func (c *Controller) startTask(ctx context.Context, key string, ref model.Ref) {
 	c.mu.Lock()
 	t := c.tasks[key]
 	if t == nil {
-		t = &task{}
+		t = &task{backoff: c.retryBackoff()}
 		c.tasks[key] = t
 	}
 	t.running, t.started = true, false
@@ -70,11 +81,10 @@ func (c *Controller) startTask(ctx context.Context, key string, ref model.Ref) {
 		t.running = false
 		switch {
 		case err != nil:
-			t.err, t.failures = err, t.failures+1
-			backoff := c.opts.RetryAfter << min(t.failures-1, 10)
-			t.retryAt = time.Now().Add(min(backoff, 10*time.Minute))
+			t.err = err
+			t.retryAt = time.Now().Add(t.backoff.Step())
 		case res.Ready:
-			t.err, t.failures, t.res = nil, 0, res
+			t.err, t.res, t.backoff = nil, res, c.retryBackoff()
 		default: // the controller is stopping
 		}
 		c.mu.Unlock()
