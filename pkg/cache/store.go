@@ -82,7 +82,11 @@ type Store struct {
 	index    *etagIndex
 	blobSync *groupSync // fsyncs of blobs/<alg>, shared by concurrent commits
 
-	mu         sync.Mutex // guards everything below
+	// mu guards everything below. One lock for content and metadata alike:
+	// the capacity invariant (blobs + kept partials + reservations) and the
+	// rule that a blob goes only when no tree links it and no download
+	// keeps it span both (docs/architecture.md, "Locks").
+	mu         sync.Mutex
 	state      *state
 	dirty      bool     // state has unsaved last-use times or pins
 	saveGen    uint64   // snapshots of state taken for saving
