@@ -47,34 +47,14 @@ fuzz:
 		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
-# The CSI plugin runs privileged on every node: it talks to the agent through
-# pkg/agentapi only, and links neither the store, the fetcher, the agent's
-# engine nor the AWS SDK (STYLE rule 16); pkg/agentapi itself imports no
-# package of this module but pkg/model.
-MODULE := github.com/modelcache/modelcache
-PLUGIN_FORBIDDEN := github.com/aws/aws-sdk-go-v2 $(MODULE)/pkg/cache $(MODULE)/pkg/fetch $(MODULE)/pkg/agent
-
+# gofmt, vet, and the import rules (hack/verify-imports.sh): the CSI plugin
+# links no store, fetcher, agent engine or AWS SDK; pkg/agentapi and
+# pkg/model are leaves.
 verify:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
-	@deps=$$(go list -deps ./cmd/csi-plugin) || exit 1; bad=; \
-	for p in $(PLUGIN_FORBIDDEN); do \
-		hits=$$(echo "$$deps" | grep -E "^$$p(/|$$)" | grep -vE "^$(MODULE)/pkg/agentapi(/|$$)"); \
-		if [ -n "$$hits" ]; then bad="$$bad  $$p ($$(echo "$$hits" | wc -l) linked)\n"; fi; \
-	done; \
-	if [ -n "$$bad" ]; then \
-		echo "cmd/csi-plugin links what it must not; it talks to the agent through pkg/agentapi only:"; \
-		printf "$$bad"; \
-		echo "(who imports it: go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./cmd/csi-plugin)"; exit 1; \
-	fi; echo "cmd/csi-plugin links no store, fetcher, agent engine or AWS SDK"
-	@api=$$(go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./pkg/agentapi) || exit 1; \
-	mdl=$$(go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./pkg/model) || exit 1; \
-	bad=$$(echo "$$api" | grep -vxF -e "$$mdl" -e "$(MODULE)/pkg/agentapi"); \
-	if [ -n "$$bad" ]; then \
-		echo "pkg/agentapi must import only the standard library and pkg/model, not:"; \
-		echo "$$bad" | sed 's/^/  /'; exit 1; \
-	fi; echo "pkg/agentapi imports only the standard library and pkg/model"
+	hack/verify-imports.sh
 
 demo:
 	hack/demo.sh

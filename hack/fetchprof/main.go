@@ -62,7 +62,7 @@ func main() {
 	}
 	defer store.Close()
 	ctx := context.Background()
-	m, err := f.List(ctx, ref)
+	m, err := f.List(ctx, ref, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func main() {
 	var ru0, ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	start := time.Now()
-	full, st, err := f.Fetch(ctx, ref, m, store, nil)
+	full, st, err := f.Fetch(ctx, ref, nil, m, store, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -14,9 +14,9 @@ import (
 
 // task is the download of one desired model.
 type task struct {
-	running  bool
-	err      error
-	res      Result
+	running bool
+	err     error
+	res     Result
 	// backoff gives the wait after each failure in a row; a success
 	// starts it over.
 	backoff wait.Backoff

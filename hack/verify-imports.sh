@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# `make verify`: the house's import rules (docs/architecture.md, "Packages
+# and import rules"), checked on the full dependency graph of each package,
+# so an indirect import breaks them as surely as a direct one.
+#
+#   PACKAGE       may link only (ONLY) / must not link (NOT) the listed
+#                 prefixes of import paths
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+	export PATH=/usr/local/go/bin:$PATH
+fi
+M=github.com/modelcache/modelcache
+AWS="github.com/aws/aws-sdk-go-v2 github.com/aws/smithy-go"
+KUBE="k8s.io/ sigs.k8s.io/"
+ENGINE="$M/pkg/cache $M/pkg/fetch $M/pkg/agent"
+UPPER="$M/pkg/agent $M/pkg/csi $M/pkg/prefetch $M/pkg/provisioner $M/cmd"
+
+failed=0
+# deps PKG: the non-standard packages PKG links, itself excluded.
+deps() { go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' "./$1" | grep -vxF "$M/$1"; }
+
+# matches PREFIX...: the lines of stdin that are, or are under, a prefix
+# (a prefix ending in / matches anything under it). pkg/agent does not
+# match pkg/agentapi.
+matches() {
+	local re="" p
+	for p in "$@"; do
+		if [[ $p == */ ]]; then re+="|^${p//./\\.}"; else re+="|^${p//./\\.}(/|\$)"; fi
+	done
+	grep -E "${re#|}" || true
+}
+
+# rule PKG only|not PREFIX...
+rule() {
+	local pkg=$1 kind=$2 bad
+	shift 2
+	local all
+	all=$(deps "$pkg") || { echo "verify-imports: go list ./$pkg failed" >&2; exit 1; }
+	if [[ $kind == only ]]; then
+		bad=$(comm -23 <(echo "$all" | sort) <(echo "$all" | matches "$@" | sort))
+	else
+		bad=$(echo "$all" | matches "$@")
+	fi
+	bad=$(echo "$bad" | grep -vxF "$M/pkg/agentapi" | grep -v '^$' || true)
+	if [[ -n $bad ]]; then
+		echo "import rule broken: $pkg $([[ $kind == only ]] && echo "may link only" || echo "must not link") $*; it links:"
+		echo "$bad" | sed 's/^/    /' | head -20
+		echo "    (who imports what: go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./$pkg)"
+		failed=1
+	fi
+}
+
+# The domain model and the agent's API are leaves: a caller of the API
+# links nothing it does not call.
+rule pkg/model only github.com/cespare/xxhash
+rule pkg/agentapi only github.com/cespare/xxhash "$M/pkg/model"
+# The store knows nothing of S3, Kubernetes or gRPC; the fetcher (which
+# writes into the store) nothing of Kubernetes or gRPC; neither knows who
+# calls it.
+rule pkg/cache not $AWS $KUBE google.golang.org/grpc "$M/pkg/fetch" $UPPER
+rule pkg/fetch not $KUBE google.golang.org/grpc $UPPER
+# Callers of the agent talk to it through pkg/agentapi, never to its engine.
+rule pkg/prefetch not $ENGINE $AWS
+rule pkg/csi not $ENGINE $AWS
+rule pkg/provisioner not $ENGINE $AWS
+# The plugin runs privileged on every node: it links no store, fetcher,
+# agent engine or AWS SDK (STYLE rule 16).
+rule cmd/csi-plugin not $ENGINE $AWS
+
+if ((failed)); then exit 1; fi
+echo "import rules hold (hack/verify-imports.sh)"
