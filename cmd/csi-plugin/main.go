@@ -100,7 +100,7 @@ CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
 		"unix socket of the cache agent (env MODELCACHE_SOCKET)")
 	f.StringVar(&o.cacheDir, "cache-dir", "/var/lib/modelcache",
 		"the cache agent's --cache-dir, mounted at the same path here: only directories under its models/ are mounted into pods")
-	f.StringVar(&o.stateDir, "state-dir", "/var/lib/modelcache/csi", "where the plugin records published volumes; must survive plugin restarts")
+	f.StringVar(&o.stateDir, "state-dir", "/var/lib/modelcache-csi", "where the plugin records published volumes; must survive plugin restarts (not under the agent's --cache-dir, which the agent owns)")
 	f.DurationVar(&o.publishWait, "publish-wait", 20*time.Second,
 		"longest a publish waits for a download before answering Unavailable with progress (kubelet retries; keep it well under kubelet's 2m)")
 	f.DurationVar(&o.reconcileEvery, "reconcile-interval", 30*time.Second, "how often pins are checked against mounts")
