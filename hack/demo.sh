@@ -49,7 +49,7 @@ trap 'exit 143' TERM
 
 # versitygw's cold build is the longest step: it runs beside ours.
 start=$SECONDS
-setsid "$REPO/hack/tools.sh" s3 >"$WORK/tools.log" 2>&1 &
+setsid -w "$REPO/hack/tools.sh" s3 >"$WORK/tools.log" 2>&1 &
 TOOLS_PID=$!
 OWNED_PIDS+=("$TOOLS_PID")
 log "building cache-agent and s3seed$($ROOT && echo ", csi-plugin and csi-call") (versitygw beside them)"
@@ -129,8 +129,10 @@ log "sha256 of $FILE read through the mount, and of the bucket's object"
 mounted=$(sha256sum <"$TARGET/$FILE" | cut -d' ' -f1)
 if command -v curl >/dev/null 2>&1; then
 	how="GET over S3"
+	# S3 wants the payload's hash header; curl's SigV4 signs it but does not add it.
 	object=$(curl -sSf --aws-sigv4 aws:amz:us-east-1:s3 --user "$S3_ACCESS:$S3_SECRET" \
-		"$VGW_ENDPOINT/demo/tiny-llm/$FILE" | sha256sum | cut -d' ' -f1)
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$VGW_ENDPOINT/demo/tiny-llm/$FILE" |
+		sha256sum | cut -d' ' -f1)
 else
 	how="versitygw's file; no curl"
 	object=$(sha256sum <"$WORK/s3/demo/tiny-llm/$FILE" | cut -d' ' -f1)
