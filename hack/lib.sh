@@ -154,3 +154,39 @@ start_agent() {
 		sleep 0.1
 	done
 }
+
+# start_csi_plugin SOCKET AGENT_SOCKET CACHE_DIR STATE_DIR LOG: runs
+# bin/csi-plugin's node service on SOCKET, outside Kubernetes (no kubelet
+# registration, no metrics port), and waits until the socket exists; sets
+# CSI_PID.
+start_csi_plugin() {
+	local sock=$1 agent=$2 cache=$3 state=$4 logf=$5
+	"$BIN/csi-plugin" --endpoint "unix://$sock" --mode node --node-id "$(hostname)" \
+		--agent-socket "$agent" --cache-dir "$cache" --state-dir "$state" \
+		--metrics-addr "" --kubelet-registration=false >>"$logf" 2>&1 &
+	CSI_PID=$!
+	OWNED_PIDS+=("$CSI_PID")
+	local deadline=$((SECONDS + 30))
+	until [[ -S $sock ]]; do
+		if ! kill -0 "$CSI_PID" 2>/dev/null || ((SECONDS >= deadline)); then
+			tail -n 20 "$logf" >&2
+			die "csi-plugin did not start (log: $logf)"
+		fi
+		sleep 0.1
+	done
+}
+
+# unmount_under DIR: unmounts every mount point under DIR, deepest first, so
+# that a script's temp dir can be removed (rm -rf stops at a read-only bind
+# mount, and would leave the mount behind). Fails if one stays mounted.
+unmount_under() {
+	local dir=$1 m rc=0
+	# Field 5 of mountinfo is the mount point, octal-escaped (\040 a space).
+	while read -r m; do
+		umount "$m" 2>/dev/null || umount -l "$m" || rc=1
+	done < <(awk '{ print $5 }' /proc/self/mountinfo | while read -r m; do
+		m=$(printf '%b' "$m")
+		[[ $m == "$dir"/* ]] && printf '%s\n' "$m"
+	done | sort -r)
+	return "$rc"
+}

@@ -5,6 +5,7 @@
 #                         etcd-server, via apt-get) and bin/k8s/kube-apiserver
 #                         (hack/kube-build.sh) for internal/kubetest
 #   hack/tools.sh bench   the same and rclone (the benchmark's baseline)
+#   hack/tools.sh s3      versitygw only (make demo: it starts nothing else)
 # The version of a Go tool is read back from the binary's build info
 # (go version -m), so no stamp files are needed and a hand-installed binary of
 # the right version counts.
@@ -51,17 +52,22 @@ apt_ensure() {
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null; }
 }
 
+mode=${1:-}
+case $mode in
+"" | bench | s3) ;;
+*)
+	echo "usage: $0 [bench|s3]" >&2
+	exit 2
+	;;
+esac
+
 mkdir -p "$BIN"
 ensure versitygw github.com/versity/versitygw/cmd/versitygw v1.8.0
+if [[ $mode == s3 ]]; then exit 0; fi
 # internal/kubetest: a real etcd and kube-apiserver.
 apt_ensure etcd etcd-server
 apt_ensure jq jq # hack/kube-build.sh reads the module graph with it
 "$REPO/hack/kube-build.sh" kube-apiserver
-case "${1:-}" in
-"") ;;
-bench) ensure rclone github.com/rclone/rclone v1.76.0 ;;
-*)
-	echo "usage: $0 [bench]" >&2
-	exit 2
-	;;
-esac
+if [[ $mode == bench ]]; then
+	ensure rclone github.com/rclone/rclone v1.76.0
+fi
