@@ -1,22 +1,28 @@
 # The modelcache image: cache-agent and csi-plugin, static binaries on a
 # minimal base. The DaemonSet picks the binary with `command`.
 #
-#   docker build -t ghcr.io/modelcache/modelcache:dev --build-arg VERSION=dev .
+#   docker buildx build --platform linux/amd64,linux/arm64 \
+#     -t ghcr.io/modelcache/modelcache:dev --build-arg VERSION=dev .
 #
-# Without a Docker engine, `make image` builds the same content as an OCI
-# image-layout tar (hack/image.sh): binaries, CA certificates, /etc/passwd,
-# /tmp. The plugin mounts with mount(2), so no mount(8) or shell is needed.
+# The builder runs on the build machine's own platform and cross-compiles
+# (GOOS/GOARCH from TARGETOS/TARGETARCH, CGO_ENABLED=0), so an arm64 image
+# needs no emulation. Without a Docker engine, `make image` builds the same
+# content for the same two platforms as an OCI image-layout tar
+# (hack/image.sh): binaries, CA certificates, /etc/passwd, /tmp. The plugin
+# mounts with mount(2), so no mount(8) or shell is needed.
 
-FROM golang:1.26-bookworm AS build
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
-      -o /out/ ./cmd/cache-agent ./cmd/csi-plugin
+ARG TARGETOS TARGETARCH
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
+      -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/cache-agent ./cmd/csi-plugin
 
 # distroless/static: CA certificates, /etc/passwd, /tmp, tzdata; no shell.
+# Multi-platform itself, so each target platform gets its own base.
 # Runs as root: the agent owns a hostPath cache and the plugin bind-mounts.
 FROM gcr.io/distroless/static-debian12
 COPY --from=build /out/cache-agent /out/csi-plugin /usr/local/bin/

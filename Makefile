@@ -9,7 +9,7 @@ BUILD_CMDS := $(foreach c,$(COMMANDS),$(if $(wildcard cmd/$(c)/*.go),$(c)))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build tools test verify demo bench clean image e2e fuzz
+.PHONY: all build tools test verify demo bench clean image image-check e2e fuzz
 
 all: build
 
@@ -63,11 +63,18 @@ demo:
 bench:
 	hack/bench.sh
 
-# The modelcache image (cache-agent + csi-plugin) as an OCI image-layout tar,
+# The modelcache image (cache-agent + csi-plugin) as an OCI image-layout tar
+# holding an image index for linux/amd64 and linux/arm64 (IMAGE_ARCHS),
 # built without a Docker engine; the Dockerfile builds the same content.
 IMAGE ?= ghcr.io/modelcache/modelcache:$(VERSION)
 image:
 	VERSION=$(VERSION) hack/image.sh $(IMAGE) _output/image.tar
+
+# Builds the image, then opens the tar and checks each platform's binaries:
+# ELF machine of the platform, statically linked, CGO_ENABLED=0, -trimpath
+# (internal/imagecheck).
+image-check: image
+	MODELCACHE_IMAGE=$(CURDIR)/_output/image.tar go test -count=1 -run '^TestImage$$' -v ./internal/imagecheck
 
 # modelcache on a real one-node Kubernetes (root; see docs/development.md).
 e2e:
