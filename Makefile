@@ -79,9 +79,9 @@ verify:
 demo:
 	hack/demo.sh
 
-# Every figure of the bench in one run (hack/bench.sh runs hack/bench-publish.sh last).
+# Every figure of the bench in one run (bench/run.sh runs bench/publish.sh last).
 bench:
-	hack/bench.sh
+	bench/run.sh
 
 # The modelcache image (cache-agent + csi-plugin) as an OCI image-layout tar,
 # built without a Docker engine; the Dockerfile builds the same content.

@@ -31,8 +31,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-(cd "$REPO" && go build -o "$WORK/s3seed" ./hack/s3seed)
-seed() { "$WORK/s3seed" --endpoint "$VGW_ENDPOINT" --bucket demo --prefix tiny-llm \
+build_bench_tools "$WORK" s3-seed
+seed() { "$WORK/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket demo --prefix tiny-llm \
 	--big 3 --big-size 24MiB --small 2 --small-size 2KiB "$@" | sed 's/^/    /'; }
 
 log "starting versitygw (S3) in $WORK"
