@@ -47,6 +47,8 @@ fuzz:
 		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
+# gofmt covers bench/ too; go vet runs there apart, as bench/ is a module of
+# its own (what only the bench needs stays out of the product's go.mod).
 # The CSI plugin runs privileged on every node: it talks to the agent through
 # pkg/agentapi only, and links neither the store, the fetcher, the agent's
 # engine nor the AWS SDK (STYLE rule 16); pkg/agentapi itself imports no
@@ -58,6 +60,7 @@ verify:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	cd bench && go vet ./...
 	@deps=$$(go list -deps ./cmd/csi-plugin) || exit 1; bad=; \
 	for p in $(PLUGIN_FORBIDDEN); do \
 		hits=$$(echo "$$deps" | grep -E "^$$p(/|$$)" | grep -vE "^$(MODULE)/pkg/agentapi(/|$$)"); \
