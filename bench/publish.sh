@@ -48,7 +48,7 @@ log "seeding the models (kept for next time)"
 write_sources "$RUN/sources.yaml"
 start_agent "$RUN/cache" "$RUN/agent.sock" $((8 << 30)) "$RUN/sources.yaml" "$LOGS/publish-agent.log"
 "$RUN/bin/csi-plugin" --endpoint "unix://$RUN/csi.sock" --mode node --node-id bench \
-	--agent-socket "$RUN/agent.sock" --state-dir "$RUN/state" --metrics-addr "" \
+	--agent-socket "$RUN/agent.sock" --cache-dir "$RUN/cache" --state-dir "$RUN/state" --metrics-addr "" \
 	--kubelet-registration=false >>"$LOGS/csi-plugin.log" 2>&1 &
 OWNED_PIDS+=($!)
 
