@@ -47,21 +47,23 @@ fuzz:
 		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
-# gofmt, vet, and the import rules (hack/verify-imports.sh): the CSI plugin
-# links no store, fetcher, agent engine or AWS SDK; pkg/agentapi and
-# pkg/model are leaves.
+# gofmt (bench/ too), vet (bench/ apart: a module of its own, so what only
+# the bench needs stays out of the product's go.mod), and the import rules
+# (hack/verify-imports.sh): the CSI plugin links no store, fetcher, agent
+# engine or AWS SDK; pkg/agentapi and pkg/model are leaves.
 verify:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	cd bench && go vet ./...
 	hack/verify-imports.sh
 
 demo:
 	hack/demo.sh
 
-# Every figure of the bench in one run (hack/bench.sh runs hack/bench-publish.sh last).
+# Every figure of the bench in one run (bench/run.sh runs bench/publish.sh last).
 bench:
-	hack/bench.sh
+	bench/run.sh
 
 # The modelcache image (cache-agent + csi-plugin) as an OCI image-layout tar
 # holding an image index for linux/amd64 and linux/arm64 (IMAGE_ARCHS),

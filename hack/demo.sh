@@ -7,7 +7,7 @@
 # reads it through the read-only bind mount and unpublishes it (bind mounts
 # need root; as another user that step is skipped).
 # It builds only what it runs: versitygw (hack/tools.sh s3, in the
-# background), cache-agent, s3seed and, as root, csi-plugin and csi-call.
+# background), cache-agent, s3-seed (from bench/) and, as root, csi-plugin and csi-call.
 # Everything it starts is stopped, its mounts unmounted and the temp dir
 # removed on exit, failures included.
 set -euo pipefail
@@ -52,9 +52,9 @@ start=$SECONDS
 setsid -w "$REPO/hack/tools.sh" s3 >"$WORK/tools.log" 2>&1 &
 TOOLS_PID=$!
 OWNED_PIDS+=("$TOOLS_PID")
-log "building cache-agent and s3seed$($ROOT && echo ", csi-plugin and csi-call") (versitygw beside them)"
+log "building cache-agent and s3-seed$($ROOT && echo ", csi-plugin and csi-call") (versitygw beside them)"
 build_agent
-(cd "$REPO" && go build -o "$WORK/s3seed" ./hack/s3seed)
+build_bench_tools "$WORK" s3-seed
 if $ROOT; then
 	(cd "$REPO" && go build -o bin/csi-plugin ./cmd/csi-plugin && go build -o "$WORK/csi-call" ./hack/csi-call)
 fi
@@ -66,7 +66,7 @@ grep '^tools:' "$WORK/tools.log" | indent
 log "all builds done after $((SECONDS - start))s"
 demo_start=$SECONDS
 
-seed() { "$WORK/s3seed" --endpoint "$VGW_ENDPOINT" --bucket demo --prefix tiny-llm \
+seed() { "$WORK/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket demo --prefix tiny-llm \
 	--big 3 --big-size 24MiB --small 2 --small-size 2KiB "$@" | indent; }
 
 log "starting versitygw (S3) in $WORK"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Helpers shared by hack/demo.sh and hack/bench.sh: logging, free ports,
-# starting and stopping the processes a script owns. Source it; it sets REPO
-# and BIN and puts Go on PATH.
+# Helpers shared by hack/demo.sh, the bench (bench/*.sh) and e2e/run.sh:
+# logging, free ports, starting and stopping the processes a script owns,
+# building the agent and the bench tools. Source it; it sets REPO and BIN and
+# puts Go on PATH.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$REPO/bin
@@ -132,6 +133,18 @@ build_agent() {
 	[[ -d $REPO/cmd/cache-agent ]] || die "cmd/cache-agent does not exist yet"
 	(cd "$REPO" && go build -o bin/cache-agent ./cmd/cache-agent) || die "building cache-agent failed"
 	CACHE_AGENT=$BIN/cache-agent
+}
+
+# build_bench_tools DIR NAME...: builds each program bench/NAME (s3-seed,
+# sdk-download, ...) into DIR/NAME. bench/ is a module of its own, so what
+# only the bench needs stays out of the product's go.mod.
+build_bench_tools() {
+	local dir=$1 p
+	shift
+	mkdir -p "$dir"
+	for p in "$@"; do
+		(cd "$REPO/bench" && go build -o "$dir/$p" "./$p") || die "building bench/$p failed"
+	done
 }
 
 # start_agent CACHE_DIR SOCKET CAPACITY SOURCES LOG: runs `cache-agent serve`

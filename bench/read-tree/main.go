@@ -1,9 +1,9 @@
-// Command readtree reads every file under a directory once, front to back
+// Command read-tree reads every file under a directory once, front to back
 // with 1 MiB reads, the way a loader reads safetensors shards at start, and
 // prints "BYTES SECONDS". The benchmark times a model's first read with it,
 // after a dropped page cache and after a page-cache warm-up.
 //
-//	readtree /var/lib/modelcache/models/<ref>/<rev>
+//	read-tree /var/lib/modelcache/models/<ref>/<rev>
 package main
 
 import (
@@ -19,9 +19,9 @@ import (
 
 func main() {
 	log.SetFlags(0)
-	log.SetPrefix("readtree: ")
+	log.SetPrefix("read-tree: ")
 	if len(os.Args) != 2 {
-		log.Fatal("usage: readtree DIR")
+		log.Fatal("usage: read-tree DIR")
 	}
 	buf := make([]byte, 1<<20)
 	var total int64

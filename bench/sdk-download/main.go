@@ -1,4 +1,4 @@
-// Command sdkget is the benchmark's aws-sdk-go-v2 baseline: it downloads
+// Command sdk-download is the benchmark's aws-sdk-go-v2 baseline: it downloads
 // every object under s3://BUCKET/PREFIX into a directory with the SDK's
 // feature/s3/manager Downloader (16 parts of 16 MiB in flight, written with
 // WriteAt), the way a Go program would do it with the stock SDK.
@@ -19,8 +19,10 @@
 // server reads its objects from the disk the cache writes to, no download
 // that keeps its bytes can end before this does: it is the floor.
 //
-//	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --dest /tmp/out
-//	go run ./hack/sdkget --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --null
+// From bench/ (a module of its own):
+//
+//	go run ./sdk-download --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --dest /tmp/out
+//	go run ./sdk-download --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g --null
 package main
 
 import (
@@ -53,7 +55,7 @@ type object struct {
 
 func main() {
 	log.SetFlags(0)
-	log.SetPrefix("sdkget: ")
+	log.SetPrefix("sdk-download: ")
 	endpoint := flag.String("endpoint", "http://127.0.0.1:7070", "S3 endpoint URL")
 	access := flag.String("access", "testkey", "access key ID")
 	secret := flag.String("secret", "testsecret", "secret access key")
@@ -77,7 +79,7 @@ func main() {
 		}
 	}
 	if *bucket == "" || modes != 1 || flag.NArg() > 0 || (*fromDisk != "" && *durable == "") {
-		log.Fatal("usage: sdkget --endpoint URL --bucket B [--prefix P] (--dest DIR | --null | --durable-sink DIR [--from-disk SRC])")
+		log.Fatal("usage: sdk-download --endpoint URL --bucket B [--prefix P] (--dest DIR | --null | --durable-sink DIR [--from-disk SRC])")
 	}
 	if !strings.Contains(*endpoint, "://") {
 		*endpoint = "http://" + *endpoint

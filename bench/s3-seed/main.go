@@ -1,9 +1,9 @@
-// Command s3seed uploads a synthetic "model" to an S3 bucket: N big weight
+// Command s3-seed uploads a synthetic "model" to an S3 bucket: N big weight
 // files and N small JSON files under a prefix, with deterministic
 // pseudo-random content (same flags, same bytes, same ETags). The demo and the
-// benchmark use it to create their data.
+// benchmark use it to create their data. From bench/ (a module of its own):
 //
-//	go run ./hack/s3seed --endpoint 127.0.0.1:7070 --access testkey --secret testsecret \
+//	go run ./s3-seed --endpoint 127.0.0.1:7070 --access testkey --secret testsecret \
 //	    --bucket bench --prefix m4x1g --big 4 --big-size 1GiB --small 5 --small-size 4KiB
 //
 // --mutate-one rewrites only the first big file (or the first small one when
@@ -16,7 +16,7 @@
 // files in 2 GiB) and add up to exactly SIZE: a sharded checkpoint with a
 // tokenizer's worth of small pieces.
 //
-//	go run ./hack/s3seed --bucket bench --prefix m2000 --many 2000 --many-total 2GiB
+//	go run ./s3-seed --bucket bench --prefix m2000 --many 2000 --many-total 2GiB
 package main
 
 import (
@@ -46,7 +46,7 @@ var smallNames = []string{"config.json", "tokenizer.json", "tokenizer_config.jso
 
 func main() {
 	log.SetFlags(0)
-	log.SetPrefix("s3seed: ")
+	log.SetPrefix("s3-seed: ")
 	endpoint := flag.String("endpoint", "127.0.0.1:7070", "S3 endpoint, host:port (http) or a URL")
 	access := flag.String("access", "testkey", "access key ID")
 	secret := flag.String("secret", "testsecret", "secret access key")
@@ -66,7 +66,7 @@ func main() {
 	threads := flag.Uint("threads", 4, "parallel part uploads per object")
 	flag.Parse()
 	if *bucket == "" || flag.NArg() > 0 {
-		log.Fatal("usage: s3seed --bucket B [--prefix P] [--big N --big-size SIZE] [--small N --small-size SIZE] [--seed S] [--mutate-one]")
+		log.Fatal("usage: s3-seed --bucket B [--prefix P] [--big N --big-size SIZE] [--small N --small-size SIZE] [--seed S] [--mutate-one]")
 	}
 	bs, err := parseSize(*bigSize)
 	if err != nil {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Measuring helpers of hack/bench.sh: one timed run of each downloader, the
+# Measuring helpers of bench/run.sh: one timed run of each downloader, the
 # per-data-set results, medians and the download table. Source it after
 # hack/lib.sh, with RUN, LOGS, CACHE_AGENT and the versitygw set up.
 
@@ -79,11 +79,11 @@ run_modelcache() {
 	rm -rf "$cache"
 	# Room for the model twice over, so eviction never plays a part.
 	start_agent "$cache" "$RUN/agent.sock" $((2 * TOTAL_BYTES + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
-	drop_caches "$RUN/bin/runstat" "$CACHE_AGENT"
+	drop_caches "$RUN/bin/run-stats" "$CACHE_AGENT"
 	cpu0=$(proc_cpu "$AGENT_PID")
 	rd0=$(proc_io "$AGENT_PID" read_bytes)
 	rc0=$(proc_io "$AGENT_PID" rchar)
-	"$RUN/bin/runstat" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
+	"$RUN/bin/run-stats" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
 		--wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || die "prefetch failed; see $LOGS/prefetch.log $LOGS/agent.log"
 	cpu1=$(proc_cpu "$AGENT_PID")
 	rd=$(($(proc_io "$AGENT_PID" read_bytes) - rd0))
@@ -112,8 +112,8 @@ run_tool() {
 		mkdir -p "$dest"
 	fi
 	# (the rclone binary too: rclone-sync runs it under sh)
-	drop_caches "$RUN/bin/runstat" "$(command -v "$1")" "$BIN/rclone"
-	"$RUN/bin/runstat" -o "$RUN/cost" "$@" >>"$LOGS/$name.log" 2>&1 || die "$name failed; see $LOGS/$name.log"
+	drop_caches "$RUN/bin/run-stats" "$(command -v "$1")" "$BIN/rclone"
+	"$RUN/bin/run-stats" -o "$RUN/cost" "$@" >>"$LOGS/$name.log" 2>&1 || die "$name failed; see $LOGS/$name.log"
 	[[ $dest == - ]] || check_tree "$dest"
 	read -r wall cpu rss <"$RUN/cost"
 	record "$name" "$wall" "$cpu" "$rss"
@@ -137,13 +137,13 @@ run_one() {
 	rclone-sync) run_tool rclone-sync "$RUN/dst" sh -c '"$@" && sync -f "$0"' "$RUN/dst" "${rc[@]}" ;;
 	# 16 files at once: one at a time, the manager would fetch 2,000 small
 	# files one part at a time.
-	sdk) run_tool sdk "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --dest "$RUN/dst" --files $((TOTAL_FILES > 100 ? 16 : 1)) ;;
-	null) run_tool null - "$RUN/bin/sdkget" "${s3[@]}" --null ;;
-	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --durable-sink "$RUN/dst" ;;
+	sdk) run_tool sdk "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --dest "$RUN/dst" --files $((TOTAL_FILES > 100 ? 16 : 1)) ;;
+	null) run_tool null - "$RUN/bin/sdk-download" "${s3[@]}" --null ;;
+	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" ;;
 	# The durable limit's reads and writes with S3 taken out: the parts are
 	# read straight from the server's files. The server reads from the disk
 	# the downloads write to, so no download that keeps its bytes ends sooner.
-	floor) run_tool floor "$RUN/dst" "$RUN/bin/sdkget" "${s3[@]}" --durable-sink "$RUN/dst" --from-disk "$BENCH_DIR/s3/$BUCKET" ;;
+	floor) run_tool floor "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" --from-disk "$BENCH_DIR/s3/$BUCKET" ;;
 	*) die "unknown tool $1" ;;
 	esac
 }

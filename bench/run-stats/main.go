@@ -1,9 +1,9 @@
-// Command runstat runs a command and reports what it cost: wall seconds, CPU
+// Command run-stats runs a command and reports what it cost: wall seconds, CPU
 // seconds (user+system, children included) and peak RSS in KiB, as one line
 // "WALL CPU MAXRSS_KIB" on the file given by -o (default stderr). The
 // benchmark uses it instead of GNU time, which a fresh machine may not have.
 //
-//	runstat -o cost.txt rclone copy ...
+//	run-stats -o cost.txt rclone copy ...
 package main
 
 import (
@@ -19,11 +19,11 @@ import (
 
 func main() {
 	log.SetFlags(0)
-	log.SetPrefix("runstat: ")
+	log.SetPrefix("run-stats: ")
 	out := flag.String("o", "", "write the result line to this file instead of stderr")
 	flag.Parse()
 	if flag.NArg() == 0 {
-		log.Fatal("usage: runstat [-o FILE] COMMAND [ARG...]")
+		log.Fatal("usage: run-stats [-o FILE] COMMAND [ARG...]")
 	}
 	cmd := exec.Command(flag.Arg(0), flag.Args()[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr

@@ -1,7 +1,8 @@
-// Command fetchprof runs pkg/fetch in process against an S3 endpoint into a
-// fresh content store, for profiling the cold fetch without the agent:
+// Command fetch-profile runs pkg/fetch in process against an S3 endpoint into
+// a fresh content store, for profiling the cold fetch without the agent. From
+// bench/ (a module of its own):
 //
-//	go run ./hack/fetchprof --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g \
+//	go run ./fetch-profile --endpoint http://127.0.0.1:7070 --bucket bench --prefix m4x1g \
 //	    --dir /tmp/fp --cpuprofile /tmp/cpu.pprof
 //
 // It prints wall time, user and system CPU, and the process's /proc/self/io
@@ -25,7 +26,7 @@ import (
 
 func main() {
 	log.SetFlags(0)
-	log.SetPrefix("fetchprof: ")
+	log.SetPrefix("fetch-profile: ")
 	endpoint := flag.String("endpoint", "http://127.0.0.1:7070", "S3 endpoint URL")
 	access := flag.String("access", "testkey", "access key ID")
 	secret := flag.String("secret", "testsecret", "secret access key")

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# The second-revision and page-cache sections of hack/bench.sh. Source it
-# after hack/bench-lib.sh.
+# The second-revision and page-cache sections of bench/run.sh. Source it
+# after bench/lib.sh.
 
 # bench_revision: a model of 4 big files + small ones changes one big file.
 # Per round: a fresh agent fetches the current revision (not timed), one big
@@ -20,12 +20,12 @@ bench_revision() {
 		start_agent "$cache" "$RUN/agent.sock" $((3 * TOTAL_BYTES)) "$RUN/sources.yaml" "$LOGS/agent.log"
 		"$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" --wait >>"$LOGS/prefetch.log" 2>&1 ||
 			die "prefetch of the first revision failed; see $LOGS"
-		"$RUN/bin/s3seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --prefix "$DS_PREFIX" --big 4 \
+		"$RUN/bin/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --prefix "$DS_PREFIX" --big 4 \
 			--big-size "$BENCH_SIZE" --mutate-one --variant "$(date +%s%N)" >>"$LOGS/seed.log" 2>&1 ||
 			die "changing one file failed; see $LOGS/seed.log"
-		drop_caches "$RUN/bin/runstat" "$CACHE_AGENT"
+		drop_caches "$RUN/bin/run-stats" "$CACHE_AGENT"
 		rc0=$(proc_io "$AGENT_PID" rchar)
-		"$RUN/bin/runstat" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
+		"$RUN/bin/run-stats" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
 			--wait >>"$LOGS/prefetch.log" 2>&1 || die "prefetch of the second revision failed; see $LOGS"
 		rc=$(($(proc_io "$AGENT_PID" rchar) - rc0))
 		"$CACHE_AGENT" status --socket "$RUN/agent.sock" -o json >"$RUN/status.json"
@@ -58,7 +58,7 @@ bench_revision() {
 	cat "$RUN/table-rev"
 }
 
-# bench_warm: the first full read of a held model (readtree: every file
+# bench_warm: the first full read of a held model (read-tree: every file
 # front to back) after the page cache was dropped, against the same read
 # after `prefetch --cached --warm-page-cache`, and the first read right
 # after the download itself (no drop: what the download left in memory).
@@ -74,18 +74,18 @@ bench_warm() {
 		die "prefetch failed; see $LOGS"
 	tree=$("$CACHE_AGENT" status --socket "$RUN/agent.sock" -o json | jq -r '.models[0].path')
 	[[ -d $tree ]] || die "no model tree after prefetch"
-	read -r _ after_fetch < <("$RUN/bin/readtree" "$tree")
+	read -r _ after_fetch < <("$RUN/bin/read-tree" "$tree")
 	for ((round = 0; round < RUNS; round++)); do
 		log "page-cache warm-up: round $((round + 1))/$RUNS (load $(loadavg))"
-		drop_caches "$RUN/bin/readtree"
-		read -r bytes cold < <("$RUN/bin/readtree" "$tree")
-		((bytes == TOTAL_BYTES)) || die "readtree read $bytes bytes, want $TOTAL_BYTES"
-		drop_caches "$RUN/bin/readtree" "$RUN/bin/runstat" "$CACHE_AGENT"
-		out=$("$RUN/bin/runstat" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
+		drop_caches "$RUN/bin/read-tree"
+		read -r bytes cold < <("$RUN/bin/read-tree" "$tree")
+		((bytes == TOTAL_BYTES)) || die "read-tree read $bytes bytes, want $TOTAL_BYTES"
+		drop_caches "$RUN/bin/read-tree" "$RUN/bin/run-stats" "$CACHE_AGENT"
+		out=$("$RUN/bin/run-stats" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
 			--cached --wait --warm-page-cache 2>&1) || die "prefetch --warm-page-cache failed: $out"
 		echo "$out" >>"$LOGS/prefetch.log"
 		read -r warmup _ <"$RUN/cost"
-		read -r _ warm < <("$RUN/bin/readtree" "$tree")
+		read -r _ warm < <("$RUN/bin/read-tree" "$tree")
 		echo "warm $cold $warmup $warm" >>"$f"
 		printf '    read after drop %6.2fs  warm-up %6.2fs  read after warm-up %6.2fs  load %s\n' "$cold" "$warmup" "$warm" "$(loadavg)"
 	done
@@ -96,7 +96,7 @@ bench_warm() {
 		echo "### Page-cache warm-up (first read of the model)"
 		echo
 		echo "s3://$BUCKET/$DS_PREFIX held by the agent ($(awk -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }')):" \
-			"every file read once front to back in 1 MiB reads (hack/readtree); median of $RUNS runs;" \
+			"every file read once front to back in 1 MiB reads (bench/read-tree); median of $RUNS runs;" \
 			"load average (1/5/15 min) $load0 before; $(loadavg), memory probe $(memprobe) GB/s after."
 		echo
 		echo "| first read of the model | median s | GB/s |"

@@ -1,4 +1,4 @@
-// Command publishbench measures warm publish latency the way kubelet sees
+// Command publish-latency measures warm publish latency the way kubelet sees
 // it: NodePublishVolume and NodeUnpublishVolume over the plugin's CSI socket,
 // for a model already in the node cache. It prints p50/p99/max in ms.
 package main
@@ -27,7 +27,7 @@ func main() {
 	dir := flag.String("dir", os.TempDir(), "where target directories go")
 	flag.Parse()
 	if err := run(*sock, *ref, *label, *n, *dir); err != nil {
-		fmt.Fprintln(os.Stderr, "publishbench:", err)
+		fmt.Fprintln(os.Stderr, "publish-latency:", err)
 		os.Exit(1)
 	}
 }
@@ -40,13 +40,13 @@ func run(sock, ref, label string, n int, dir string) error {
 	defer conn.Close()
 	node := csi.NewNodeClient(conn)
 	ctx := context.Background()
-	target := filepath.Join(dir, "publishbench", "mount")
-	req := &csi.NodePublishVolumeRequest{VolumeId: "publishbench", TargetPath: target, Readonly: true,
+	target := filepath.Join(dir, "publish-latency", "mount")
+	req := &csi.NodePublishVolumeRequest{VolumeId: "publish-latency", TargetPath: target, Readonly: true,
 		VolumeCapability: &csi.VolumeCapability{
 			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY}},
 		VolumeContext: map[string]string{"model": ref}}
-	unreq := &csi.NodeUnpublishVolumeRequest{VolumeId: "publishbench", TargetPath: target}
+	unreq := &csi.NodeUnpublishVolumeRequest{VolumeId: "publish-latency", TargetPath: target}
 
 	// Warm up: the first publish may find the model cold; kubelet would
 	// retry on Unavailable, and so do we, until it is mounted once.

@@ -13,7 +13,7 @@
 #   rev      a second revision sharing 3 of the 4 big files: bytes and time
 #   warm     first read of a held model after a dropped page cache, and
 #            after `prefetch --warm-page-cache`
-#   publish  warm CSI publish latency (hack/bench-publish.sh)
+#   publish  warm CSI publish latency (bench/publish.sh)
 #
 #   RUNS=5           rounds; each tool runs once per round, medians reported
 #   SECTIONS="cold many rev warm publish"   a subset while iterating
@@ -28,11 +28,11 @@
 #                    for a before/after in one run
 set -euo pipefail
 # shellcheck source=hack/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-# shellcheck source=hack/bench-lib.sh
-source "$REPO/hack/bench-lib.sh"
-# shellcheck source=hack/bench-more.sh
-source "$REPO/hack/bench-more.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+# shellcheck source=bench/sections.sh
+source "$REPO/bench/sections.sh"
 
 RUNS=${RUNS:-5}
 BENCH_SIZE=${BENCH_SIZE:-1GiB}
@@ -64,10 +64,8 @@ mkdir -p "$BENCH_DIR"
 RUN=$BENCH_DIR/run # scratch: destinations, caches; removed on exit
 LOGS=$BENCH_DIR/logs
 rm -rf "$RUN" "$LOGS"
-mkdir -p "$RUN/bin" "$LOGS"
-for p in s3seed sdkget runstat readtree; do
-	(cd "$REPO" && go build -o "$RUN/bin/$p" "./hack/$p")
-done
+mkdir -p "$LOGS"
+build_bench_tools "$RUN/bin" s3-seed sdk-download run-stats read-tree
 
 cleanup() {
 	local rc=$?
@@ -82,7 +80,7 @@ trap 'exit 143' TERM
 
 log "starting versitygw on $BENCH_DIR/s3"
 start_versitygw "$BENCH_DIR/s3" "$LOGS/versitygw.log"
-seed() { "$RUN/bin/s3seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --skip-existing "$@" | sed 's/^/    /'; }
+seed() { "$RUN/bin/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --skip-existing "$@" | sed 's/^/    /'; }
 log "seeding the data sets (kept for next time)"
 if has cold || has warm; then seed --prefix "$COLD_PREFIX" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
 if has many; then seed --prefix "$MANY_PREFIX" --many "$MANY_FILES" --many-total "$MANY_TOTAL"; fi
@@ -139,8 +137,8 @@ OUT=$REPO/_output/bench.md
 	echo
 } >"$OUT"
 if has publish; then
-	log "warm publish latency (hack/bench-publish.sh; load $(loadavg))"
-	BENCH_DIR=$BENCH_DIR "$REPO/hack/bench-publish.sh" | tee "$RUN/publish.out"
+	log "warm publish latency (bench/publish.sh; load $(loadavg))"
+	BENCH_DIR=$BENCH_DIR "$REPO/bench/publish.sh" | tee "$RUN/publish.out"
 	{
 		echo "### Warm publish (CSI NodePublishVolume + NodeUnpublishVolume of a cached model, ms)"
 		echo
