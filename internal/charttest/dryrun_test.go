@@ -2,8 +2,10 @@ package charttest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -51,7 +53,10 @@ func TestChartServerDryRun(t *testing.T) {
 		"e2e":      {"-f", tl.Path("deploy/e2e/values.yaml")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			objs, err := tl.Template(namespace, append(values, "--set", "namespace.create=true", "--set-file", "sources.inline="+sources)...)
+			// A namespace per render: the first one's exists for real by the
+			// time the second one's Namespace object is sent.
+			ns := "dryrun-" + name
+			objs, err := tl.Template(ns, append(values, "--set", "namespace.create=true", "--set-file", "sources.inline="+sources)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +65,7 @@ func TestChartServerDryRun(t *testing.T) {
 			// does not exist yet), then the namespace itself, then the rest.
 			for _, pass := range []bool{false, true} {
 				if pass {
-					ensureNamespace(t, srv.Client(t))
+					ensureNamespace(t, srv.Client(t), ns)
 				}
 				for _, o := range objs {
 					m, err := mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
@@ -95,9 +100,9 @@ func TestChartServerDryRun(t *testing.T) {
 	}
 }
 
-func ensureNamespace(t *testing.T, c kubernetes.Interface) {
+func ensureNamespace(t *testing.T, c kubernetes.Interface, ns string) {
 	t.Helper()
-	_, err := c.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{})
+	_, err := c.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
@@ -119,4 +124,66 @@ func exampleSources(t *testing.T, tl Tools) []byte {
 		t.Fatal("sources-secret.example.yaml has no stringData sources.yaml")
 	}
 	return []byte(s)
+}
+
+// TestChartHelmInstall: `helm install` as the README and e2e/run.sh run it
+// (--create-namespace, sources from a file) against a real kube-apiserver,
+// then `helm uninstall`. No kubelet or controllers run here, so no pod
+// starts: this checks helm's side (release storage in a namespace it
+// creates, objects created, the sources Secret) that `helm template` cannot.
+func TestChartHelmInstall(t *testing.T) {
+	tl := Find(t)
+	srv := kubetest.Start(t)
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: kubetest, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: kubetest, context: {cluster: kubetest, user: admin}}]
+current-context: kubetest
+`, srv.Config.Host, srv.Config.BearerToken)
+	if err := os.WriteFile(kubeconfig, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sources := filepath.Join(dir, "sources.yaml")
+	src := exampleSources(t, tl)
+	if err := os.WriteFile(sources, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A namespace of its own: none can be deleted here (no namespace controller).
+	const ns = "modelcache-install"
+	out, err := tl.helm("install", Release, tl.Chart(), "--kubeconfig", kubeconfig, "--namespace", ns, "--create-namespace",
+		"-f", tl.Path("deploy/e2e/values.yaml"), "--set-file", "sources.inline="+sources)
+	if err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "secretAccessKey") {
+		t.Errorf("helm install printed the sources:\n%s", out)
+	}
+	ctx := context.Background()
+	kc := srv.Client(t)
+	if _, err := kc.AppsV1().DaemonSets(ns).Get(ctx, "modelcache-node", metav1.GetOptions{}); err != nil {
+		t.Errorf("DaemonSet: %v", err)
+	}
+	if _, err := kc.AppsV1().Deployments(ns).Get(ctx, "modelcache-controller", metav1.GetOptions{}); err != nil {
+		t.Errorf("Deployment: %v", err)
+	}
+	if _, err := kc.StorageV1().CSIDrivers().Get(ctx, "modelcache.csi.io", metav1.GetOptions{}); err != nil {
+		t.Errorf("CSIDriver: %v", err)
+	}
+	sec, err := kc.CoreV1().Secrets(ns).Get(ctx, "modelcache-sources", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("sources Secret: %v", err)
+	}
+	if got := sec.Data["sources.yaml"]; string(got) != string(src) {
+		t.Errorf("sources Secret holds %d bytes that differ from the %d of the file", len(got), len(src))
+	}
+
+	if out, err := tl.helm("uninstall", Release, "--kubeconfig", kubeconfig, "--namespace", ns); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	if _, err := kc.StorageV1().CSIDrivers().Get(ctx, "modelcache.csi.io", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("CSIDriver after helm uninstall: %v, want NotFound", err)
+	}
 }
