@@ -62,7 +62,7 @@ if [ "${1:-}" = "--purge" ]; then
 	iptables -t nat -S POSTROUTING 2>/dev/null | grep -- '-j CNI-' | grep -- '10.245.0.' | sed 's/^-A/-D/' |
 		while read -r r; do eval iptables -t nat "$r" 2>/dev/null; done
 	ip link del mce2e0 2>/dev/null
-	rm -rf "$K/var" "$K/run" "$K/pki" "$K/etc" "$K/images" "$K/kubelet" "$K/cache" "$K/csi-state" "$K/s3"
+	rm -rf "$K/var" "$K/run" "$K/pki" "$K/etc" "$K/images" "$K/kubelet" "$K/cache" "$K/csi-state" "$K/s3" "$K/helm"
 	echo "[e2e-down] purged state under $K"
 fi
 echo "[e2e-down] done"

@@ -4,12 +4,16 @@
 #      (Kubernetes built from source by hack/kube-build.sh, cached in the Go build cache)
 #   2. the modelcache image (hack/image.sh, an OCI tar, no Docker engine) → containerd
 #   3. versitygw (hack/tools.sh) as S3 on loopback; the sources Secret naming it
-#   4. kubectl apply -k deploy/e2e; wait for the DaemonSet
+#   4. helm install charts/modelcache -f deploy/e2e/values.yaml (or, with
+#      E2E_INSTALL=kustomize, kubectl apply -k deploy/e2e); wait for the DaemonSet
 #   5. go test -tags e2e ./e2e (the assertions; the suite uploads its models)
 #   6. on failure: logs of plugin, agent, kubelet, containerd; then e2e/down.sh --purge
 # Env: E2E_KEEP=1 leaves the cluster running, versitygw stopped (its sources
 #      Secret then points at a closed port; then: e2e/down.sh --purge);
-#      E2E_RUN=REGEX passes -run to go test.
+#      E2E_RUN=REGEX passes -run to go test;
+#      E2E_INSTALL=helm (default) or kustomize: how modelcache is installed.
+#      The default runs the chart; internal/charttest checks that it renders
+#      exactly the objects of deploy/e2e, which keeps that overlay honest.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=hack/lib.sh
@@ -74,7 +78,13 @@ cleanup() {
 	exit "$rc"
 }
 
-step "tools (versitygw)"
+E2E_INSTALL=${E2E_INSTALL:-helm}
+case $E2E_INSTALL in
+helm | kustomize) ;;
+*) die "E2E_INSTALL=$E2E_INSTALL: want helm or kustomize" ;;
+esac
+
+step "tools (versitygw, kubectl, helm)"
 "$REPO/hack/tools.sh"
 
 # One e2e cluster per machine (fixed ports and paths). Several worktrees share
@@ -123,11 +133,20 @@ sources:
     secretAccessKey: $S3_SECRET
 YAML
 
-step "deploy/e2e"
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl -n "$NS" create secret generic modelcache-sources --from-file=sources.yaml="$src" \
-	--dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -k deploy/e2e
+if [[ $E2E_INSTALL == helm ]]; then
+	step "helm install modelcache charts/modelcache -f deploy/e2e/values.yaml"
+	# helm's config and cache stay with the cluster's state. The sources go in
+	# from the file: not on a command line, and helm prints only its notes.
+	HELM_CONFIG_HOME=$E2E_DIR/helm/config HELM_CACHE_HOME=$E2E_DIR/helm/cache HELM_DATA_HOME=$E2E_DIR/helm/data \
+		"$BIN/helm" install modelcache charts/modelcache --namespace "$NS" --create-namespace \
+		-f deploy/e2e/values.yaml --set-file sources.inline="$src"
+else
+	step "kubectl apply -k deploy/e2e"
+	kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	kubectl -n "$NS" create secret generic modelcache-sources --from-file=sources.yaml="$src" \
+		--dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	kubectl apply -k deploy/e2e
+fi
 # The DaemonSet controller needs the ServiceAccount's token controller first;
 # rollout status waits for the pod to be created and ready.
 kubectl -n "$NS" rollout status ds/modelcache-node --timeout=180s

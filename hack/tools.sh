@@ -3,7 +3,8 @@
 # version:
 #   hack/tools.sh         versitygw (the S3 server), etcd (Debian's
 #                         etcd-server, via apt-get) and bin/k8s/kube-apiserver
-#                         (hack/kube-build.sh) for internal/kubetest
+#                         (hack/kube-build.sh) for internal/kubetest; helm and
+#                         bin/k8s/kubectl (its kustomize) for internal/charttest
 #   hack/tools.sh bench   the same and rclone (the benchmark's baseline)
 #   hack/tools.sh s3      versitygw only (make demo: it starts nothing else)
 # The version of a Go tool is read back from the binary's build info
@@ -67,7 +68,11 @@ if [[ $mode == s3 ]]; then exit 0; fi
 # internal/kubetest: a real etcd and kube-apiserver.
 apt_ensure etcd etcd-server
 apt_ensure jq jq # hack/kube-build.sh reads the module graph with it
-"$REPO/hack/kube-build.sh" kube-apiserver
+# kubectl: internal/charttest renders deploy/ with its kustomize, the one
+# `kubectl apply -k` uses; make e2e needs it anyway.
+"$REPO/hack/kube-build.sh" kube-apiserver kubectl
+# internal/charttest: helm lint and helm template of charts/modelcache.
+ensure helm helm.sh/helm/v3/cmd/helm v3.22.0
 if [[ $mode == bench ]]; then
 	ensure rclone github.com/rclone/rclone v1.76.0
 fi

@@ -237,7 +237,10 @@ func (s *Server) startAPIServer(bin, etcdURL string) error {
 			"--service-account-issuer", "https://kubernetes.default.svc",
 			"--service-account-key-file", saKey, "--service-account-signing-key-file", saKey,
 			"--service-cluster-ip-range", "10.96.0.0/16", "--endpoint-reconciler-type", "none",
-			"--enable-priority-and-fairness=false", "--profiling=false", "--v", "0")
+			"--enable-priority-and-fairness=false", "--profiling=false", "--v", "0",
+			// As on a cluster that runs CSI node plugins (e2e/up.sh too): the
+			// DaemonSet of deploy/ has a privileged container.
+			"--allow-privileged=true")
 		if err != nil {
 			return err
 		}

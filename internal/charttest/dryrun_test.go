@@ -1,0 +1,189 @@
+package charttest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/modelcache/modelcache/internal/kubetest"
+)
+
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
+// TestChartServerDryRun sends every object the chart renders, with the
+// default values and with the e2e values, to a real kube-apiserver as a
+// dry-run create with strict field validation: a field the API does not
+// know, a wrong type or a value its validation refuses fails the test.
+// Nothing is stored but the namespace the namespaced objects need (the
+// NamespaceLifecycle admission refuses objects in a namespace that does not
+// exist, dry-run or not).
+func TestChartServerDryRun(t *testing.T) {
+	tl := Find(t)
+	srv := kubetest.Start(t)
+	dc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The example sources of deploy/ as inline sources, so the Secret is sent too.
+	sources := filepath.Join(t.TempDir(), "sources.yaml")
+	if err := os.WriteFile(sources, exampleSources(t, tl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, values := range map[string][]string{
+		"defaults": nil,
+		"e2e":      {"-f", tl.Path("deploy/e2e/values.yaml")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			// A namespace per render: the first one's exists for real by the
+			// time the second one's Namespace object is sent.
+			ns := "dryrun-" + name
+			objs, err := tl.Template(ns, append(values, "--set", "namespace.create=true", "--set-file", "sources.inline="+sources)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds := map[string]int{}
+			// Cluster-scoped objects first (the Namespace among them, while it
+			// does not exist yet), then the namespace itself, then the rest.
+			for _, pass := range []bool{false, true} {
+				if pass {
+					ensureNamespace(t, srv.Client(t), ns)
+				}
+				for _, o := range objs {
+					m, err := mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
+					if err != nil {
+						t.Fatalf("%s: %v", Key(o), err)
+					}
+					namespaced := m.Scope.Name() == meta.RESTScopeNameNamespace
+					if namespaced != pass {
+						continue
+					}
+					var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+					if namespaced {
+						ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
+					}
+					_, err = ri.Create(context.Background(), o, metav1.CreateOptions{
+						DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict})
+					if err != nil {
+						t.Errorf("dry-run create %s: %v", Key(o), err)
+						continue
+					}
+					kinds[o.GetKind()]++
+				}
+			}
+			for _, k := range []string{"Namespace", "CSIDriver", "StorageClass", "ServiceAccount", "ClusterRole",
+				"ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet", "Deployment", "Secret"} {
+				if kinds[k] == 0 {
+					t.Errorf("no %s was accepted (accepted: %v)", k, kinds)
+				}
+			}
+			t.Logf("accepted by kube-apiserver (dry run): %v", kinds)
+		})
+	}
+}
+
+func ensureNamespace(t *testing.T, c kubernetes.Interface, ns string) {
+	t.Helper()
+	_, err := c.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// exampleSources is sources.yaml of deploy/daemonset/sources-secret.example.yaml.
+func exampleSources(t *testing.T, tl Tools) []byte {
+	t.Helper()
+	b, err := os.ReadFile(tl.Path("deploy/daemonset/sources-secret.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Decode(b)
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("sources-secret.example.yaml: %v (%d objects)", err, len(objs))
+	}
+	s, ok, _ := unstructured.NestedString(objs[0].Object, "stringData", "sources.yaml")
+	if !ok || s == "" {
+		t.Fatal("sources-secret.example.yaml has no stringData sources.yaml")
+	}
+	return []byte(s)
+}
+
+// TestChartHelmInstall: `helm install` as the README and e2e/run.sh run it
+// (--create-namespace, sources from a file) against a real kube-apiserver,
+// then `helm uninstall`. No kubelet or controllers run here, so no pod
+// starts: this checks helm's side (release storage in a namespace it
+// creates, objects created, the sources Secret) that `helm template` cannot.
+func TestChartHelmInstall(t *testing.T) {
+	tl := Find(t)
+	srv := kubetest.Start(t)
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: kubetest, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: kubetest, context: {cluster: kubetest, user: admin}}]
+current-context: kubetest
+`, srv.Config.Host, srv.Config.BearerToken)
+	if err := os.WriteFile(kubeconfig, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sources := filepath.Join(dir, "sources.yaml")
+	src := exampleSources(t, tl)
+	if err := os.WriteFile(sources, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A namespace of its own: none can be deleted here (no namespace controller).
+	const ns = "modelcache-install"
+	out, err := tl.helm("install", Release, tl.Chart(), "--kubeconfig", kubeconfig, "--namespace", ns, "--create-namespace",
+		"-f", tl.Path("deploy/e2e/values.yaml"), "--set-file", "sources.inline="+sources)
+	if err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "secretAccessKey") {
+		t.Errorf("helm install printed the sources:\n%s", out)
+	}
+	ctx := context.Background()
+	kc := srv.Client(t)
+	if _, err := kc.AppsV1().DaemonSets(ns).Get(ctx, "modelcache-node", metav1.GetOptions{}); err != nil {
+		t.Errorf("DaemonSet: %v", err)
+	}
+	if _, err := kc.AppsV1().Deployments(ns).Get(ctx, "modelcache-controller", metav1.GetOptions{}); err != nil {
+		t.Errorf("Deployment: %v", err)
+	}
+	if _, err := kc.StorageV1().CSIDrivers().Get(ctx, "modelcache.csi.io", metav1.GetOptions{}); err != nil {
+		t.Errorf("CSIDriver: %v", err)
+	}
+	sec, err := kc.CoreV1().Secrets(ns).Get(ctx, "modelcache-sources", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("sources Secret: %v", err)
+	}
+	if got := sec.Data["sources.yaml"]; string(got) != string(src) {
+		t.Errorf("sources Secret holds %d bytes that differ from the %d of the file", len(got), len(src))
+	}
+
+	if out, err := tl.helm("uninstall", Release, "--kubeconfig", kubeconfig, "--namespace", ns); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	if _, err := kc.StorageV1().CSIDrivers().Get(ctx, "modelcache.csi.io", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("CSIDriver after helm uninstall: %v, want NotFound", err)
+	}
+}
