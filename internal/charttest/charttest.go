@@ -21,6 +21,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/modelcache/modelcache/internal/testenv"
 )
 
 // Release is the release name every render uses: with it the chart's
@@ -37,7 +39,7 @@ type Tools struct {
 // MODELCACHE_REQUIRE=1) when either is missing.
 func Find(t testing.TB) Tools {
 	t.Helper()
-	root, err := RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatalf("charttest: %v", err)
 	}
@@ -53,10 +55,7 @@ func Find(t testing.TB) Tools {
 	if len(missing) > 0 {
 		msg := "charttest: missing " + strings.Join(missing, " and ") +
 			"; run `make tools` (hack/tools.sh installs helm and builds kubectl) or set MODELCACHE_HELM / MODELCACHE_KUBECTL"
-		if os.Getenv("MODELCACHE_REQUIRE") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Missing(t, msg)
 	}
 	return tools
 }
@@ -206,24 +205,6 @@ func WithoutHelmLabels(o *unstructured.Unstructured) *unstructured.Unstructured 
 		c.SetLabels(labels)
 	}
 	return c
-}
-
-// RepoRoot walks up from the working directory to the directory of go.mod.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func firstLine(b []byte) string {

@@ -34,6 +34,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/modelcache/modelcache/internal/testenv"
 )
 
 // User is the name of an unprivileged user of every Server: it may do only
@@ -129,7 +131,7 @@ func binaries(t testing.TB) (etcd, apiserver string) {
 	}
 	apiserver = os.Getenv("MODELCACHE_KUBE_APISERVER")
 	if apiserver == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			t.Fatalf("kubetest: %v", err)
 		}
@@ -140,10 +142,7 @@ func binaries(t testing.TB) (etcd, apiserver string) {
 	}
 	if len(missing) > 0 {
 		msg := "kubetest: missing " + strings.Join(missing, " and ")
-		if os.Getenv("MODELCACHE_REQUIRE") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Missing(t, msg)
 	}
 	return etcd, apiserver
 }
@@ -288,24 +287,6 @@ func randomHex(n int) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// repoRoot walks up from the working directory to the directory of go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func freePort() (int, error) {

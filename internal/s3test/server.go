@@ -10,7 +10,6 @@ package s3test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +26,8 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/modelcache/modelcache/internal/testenv"
 )
 
 // Credentials and region every server started here uses.
@@ -95,7 +96,7 @@ func Start(t testing.TB) *Server {
 func binaryPath(t testing.TB) string {
 	bin := os.Getenv("MODELCACHE_VERSITYGW")
 	if bin == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			t.Fatalf("s3test: %v", err)
 		}
@@ -103,31 +104,9 @@ func binaryPath(t testing.TB) string {
 	}
 	if _, err := os.Stat(bin); err != nil {
 		msg := fmt.Sprintf("s3test: S3 server binary %s not found; run `make tools` (installs versitygw into ./bin) or set MODELCACHE_VERSITYGW", bin)
-		if os.Getenv("MODELCACHE_REQUIRE") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Missing(t, msg)
 	}
 	return bin
-}
-
-// repoRoot walks up from the working directory (the package under test) to
-// the directory holding go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func freePort() (int, error) {
