@@ -15,21 +15,21 @@ BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/modelcache-bench}
 BUCKET=bench
 [[ $(id -u) == 0 ]] || die "needs root: the plugin bind-mounts"
 
-"$REPO/hack/tools.sh"
+"$REPO/hack/tools.sh" s3
 build_agent
 RUN=$BENCH_DIR/publish-run
 LOGS=$BENCH_DIR/publish-logs # not logs/: bench.sh empties that one
 rm -rf "$RUN"
 mkdir -p "$RUN/bin" "$LOGS"
 log "building csi-plugin and the helpers"
-(cd "$REPO" && go build -o "$RUN/bin/csi-plugin" ./cmd/csi-plugin) || die "building csi-plugin failed"
+(cd "$REPO" && go build -o "$BIN/csi-plugin" ./cmd/csi-plugin) || die "building csi-plugin failed"
 build_bench_tools "$RUN/bin" s3-seed publish-latency
 
 cleanup() {
 	local rc=$?
 	stop_all
 	# A failed run may leave the bench target mounted.
-	umount "$RUN/targets/publish-latency/mount" 2>/dev/null || true
+	unmount_under "$RUN" || true
 	rm -rf "$RUN"
 	((rc == 0)) || echo "publish bench failed (exit $rc); logs in $LOGS" >&2
 	exit "$rc"
@@ -47,10 +47,7 @@ log "seeding the models (kept for next time)"
 	--big 200 --big-size 20MiB --skip-existing | sed 's/^/    /'
 write_sources "$RUN/sources.yaml"
 start_agent "$RUN/cache" "$RUN/agent.sock" $((8 << 30)) "$RUN/sources.yaml" "$LOGS/publish-agent.log"
-"$RUN/bin/csi-plugin" --endpoint "unix://$RUN/csi.sock" --mode node --node-id bench \
-	--agent-socket "$RUN/agent.sock" --cache-dir "$RUN/cache" --state-dir "$RUN/state" --metrics-addr "" \
-	--kubelet-registration=false >>"$LOGS/csi-plugin.log" 2>&1 &
-OWNED_PIDS+=($!)
+start_csi_plugin "$RUN/csi.sock" "$RUN/agent.sock" "$RUN/cache" "$RUN/state" "$LOGS/csi-plugin.log"
 
 log "prefetching both models (cold; not part of the figures)"
 for m in p1x1g p200x20m; do
