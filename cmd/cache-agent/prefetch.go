@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
+	typedappsv1 "k8s.io/client-go/kubernetes/typed/apps/v1"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -72,7 +73,7 @@ func (o *prefetchOptions) resolve(fs *pflag.FlagSet, inCluster func() (*rest.Con
 // startPrefetch runs the controller until ctx ends. A controller that
 // cannot start is logged, not fatal: volumes keep working without it.
 func startPrefetch(ctx context.Context, cfg *rest.Config, o *prefetchOptions, a *agent.Agent, log *slog.Logger) error {
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := newKubeClient(cfg)
 	if err != nil {
 		return fmt.Errorf("prefetch: %w", err)
 	}
@@ -87,6 +88,28 @@ func startPrefetch(ctx context.Context, cfg *rest.Config, o *prefetchOptions, a 
 	}()
 	log.Info("prefetch controller starting", "node", o.NodeName, "apiServer", cfg.Host)
 	return nil
+}
+
+// kubeClient is the two API groups the prefetch controller uses, without
+// the full clientset (see prefetch.Client).
+type kubeClient struct {
+	core *typedcorev1.CoreV1Client
+	apps *typedappsv1.AppsV1Client
+}
+
+func (k kubeClient) CoreV1() typedcorev1.CoreV1Interface { return k.core }
+func (k kubeClient) AppsV1() typedappsv1.AppsV1Interface { return k.apps }
+
+func newKubeClient(cfg *rest.Config) (kubeClient, error) {
+	core, err := typedcorev1.NewForConfig(cfg)
+	if err != nil {
+		return kubeClient{}, err
+	}
+	apps, err := typedappsv1.NewForConfig(cfg)
+	if err != nil {
+		return kubeClient{}, err
+	}
+	return kubeClient{core: core, apps: apps}, nil
 }
 
 // agentAdapter is *agent.Agent as the prefetch controller sees it.

@@ -36,15 +36,16 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/scheme"
+	typedappsv1 "k8s.io/client-go/kubernetes/typed/apps/v1"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -89,6 +90,16 @@ type Agent interface {
 	AllowedIn(ref model.Ref, namespace string) error
 }
 
+// Client is the part of the API the controller uses: apps/v1 for the
+// workloads it watches, core/v1 for its Node and events. kubernetes.Interface
+// satisfies it; cmd/cache-agent passes the two typed clients alone, because
+// the full clientset and its informer factory would more than double the
+// agent's cold build (every API group's client, informer and lister).
+type Client interface {
+	CoreV1() typedcorev1.CoreV1Interface
+	AppsV1() typedappsv1.AppsV1Interface
+}
+
 // Result is the outcome of an Ensure.
 type Result struct {
 	Ready        bool
@@ -124,17 +135,15 @@ type Options struct {
 // Controller is the prefetch controller of one node. Create it with New and
 // run it with Run; it stops when Run's context ends.
 type Controller struct {
-	client kubernetes.Interface
+	client Client
 	agent  Agent
 	opts   Options
 	log    *slog.Logger
 
-	workloadInformers informers.SharedInformerFactory
-	nodeInformers     informers.SharedInformerFactory
-	deployments       appslisters.DeploymentLister
-	statefulSets      appslisters.StatefulSetLister
-	nodes             corelisters.NodeLister
-	synced            []toolscache.InformerSynced
+	informers    []toolscache.SharedIndexInformer
+	deployments  appslisters.DeploymentLister
+	statefulSets appslisters.StatefulSetLister
+	nodes        corelisters.NodeLister
 
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
@@ -167,7 +176,7 @@ func (w *workload) holder() string {
 }
 
 // New returns a controller over client and agent.
-func New(client kubernetes.Interface, agent Agent, opts Options) (*Controller, error) {
+func New(client Client, agent Agent, opts Options) (*Controller, error) {
 	if client == nil || agent == nil {
 		return nil, errors.New("prefetch: New needs a client and an agent")
 	}
@@ -192,16 +201,38 @@ func New(client kubernetes.Interface, agent Agent, opts Options) (*Controller, e
 	c := &Controller{client: client, agent: agent, opts: opts, log: opts.Logger.With("controller", "prefetch", "node", opts.NodeName),
 		kick: make(chan struct{}, 1), desired: map[string]*want{}, tasks: map[string]*task{}, invalid: map[string]bool{}}
 
-	strip := informers.WithTransform(stripManagedFields)
-	c.workloadInformers = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(opts.Namespace), strip)
-	c.nodeInformers = informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
-		}))
-	di := c.workloadInformers.Apps().V1().Deployments()
-	si := c.workloadInformers.Apps().V1().StatefulSets()
-	ni := c.nodeInformers.Core().V1().Nodes()
-	c.deployments, c.statefulSets, c.nodes = di.Lister(), si.Lister(), ni.Lister()
+	ns, apps := opts.Namespace, client.AppsV1()
+	deployments := newInformer(&appsv1.Deployment{},
+		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			return apps.Deployments(ns).List(ctx, lo)
+		},
+		func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			return apps.Deployments(ns).Watch(ctx, lo)
+		})
+	statefulSets := newInformer(&appsv1.StatefulSet{},
+		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			return apps.StatefulSets(ns).List(ctx, lo)
+		},
+		func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			return apps.StatefulSets(ns).Watch(ctx, lo)
+		})
+	// Only this node's Node: a field selector on its name.
+	byName := fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
+	nodes := client.CoreV1().Nodes()
+	node := newInformer(&corev1.Node{},
+		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.FieldSelector = byName
+			return nodes.List(ctx, lo)
+		},
+		func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.FieldSelector = byName
+			return nodes.Watch(ctx, lo)
+		})
+	c.deployments = appslisters.NewDeploymentLister(deployments.GetIndexer())
+	c.statefulSets = appslisters.NewStatefulSetLister(statefulSets.GetIndexer())
+	c.nodes = corelisters.NewNodeLister(node.GetIndexer())
+	c.informers = []toolscache.SharedIndexInformer{deployments, statefulSets, node}
+
 	workloadChanged := toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { c.trigger() },
 		UpdateFunc: func(old, cur any) {
@@ -220,20 +251,30 @@ func New(client kubernetes.Interface, agent Agent, opts Options) (*Controller, e
 		UpdateFunc: func(any, any) { c.trigger() },
 		DeleteFunc: func(any) { c.trigger() },
 	}
-	for _, inf := range []toolscache.SharedIndexInformer{di.Informer(), si.Informer()} {
+	for _, inf := range []toolscache.SharedIndexInformer{deployments, statefulSets} {
 		if _, err := inf.AddEventHandler(workloadChanged); err != nil {
 			return nil, err
 		}
-		c.synced = append(c.synced, inf.HasSynced)
 	}
-	if _, err := ni.Informer().AddEventHandler(nodeChanged); err != nil {
+	if _, err := node.AddEventHandler(nodeChanged); err != nil {
 		return nil, err
 	}
-	c.synced = append(c.synced, ni.Informer().HasSynced)
 
 	c.broadcaster = record.NewBroadcaster()
 	c.recorder = c.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: opts.Component, Host: opts.NodeName})
 	return c, nil
+}
+
+// newInformer is a shared informer over one list/watch pair, indexed by
+// namespace as the listers expect, keeping no managed fields.
+func newInformer(obj runtime.Object,
+	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) toolscache.SharedIndexInformer {
+	inf := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{ListWithContextFunc: list, WatchFuncWithContext: watchFn},
+		obj, 0, toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
+	// Only fails once the informer has started; it has not.
+	_ = inf.SetTransform(stripManagedFields)
+	return inf
 }
 
 // stripManagedFields drops what the controller never reads from cached objects.
@@ -253,17 +294,20 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer cancel()
 	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
 	defer c.broadcaster.Shutdown()
-	c.workloadInformers.Start(ctx.Done())
-	c.nodeInformers.Start(ctx.Done())
+	var running sync.WaitGroup
+	synced := make([]toolscache.InformerSynced, len(c.informers))
+	for i, inf := range c.informers {
+		synced[i] = inf.HasSynced
+		running.Go(func() { inf.RunWithContext(ctx) })
+	}
 	defer func() {
-		cancel() // the informers stop on ctx; Shutdown waits for them
-		c.workloadInformers.Shutdown()
-		c.nodeInformers.Shutdown()
+		cancel() // the informers stop on ctx; wait for them
+		running.Wait()
 	}()
 	syncCtx, syncCancel := context.WithTimeout(ctx, c.opts.SyncTimeout)
-	synced := toolscache.WaitForCacheSync(syncCtx.Done(), c.synced...)
+	ok := toolscache.WaitForCacheSync(syncCtx.Done(), synced...)
 	syncCancel()
-	if !synced {
+	if !ok {
 		if ctx.Err() != nil {
 			return nil
 		}
