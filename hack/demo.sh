@@ -6,8 +6,9 @@
 # gRPC socket as kubelet would, publishes the model as a pod's inline volume,
 # reads it through the read-only bind mount and unpublishes it (bind mounts
 # need root; as another user that step is skipped).
-# It builds only what it runs: versitygw (hack/tools.sh s3, in the
-# background), cache-agent, s3-seed (from bench/) and, as root, csi-plugin and csi-call.
+# It builds only what it runs: cache-agent, s3-mem (an in-memory S3 server,
+# hack/s3-mem), s3-seed (from bench/) and, as root, csi-plugin and csi-call.
+# (The tests' S3 server, versitygw, takes longer to build than all of these.)
 # Everything it starts is stopped, its mounts unmounted and the temp dir
 # removed on exit, failures included.
 set -euo pipefail
@@ -20,7 +21,6 @@ ROOT=false
 indent() { sed 's/^/    /'; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/modelcache-demo.XXXXXX")
-TOOLS_PID=
 cleanup() {
 	local rc=$?
 	# Unmount first: the plugin does not unmount on exit (kubelet owns
@@ -30,8 +30,6 @@ cleanup() {
 		echo "could not unmount everything under $WORK; leaving it" >&2
 		keep_work=true
 	fi
-	# The versitygw build runs in a session of its own: stop go too.
-	[[ -n $TOOLS_PID ]] && { kill -TERM -- "-$TOOLS_PID" 2>/dev/null || true; }
 	stop_all
 	# On a failure (not an interrupt) show the end of the logs.
 	if ((rc != 0 && rc != 130 && rc != 143)); then
@@ -47,36 +45,50 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# versitygw's cold build is the longest step: it runs beside ours.
 start=$SECONDS
-setsid -w "$REPO/hack/tools.sh" s3 >"$WORK/tools.log" 2>&1 &
-TOOLS_PID=$!
-OWNED_PIDS+=("$TOOLS_PID")
-log "building cache-agent and s3-seed$($ROOT && echo ", csi-plugin and csi-call") (versitygw beside them)"
-build_agent
+log "building cache-agent, s3-mem and s3-seed$($ROOT && echo ", csi-plugin and csi-call")"
+# One go build for the main module's programs, so their packages compile in
+# parallel; CACHE_AGENT names a cache-agent to use instead of building one.
+progs=(./hack/s3-mem)
+[[ -z ${CACHE_AGENT:-} ]] && progs+=(./cmd/cache-agent)
+$ROOT && progs+=(./cmd/csi-plugin ./hack/csi-call)
+(cd "$REPO" && go build -o "$BIN/" "${progs[@]}") || die "go build ${progs[*]} failed"
+CACHE_AGENT=${CACHE_AGENT:-$BIN/cache-agent}
 build_bench_tools "$WORK" s3-seed
-if $ROOT; then
-	(cd "$REPO" && go build -o bin/csi-plugin ./cmd/csi-plugin && go build -o "$WORK/csi-call" ./hack/csi-call)
-fi
-log "our builds took $((SECONDS - start))s; waiting for versitygw"
-wait "$TOOLS_PID" || die "installing versitygw failed (hack/tools.sh s3)"
-forget_pid "$TOOLS_PID"
-TOOLS_PID=
-grep '^tools:' "$WORK/tools.log" | indent
-log "all builds done after $((SECONDS - start))s"
+log "builds done in $((SECONDS - start))s"
 demo_start=$SECONDS
 
-seed() { "$WORK/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket demo --prefix tiny-llm \
+# get_object KEY: the bytes of the object, by a plain HTTP GET with bash's
+# /dev/tcp (s3-mem asks for no signature; no curl needed).
+get_object() {
+	local hostport=${S3_ENDPOINT#http://} line
+	exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}"
+	printf 'GET /%s HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" "$hostport" >&3
+	IFS= read -r line <&3
+	[[ $line == *" 200 "* ]] || die "GET $1: $line"
+	while IFS= read -r line <&3 && [[ $line != $'\r' ]]; do :; done
+	cat <&3
+	exec 3<&-
+}
+
+seed() { "$WORK/s3-seed" --endpoint "$S3_ENDPOINT" --bucket demo --prefix tiny-llm \
 	--big 3 --big-size 24MiB --small 2 --small-size 2KiB "$@" | indent; }
 
-log "starting versitygw (S3) in $WORK"
-start_versitygw "$WORK/s3" "$WORK/versitygw.log"
-log "versitygw listening on $VGW_ENDPOINT"
+log "starting s3-mem, an in-memory S3 server"
+"$BIN/s3-mem" --endpoint-file "$WORK/s3.endpoint" >"$WORK/s3-mem.log" 2>&1 &
+OWNED_PIDS+=("$!")
+for _ in $(seq 100); do
+	[[ -s $WORK/s3.endpoint ]] && break
+	kill -0 "$!" 2>/dev/null || die "s3-mem exited (log: $WORK/s3-mem.log)"
+	sleep 0.1
+done
+S3_ENDPOINT=$(cat "$WORK/s3.endpoint" 2>/dev/null) || die "s3-mem did not start in 10s"
+log "s3-mem listening on $S3_ENDPOINT"
 
 log "uploading model s3://demo/tiny-llm: 3 x 24 MiB weights, config.json, tokenizer.json"
 seed
 
-write_sources "$WORK/sources.yaml"
+write_sources "$WORK/sources.yaml" "$S3_ENDPOINT"
 SOCK=$WORK/agent.sock
 log "starting cache-agent serve (capacity 1GiB, log $WORK/agent.log)"
 start_agent "$WORK/cache" "$SOCK" 1GiB "$WORK/sources.yaml" "$WORK/agent.log"
@@ -103,7 +115,7 @@ log "starting csi-plugin, node service (socket $CSI_SOCK, log $WORK/csi-plugin.l
 start_csi_plugin "$CSI_SOCK" "$SOCK" "$WORK/cache" "$WORK/csi-state" "$WORK/csi-plugin.log"
 
 log "csi-call info  (what kubelet asks a plugin that registers)"
-"$WORK/csi-call" info --socket "$CSI_SOCK" | indent
+"$BIN/csi-call" info --socket "$CSI_SOCK" | indent
 
 # Pod default/demo-pod with an inline volume "model" of this driver. kubelet
 # names it csi-<sha256(pod UID + volume name)>, mounts it under the pod's
@@ -114,7 +126,7 @@ VOLUME_ID=csi-$(printf '%s%s' "$POD_UID" model | sha256sum | cut -d' ' -f1)
 TARGET=$WORK/kubelet/pods/$POD_UID/volumes/kubernetes.io~csi/model/mount
 mkdir -p "$(dirname "$TARGET")"
 log "NodePublishVolume of pod default/demo-pod's inline volume \"model\", as kubelet sends it"
-"$WORK/csi-call" publish --socket "$CSI_SOCK" --volume-id "$VOLUME_ID" --target "$TARGET" --readonly \
+"$BIN/csi-call" publish --socket "$CSI_SOCK" --volume-id "$VOLUME_ID" --target "$TARGET" --readonly \
 	--access-mode SINGLE_NODE_WRITER --attr "model=$REF" --attr csi.storage.k8s.io/ephemeral=true \
 	--attr csi.storage.k8s.io/pod.name=demo-pod --attr csi.storage.k8s.io/pod.namespace=default \
 	--attr "csi.storage.k8s.io/pod.uid=$POD_UID" --attr csi.storage.k8s.io/serviceAccount.name=default | indent
@@ -127,18 +139,9 @@ weights=("$TARGET"/*.safetensors)
 FILE=${weights[0]##*/}
 log "sha256 of $FILE read through the mount, and of the bucket's object"
 mounted=$(sha256sum <"$TARGET/$FILE" | cut -d' ' -f1)
-if command -v curl >/dev/null 2>&1; then
-	how="GET over S3"
-	# S3 wants the payload's hash header; curl's SigV4 signs it but does not add it.
-	object=$(curl -sSf --aws-sigv4 aws:amz:us-east-1:s3 --user "$S3_ACCESS:$S3_SECRET" \
-		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$VGW_ENDPOINT/demo/tiny-llm/$FILE" |
-		sha256sum | cut -d' ' -f1)
-else
-	how="versitygw's file; no curl"
-	object=$(sha256sum <"$WORK/s3/demo/tiny-llm/$FILE" | cut -d' ' -f1)
-fi
+object=$(get_object "demo/tiny-llm/$FILE" | sha256sum | cut -d' ' -f1)
 echo "    $mounted  through the mount"
-echo "    $object  the bucket's object ($how)"
+echo "    $object  the bucket's object (a GET from s3-mem)"
 [[ $mounted == "$object" ]] || die "the file in the mount differs from the bucket's object"
 
 log "findmnt: a read-only, nosuid, nodev bind mount of the cache's model tree"
@@ -156,7 +159,7 @@ log "cache-agent status  (the volume's pin keeps the revision from eviction)"
 "$CACHE_AGENT" status --socket "$SOCK" | indent
 
 log "NodeUnpublishVolume"
-"$WORK/csi-call" unpublish --socket "$CSI_SOCK" --volume-id "$VOLUME_ID" --target "$TARGET" | indent
+"$BIN/csi-call" unpublish --socket "$CSI_SOCK" --volume-id "$VOLUME_ID" --target "$TARGET" | indent
 if [[ -e $TARGET ]] || findmnt --mountpoint "$TARGET" >/dev/null; then
 	die "$TARGET is still there after unpublish"
 fi

@@ -110,12 +110,13 @@ start_versitygw() {
 	die "versitygw did not start (log: $logf)"
 }
 
-# write_sources FILE: the agent's sources file naming the versitygw as "local".
+# write_sources FILE [ENDPOINT]: the agent's sources file naming the S3
+# server at ENDPOINT (default the versitygw started last) as "local".
 write_sources() {
 	cat >"$1" <<YAML
 sources:
   local:
-    endpoint: $VGW_ENDPOINT
+    endpoint: ${2:-$VGW_ENDPOINT}
     region: us-east-1
     pathStyle: true
     accessKeyID: $S3_ACCESS

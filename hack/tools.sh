@@ -6,7 +6,7 @@
 #                         (hack/kube-build.sh) for internal/kubetest; helm and
 #                         bin/k8s/kubectl (its kustomize) for internal/charttest
 #   hack/tools.sh bench   the same and rclone (the benchmark's baseline)
-#   hack/tools.sh s3      versitygw only (make demo: it starts nothing else)
+#   hack/tools.sh s3      versitygw only (bench/publish.sh: it starts nothing else)
 # The version of a Go tool is read back from the binary's build info
 # (go version -m), so no stamp files are needed and a hand-installed binary of
 # the right version counts.
