@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/modelcache/modelcache/internal/buildinfo"
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/csi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
@@ -83,7 +83,7 @@ attributes carry the model, from the claim annotation modelcache.io/model or
 the StorageClass parameter "model". Nothing is allocated. A claim that names no
 model gets a ProvisioningFailed event saying so. It also answers CSI
 CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
-		Version:       buildVersion(),
+		Version:       buildinfo.Version(version),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
@@ -123,7 +123,7 @@ func run(ctx context.Context, o options) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	dopts := csi.Options{DriverName: o.driverName, Version: buildVersion(), NodeID: o.nodeID,
+	dopts := csi.Options{DriverName: o.driverName, Version: buildinfo.Version(version), NodeID: o.nodeID,
 		StateDir: o.stateDir, CacheDir: o.cacheDir, PublishWait: o.publishWait, Logger: log}
 	switch o.mode {
 	case "node":
@@ -214,22 +214,8 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.UserAgent = "modelcache-csi-plugin/" + buildVersion()
+	cfg.UserAgent = "modelcache-csi-plugin/" + buildinfo.Version(version)
 	return kubernetes.NewForConfig(cfg)
-}
-
-func buildVersion() string {
-	if version != "dev" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return "dev-" + s.Value[:12]
-			}
-		}
-	}
-	return version
 }
 
 func envOr(key, def string) string {
