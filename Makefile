@@ -4,7 +4,7 @@
 export PATH := $(if $(shell command -v go),$(PATH),/usr/local/go/bin:$(PATH))
 
 # Binaries to build; a command whose directory does not exist yet is skipped.
-COMMANDS := cache-agent csi-plugin
+COMMANDS := cache-agent csi-plugin modelcache-controller
 BUILD_CMDS := $(foreach c,$(COMMANDS),$(if $(wildcard cmd/$(c)/*.go),$(c)))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -65,9 +65,10 @@ demo:
 bench:
 	bench/run.sh
 
-# The modelcache image (cache-agent + csi-plugin) as an OCI image-layout tar
-# holding an image index for linux/amd64 and linux/arm64 (IMAGE_ARCHS),
-# built without a Docker engine; the Dockerfile builds the same content.
+# The modelcache image (cache-agent, csi-plugin, modelcache-controller) as an
+# OCI image-layout tar holding an image index for linux/amd64 and linux/arm64
+# (IMAGE_ARCHS), built without a Docker engine; the Dockerfile builds the same
+# content.
 IMAGE ?= ghcr.io/modelcache/modelcache:$(VERSION)
 image:
 	VERSION=$(VERSION) hack/image.sh $(IMAGE) _output/image.tar
