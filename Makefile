@@ -50,7 +50,8 @@ fuzz:
 # gofmt (bench/ too), vet (bench/ apart: a module of its own, so what only
 # the bench needs stays out of the product's go.mod), and the import rules
 # (hack/verify-imports.sh): the CSI plugin links no store, fetcher, agent
-# engine or AWS SDK; pkg/agentapi and pkg/model are leaves.
+# engine, AWS SDK or client-go; modelcache-controller no store, fetcher,
+# agent engine or AWS SDK; pkg/agentapi and pkg/model are leaves.
 verify:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
