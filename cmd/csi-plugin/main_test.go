@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,19 +62,9 @@ func TestControllerMode(t *testing.T) {
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "csi.sock")
 	cmd := exec.Command(bin, "--mode", "controller", "--endpoint", "unix://"+sock, "--metrics-addr", "")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KUBERNETES_SERVICE_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	var logs testenv.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer cmd.Process.Kill()
+	cmd.Env = testenv.OutsideCluster()
+	p := testenv.Start(t, cmd)
+	logs := &p.Out
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
 			break
@@ -105,15 +94,7 @@ func TestControllerMode(t *testing.T) {
 	if err != nil || cv.GetVolume().GetVolumeContext()["model"] != "s3://models/llama" {
 		t.Fatalf("CreateVolume: %v, %v\n%s", cv, err, logs.String())
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("no exit after SIGTERM\n%s", logs.String())
-	}
+	p.Stop(t)
 }
 
 // TestServeRegistersWithKubelet runs the plugin as the DaemonSet does and
@@ -131,14 +112,8 @@ func TestServeRegistersWithKubelet(t *testing.T) {
 	cmd := exec.Command(bin, "--endpoint", "unix://"+csiSock, "--node-id", "node-7",
 		"--agent-socket", filepath.Join(dir, "no-agent.sock"), "--state-dir", filepath.Join(dir, "state"),
 		"--kubelet-dir", kubelet, "--metrics-addr", "127.0.0.1:0")
-	var logs testenv.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer cmd.Process.Kill()
+	p := testenv.Start(t, cmd)
+	logs := &p.Out
 
 	regSock := filepath.Join(kubelet, "plugins_registry", "modelcache.csi.io-reg.sock")
 	deadline := time.Now().Add(20 * time.Second)
@@ -189,15 +164,7 @@ func TestServeRegistersWithKubelet(t *testing.T) {
 		t.Fatalf("node info %v, %v", ni, err)
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("no exit after SIGTERM\n%s", logs.String())
-	}
+	p.Stop(t)
 	for _, p := range []string{regSock, csiSock} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s left behind: %v", p, err)

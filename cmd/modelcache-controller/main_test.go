@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -111,18 +110,6 @@ current-context: c
 	return p
 }
 
-// outsideCluster is the environment without the variables that make
-// rest.InClusterConfig find an API server.
-func outsideCluster() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KUBERNETES_SERVICE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // TestBinary: the built command reports the -X main.version it was built
 // with, and without an API server exits 1 saying what it needs.
 func TestBinary(t *testing.T) {
@@ -132,7 +119,7 @@ func TestBinary(t *testing.T) {
 		t.Errorf("--version: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "--metrics-addr", "")
-	cmd.Env = outsideCluster()
+	cmd.Env = testenv.OutsideCluster()
 	out, err = cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 ||
@@ -149,15 +136,9 @@ func TestServesProbesAndStops(t *testing.T) {
 	// Port 1 of loopback: nothing listens, so every request is refused at once.
 	cmd := exec.Command(bin, "--kubeconfig", writeKubeconfig(t, "https://127.0.0.1:1"),
 		"--leader-election=false", "--metrics-addr", "127.0.0.1:0")
-	cmd.Env = outsideCluster()
-	var logs testenv.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer cmd.Process.Kill()
+	cmd.Env = testenv.OutsideCluster()
+	p := testenv.Start(t, cmd)
+	logs := &p.Out
 
 	addrRE := regexp.MustCompile(`msg="serving metrics" addr=(\S+)`)
 	var addr string
@@ -180,15 +161,7 @@ func TestServesProbesAndStops(t *testing.T) {
 		}
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("no exit after SIGTERM\n%s", logs.String())
-	}
+	p.Stop(t)
 	if !strings.Contains(logs.String(), "provisioner starting") {
 		t.Errorf("no start logged:\n%s", logs.String())
 	}

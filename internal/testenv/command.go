@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Command is the binary of the main package under test (the working
@@ -71,4 +74,51 @@ func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Process is a command a test started, its output collected in Out.
+type Process struct {
+	Cmd    *exec.Cmd
+	Out    Buffer
+	exited chan error
+}
+
+// Start starts cmd with its standard output and error in Out; the test's
+// cleanup kills it if it still runs.
+func Start(t testing.TB, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{Cmd: cmd, exited: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = &p.Out, &p.Out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return p
+}
+
+// Stop sends SIGTERM and fails t unless the process exits 0 within 15 s.
+func (p *Process) Stop(t testing.TB) {
+	t.Helper()
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.Out.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no exit after SIGTERM\n%s", p.Out.String())
+	}
+}
+
+// OutsideCluster is the test's environment without the variables that make
+// client-go's in-cluster config find an API server.
+func OutsideCluster() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KUBERNETES_SERVICE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
