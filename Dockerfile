@@ -1,5 +1,6 @@
-# The modelcache image: cache-agent and csi-plugin, static binaries on a
-# minimal base. The DaemonSet picks the binary with `command`.
+# The modelcache image: cache-agent, csi-plugin and modelcache-controller,
+# static binaries on a minimal base. The DaemonSet and the Deployment pick
+# the binary with `command`.
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 \
 #     -t ghcr.io/modelcache/modelcache:dev --build-arg VERSION=dev .
@@ -19,12 +20,14 @@ COPY . .
 ARG VERSION=dev
 ARG TARGETOS TARGETARCH
 RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
-      -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/cache-agent ./cmd/csi-plugin
+      -ldflags "-s -w -X main.version=${VERSION}" -o /out/ \
+      ./cmd/cache-agent ./cmd/csi-plugin ./cmd/modelcache-controller
 
 # distroless/static: CA certificates, /etc/passwd, /tmp, tzdata; no shell.
 # Multi-platform itself, so each target platform gets its own base.
-# Runs as root: the agent owns a hostPath cache and the plugin bind-mounts.
+# Runs as root: the agent owns a hostPath cache and the plugin bind-mounts
+# (the controller's Deployment sets runAsUser 65532, the nonroot user).
 FROM gcr.io/distroless/static-debian12
-COPY --from=build /out/cache-agent /out/csi-plugin /usr/local/bin/
+COPY --from=build /out/cache-agent /out/csi-plugin /out/modelcache-controller /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/cache-agent"]
 CMD ["serve"]

@@ -4,7 +4,7 @@
 export PATH := $(if $(shell command -v go),$(PATH),/usr/local/go/bin:$(PATH))
 
 # Binaries to build; a command whose directory does not exist yet is skipped.
-COMMANDS := cache-agent csi-plugin
+COMMANDS := cache-agent csi-plugin modelcache-controller
 BUILD_CMDS := $(foreach c,$(COMMANDS),$(if $(wildcard cmd/$(c)/*.go),$(c)))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -50,7 +50,8 @@ fuzz:
 # gofmt (bench/ too), vet (bench/ apart: a module of its own, so what only
 # the bench needs stays out of the product's go.mod), and the import rules
 # (hack/verify-imports.sh): the CSI plugin links no store, fetcher, agent
-# engine or AWS SDK; pkg/agentapi and pkg/model are leaves.
+# engine, AWS SDK or client-go; modelcache-controller no store, fetcher,
+# agent engine or AWS SDK; pkg/agentapi and pkg/model are leaves.
 verify:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -65,9 +66,10 @@ demo:
 bench:
 	bench/run.sh
 
-# The modelcache image (cache-agent + csi-plugin) as an OCI image-layout tar
-# holding an image index for linux/amd64 and linux/arm64 (IMAGE_ARCHS),
-# built without a Docker engine; the Dockerfile builds the same content.
+# The modelcache image (cache-agent, csi-plugin, modelcache-controller) as an
+# OCI image-layout tar holding an image index for linux/amd64 and linux/arm64
+# (IMAGE_ARCHS), built without a Docker engine; the Dockerfile builds the same
+# content.
 IMAGE ?= ghcr.io/modelcache/modelcache:$(VERSION)
 image:
 	VERSION=$(VERSION) hack/image.sh $(IMAGE) _output/image.tar

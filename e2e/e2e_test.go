@@ -157,8 +157,8 @@ func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
 // TestStorageClass: (3) a pod with a generic ephemeral volume of the
 // StorageClass model-cache (deploy/storageclass; the provisioner is
-// csi-plugin --mode=controller) runs and reads the model; a claim that names
-// no model gets a ProvisioningFailed event instead of a silent Pending.
+// modelcache-controller) runs and reads the model; a claim that names no
+// model gets a ProvisioningFailed event instead of a silent Pending.
 func TestStorageClass(t *testing.T) {
 	e := newEnv(t)
 	t.Cleanup(e.deleteTestPods)

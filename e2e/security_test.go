@@ -32,9 +32,9 @@ func TestLeastPrivilege(t *testing.T) {
 		nonRoot    bool
 	}
 	wants := map[string]want{
-		"cache-agent":    {},
-		"csi-plugin":     {privileged: true},
-		"csi-controller": {nonRoot: true},
+		"cache-agent":           {},
+		"csi-plugin":            {privileged: true},
+		"modelcache-controller": {nonRoot: true},
 	}
 	seen := map[string]bool{}
 	for _, p := range pods.Items {

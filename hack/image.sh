@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# `make image`: builds the modelcache image (cache-agent + csi-plugin) for
-# linux/amd64 and linux/arm64 as one OCI image-layout tar (an image index of
-# one image per platform) without a Docker engine. Same content as the
-# Dockerfile: static CGO_ENABLED=0 binaries in /usr/local/bin, CA
-# certificates, /etc/passwd, /tmp; nothing else (the plugin mounts with
-# mount(2), no mount(8) needed).
+# `make image`: builds the modelcache image (cache-agent, csi-plugin,
+# modelcache-controller) for linux/amd64 and linux/arm64 as one OCI
+# image-layout tar (an image index of one image per platform) without a
+# Docker engine. Same content as the Dockerfile: static CGO_ENABLED=0
+# binaries in /usr/local/bin, CA certificates, /etc/passwd, /tmp; nothing
+# else (the plugin mounts with mount(2), no mount(8) needed).
 #
 #   hack/image.sh [REF [OUT.tar]]
 #     REF  default ghcr.io/modelcache/modelcache:$VERSION
@@ -26,6 +26,8 @@ VERSION=${VERSION:-$(cd "$REPO" && git describe --tags --always --dirty 2>/dev/n
 REF=${1:-ghcr.io/modelcache/modelcache:$VERSION}
 OUT=${2:-$REPO/_output/image.tar}
 read -ra ARCHS <<<"${IMAGE_ARCHS:-amd64 arm64}"
+# The commands in /usr/local/bin (internal/imagecheck's tests list the same).
+CMDS=(cache-agent csi-plugin modelcache-controller)
 
 # S3 endpoints are usually HTTPS: the agent needs the CA bundle.
 ca=/etc/ssl/certs/ca-certificates.crt
@@ -41,10 +43,10 @@ for arch in "${ARCHS[@]}"; do
 	mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib/modelcache" "$root/run/modelcache"
 	chmod 1777 "$root/tmp"
 	(cd "$REPO" && GOOS=linux GOARCH=$arch CGO_ENABLED=0 go build -trimpath \
-		-ldflags "-s -w -X main.version=$VERSION" -o "$root/usr/local/bin/" ./cmd/cache-agent ./cmd/csi-plugin)
+		-ldflags "-s -w -X main.version=$VERSION" -o "$root/usr/local/bin/" "${CMDS[@]/#/./cmd/}")
 	# A cheap guard here; make image-check opens the finished tar and checks
 	# each ELF header.
-	for b in cache-agent csi-plugin; do
+	for b in "${CMDS[@]}"; do
 		info=$(go version -m "$root/usr/local/bin/$b")
 		if ! grep -qF 'CGO_ENABLED=0' <<<"$info" || ! grep -qE "GOARCH=$arch\$" <<<"$info"; then
 			echo "image: $b is not a static linux/$arch build" >&2

@@ -71,8 +71,13 @@ rule pkg/prefetch not $ENGINE $AWS
 rule pkg/csi not $ENGINE $AWS
 rule pkg/provisioner not $ENGINE $AWS
 # The plugin runs privileged on every node: it links no store, fetcher,
-# agent engine or AWS SDK (STYLE rule 16).
-rule cmd/csi-plugin not $ENGINE $AWS
+# agent engine or AWS SDK (STYLE rule 16). It never talks to the API server
+# either, so it links no client-go: the provisioner, which needs it, is
+# cmd/modelcache-controller.
+rule cmd/csi-plugin not $ENGINE $AWS k8s.io/client-go "$M/pkg/provisioner"
+# The controller talks to the API server only: no store, fetcher, agent
+# engine or AWS SDK.
+rule cmd/modelcache-controller not $ENGINE $AWS
 # The agent's prefetch controller uses two typed clients and plain
 # informers: the informer factory and the full clientset (every API group's
 # client, informer and lister) would double the agent's cold build.

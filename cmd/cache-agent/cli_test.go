@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/modelcache/modelcache/internal/s3test"
+	"github.com/modelcache/modelcache/internal/testenv"
 	"github.com/modelcache/modelcache/pkg/agentapi"
 )
 
@@ -39,7 +40,7 @@ type node struct {
 	socket  string
 	sources string
 	cmd     *exec.Cmd
-	log     *syncBuffer // the agent's output; read while it runs
+	log     *testenv.Buffer // the agent's output; read while it runs
 }
 
 func newNode(t *testing.T, bin, endpoint string, srv *s3test.Server) *node {
@@ -60,7 +61,7 @@ func (n *node) start(extra ...string) {
 	n.t.Helper()
 	args := append([]string{"serve", "--socket", n.socket, "--cache-dir", filepath.Join(n.dir, "cache"),
 		"--capacity", "1GiB", "--metrics-addr", "", "--sources-file", n.sources}, extra...)
-	n.log = &syncBuffer{}
+	n.log = &testenv.Buffer{}
 	n.cmd = exec.Command(n.bin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/modelcache/modelcache/internal/buildinfo"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -41,7 +43,7 @@ milliseconds instead of downloading them at start.
 
 Run "cache-agent serve" once per node (the DaemonSet does). The other commands
 talk to the running agent over its unix socket (--socket).`,
-		Version:       version,
+		Version:       buildinfo.Version(version),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {

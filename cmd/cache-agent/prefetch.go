@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/modelcache/modelcache/internal/buildinfo"
 	"github.com/modelcache/modelcache/pkg/agent"
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -66,7 +67,7 @@ func (o *prefetchOptions) resolve(fs *pflag.FlagSet, inCluster func() (*rest.Con
 	if o.NodeName == "" {
 		return nil, errors.New("prefetch: --node-name (or env NODE_NAME) is required; set it from the downward API (spec.nodeName), or pass --prefetch=false")
 	}
-	cfg.UserAgent = "modelcache-agent/" + version
+	cfg.UserAgent = "modelcache-agent/" + buildinfo.Version(version)
 	return cfg, nil
 }
 

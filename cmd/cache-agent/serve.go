@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/rest"
 
+	"github.com/modelcache/modelcache/internal/buildinfo"
 	"github.com/modelcache/modelcache/pkg/agent"
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/fetch"
@@ -188,7 +189,7 @@ func serve(ctx context.Context, o *serveOptions, socket string, kube *rest.Confi
 	}
 	st := store.Status()
 	log.Info("cache agent ready", "socket", socket, "cacheDir", o.CacheDir, "capacity", model.FormatBytes(st.CapacityBytes),
-		"used", model.FormatBytes(st.UsedBytes), "models", len(st.Models), "sources", len(sources), "version", version)
+		"used", model.FormatBytes(st.UsedBytes), "models", len(st.Models), "sources", len(sources), "version", buildinfo.Version(version))
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

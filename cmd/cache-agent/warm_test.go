@@ -1,13 +1,11 @@
 package main_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -62,22 +60,4 @@ func TestPrefetchWarmPageCache(t *testing.T) {
 	if !strings.Contains(n.log.String(), "page cache warm-up") {
 		t.Fatalf("agent did not log the warm-up:\n%s", n.log)
 	}
-}
-
-// syncBuffer collects a process's output and may be read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

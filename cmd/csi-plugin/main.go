@@ -1,7 +1,9 @@
 // Command csi-plugin is modelcache's CSI driver. On every node (the
 // DaemonSet) it mounts models the cache agent holds into pods, read-only;
-// with --mode=controller it answers CreateVolume for the model-cache
-// StorageClass.
+// with --mode=controller it serves the CSI Controller service
+// (CreateVolume, DeleteVolume) for the external-provisioner sidecar. It
+// never talks to the API server and links no client-go: the built-in
+// provisioner is cmd/modelcache-controller.
 package main
 
 import (
@@ -14,7 +16,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -23,14 +24,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/modelcache/modelcache/internal/buildinfo"
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/csi"
 	"github.com/modelcache/modelcache/pkg/csi/mounter"
-	"github.com/modelcache/modelcache/pkg/provisioner"
 	"github.com/modelcache/modelcache/pkg/registration"
 )
 
@@ -53,8 +51,6 @@ type options struct {
 	publishWait, reconcileEvery        time.Duration
 	register                           bool
 	kubeletDir, kubeletEndpoint        string
-	provision, leaderElect             bool
-	kubeconfig                         string
 	verbose                            bool
 }
 
@@ -77,13 +73,15 @@ With --kubelet-registration (the default) the plugin registers itself with
 kubelet through <kubelet-dir>/plugins_registry, so no node-driver-registrar
 sidecar is needed; turn it off to use the sidecar instead.
 
-In --mode=controller it provisions claims of the model-cache StorageClass
-(--provisioner): each claim becomes a ReadOnlyMany PersistentVolume whose
-attributes carry the model, from the claim annotation modelcache.io/model or
-the StorageClass parameter "model". Nothing is allocated. A claim that names no
-model gets a ProvisioningFailed event saying so. It also answers CSI
-CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
-		Version:       buildVersion(),
+In --mode=controller it serves only the CSI Controller service (CreateVolume,
+DeleteVolume), for those who run the standard external-provisioner sidecar
+next to it: each volume's attributes carry the model named by the
+StorageClass parameters, since the sidecar passes no claim annotations.
+Nothing is allocated, and the plugin never talks to the API server. The
+built-in provisioner of the model-cache StorageClass, which needs no sidecar
+and also reads the claim annotation modelcache.io/model, is the command
+modelcache-controller (the Deployment modelcache-controller).`,
+		Version:       buildinfo.Version(version),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
@@ -91,6 +89,7 @@ CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
 			return run(cmd.Context(), o)
 		},
 	}
+	cmd.SetFlagErrorFunc(movedFlags)
 	f := cmd.Flags()
 	f.StringVar(&o.endpoint, "endpoint", envOr("CSI_ENDPOINT", "unix:///csi/csi.sock"), "CSI socket to serve (env CSI_ENDPOINT)")
 	f.StringVar(&o.mode, "mode", "node", "services to run: node, controller or all")
@@ -109,9 +108,6 @@ CreateVolume/DeleteVolume, for the standard external-provisioner sidecar.`,
 	f.StringVar(&o.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory")
 	f.StringVar(&o.kubeletEndpoint, "kubelet-endpoint", "",
 		"the CSI socket path as kubelet sees it (default <kubelet-dir>/plugins/<driver-name>/csi.sock)")
-	f.BoolVar(&o.provision, "provisioner", true, "controller mode: provision claims of StorageClasses whose provisioner is --driver-name")
-	f.BoolVar(&o.leaderElect, "leader-election", true, "controller mode: only one replica provisions at a time (a Lease in the pod's namespace)")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the provisioner (default: in-cluster config)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log at debug level (every CSI call, probes included)")
 	return cmd
 }
@@ -123,7 +119,7 @@ func run(ctx context.Context, o options) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	dopts := csi.Options{DriverName: o.driverName, Version: buildVersion(), NodeID: o.nodeID,
+	dopts := csi.Options{DriverName: o.driverName, Version: buildinfo.Version(version), NodeID: o.nodeID,
 		StateDir: o.stateDir, CacheDir: o.cacheDir, PublishWait: o.publishWait, Logger: log}
 	switch o.mode {
 	case "node":
@@ -154,18 +150,8 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	var kube kubernetes.Interface
-	if dopts.Controller && o.provision {
-		if kube, err = kubeClient(o.kubeconfig); err != nil {
-			return fmt.Errorf("the provisioner needs the API server (run in-cluster, pass --kubeconfig, or --provisioner=false): %w", err)
-		}
-	}
-
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Serve(ctx, o.endpoint) })
-	if kube != nil {
-		g.Go(func() error { provisioner.Run(ctx, kube, o.driverName, o.leaderElect); return nil })
-	}
 	if dopts.Node {
 		g.Go(func() error { d.Run(ctx, o.reconcileEvery); return nil })
 		if o.register {
@@ -194,6 +180,17 @@ func run(ctx context.Context, o options) error {
 	return g.Wait()
 }
 
+// movedFlags says where the flags of the built-in provisioner went, for
+// manifests written for a csi-plugin that still had it.
+func movedFlags(_ *cobra.Command, err error) error {
+	for _, f := range []string{"provisioner", "leader-election", "kubeconfig"} {
+		if err.Error() == "unknown flag: --"+f {
+			return fmt.Errorf("%w: the built-in provisioner and its flags moved to the command modelcache-controller", err)
+		}
+	}
+	return err
+}
+
 // kubeletEndpoint is where kubelet dials the CSI socket: the plugin's own
 // path when the DaemonSet mounts the kubelet directory at the same path.
 func kubeletEndpoint(o options) string {
@@ -201,35 +198,6 @@ func kubeletEndpoint(o options) string {
 		return o.kubeletEndpoint
 	}
 	return filepath.Join(o.kubeletDir, "plugins", o.driverName, "csi.sock")
-}
-
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, err
-	}
-	cfg.UserAgent = "modelcache-csi-plugin/" + buildVersion()
-	return kubernetes.NewForConfig(cfg)
-}
-
-func buildVersion() string {
-	if version != "dev" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return "dev-" + s.Value[:12]
-			}
-		}
-	}
-	return version
 }
 
 func envOr(key, def string) string {

@@ -196,7 +196,11 @@ func writeFixture(t *testing.T, imgs ...fixtureImage) string {
 	return (&fixture{blobs: map[string][]byte{}}).write(t, imgs, nil)
 }
 
-// binaries is a layer with the two release binaries set to b.
+// binaries is a layer with every release binary set to b.
 func binaries(b []byte) layer {
-	return layer{"usr/local/bin/cache-agent": b, "usr/local/bin/csi-plugin": b, "etc/passwd": []byte("root:x:0:0::/:/sbin/nologin\n")}
+	l := layer{"etc/passwd": []byte("root:x:0:0::/:/sbin/nologin\n")}
+	for _, n := range releaseBinaries {
+		l["usr/local/bin/"+n] = b
+	}
+	return l
 }

@@ -7,9 +7,20 @@ import (
 	"testing"
 )
 
+// releaseBinaries are the commands in /usr/local/bin of the image.
+var releaseBinaries = []string{"cache-agent", "csi-plugin", "modelcache-controller"}
+
 var release = Want{
 	Platforms: []string{"linux/amd64", "linux/arm64"},
-	Files:     []string{"/usr/local/bin/cache-agent", "/usr/local/bin/csi-plugin"},
+	Files:     binPaths(releaseBinaries),
+}
+
+func binPaths(names []string) []string {
+	var p []string
+	for _, n := range names {
+		p = append(p, "/usr/local/bin/"+n)
+	}
+	return p
 }
 
 // wantErr asserts err wraps every class in classes, and that its message
@@ -45,8 +56,8 @@ func TestGoodImage(t *testing.T) {
 			t.Fatalf("gzip=%v: platforms %q", gz, got)
 		}
 		for _, img := range images {
-			if len(img.Files) != 2 {
-				t.Fatalf("%s: %d files checked, want 2", img.Platform, len(img.Files))
+			if len(img.Files) != len(releaseBinaries) {
+				t.Fatalf("%s: %d files checked, want %d", img.Platform, len(img.Files), len(releaseBinaries))
 			}
 			want := map[string]string{"linux/amd64": "EM_X86_64", "linux/arm64": "EM_AARCH64"}[img.Platform]
 			for _, f := range img.Files {
@@ -86,13 +97,15 @@ func TestMissingPlatform(t *testing.T) {
 }
 
 func TestMissingFile(t *testing.T) {
-	l := binaries(static(t, "arm64"))
-	delete(l, "usr/local/bin/csi-plugin")
-	p := writeFixture(t,
-		fixtureImage{arch: "amd64", layers: []layer{binaries(static(t, "amd64"))}},
-		fixtureImage{arch: "arm64", layers: []layer{l}})
-	_, err := Check(p, release)
-	wantErr(t, err, []error{ErrMissingFile}, "linux/arm64: /usr/local/bin/csi-plugin")
+	for _, n := range releaseBinaries {
+		l := binaries(static(t, "arm64"))
+		delete(l, "usr/local/bin/"+n)
+		p := writeFixture(t,
+			fixtureImage{arch: "amd64", layers: []layer{binaries(static(t, "amd64"))}},
+			fixtureImage{arch: "arm64", layers: []layer{l}})
+		_, err := Check(p, release)
+		wantErr(t, err, []error{ErrMissingFile}, "linux/arm64: /usr/local/bin/"+n)
+	}
 }
 
 // Layers apply in order: an upper layer's whiteout deletes a file, an upper

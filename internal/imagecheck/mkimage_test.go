@@ -40,7 +40,7 @@ func mkimage(t *testing.T, fn string, args ...string) string {
 	return out
 }
 
-// rootfs writes a directory with both release binaries set to b.
+// rootfs writes a directory with every release binary set to b.
 func rootfs(t *testing.T, b []byte) string {
 	t.Helper()
 	d := t.TempDir()
@@ -48,7 +48,7 @@ func rootfs(t *testing.T, b []byte) string {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"cache-agent", "csi-plugin"} {
+	for _, n := range releaseBinaries {
 		if err := os.WriteFile(filepath.Join(bin, n), b, 0o755); err != nil {
 			t.Fatal(err)
 		}

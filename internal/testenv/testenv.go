@@ -1,7 +1,8 @@
 // Package testenv is what the real-part fixtures (internal/s3test,
 // internal/kubetest, internal/charttest) share: where the repository is, so
 // they find the tools `make tools` installs into its bin/, and what a test
-// does when one of them is missing.
+// does when one of them is missing. The tests of cmd/ build their command
+// with it, and collect its output.
 package testenv
 
 import (

@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/modelcache/modelcache/internal/s3test"
+	"github.com/modelcache/modelcache/internal/testenv"
 	"github.com/modelcache/modelcache/pkg/agent"
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/cache"
@@ -95,7 +95,7 @@ func TestWarmPageCacheAfterBackgroundDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testenv.Buffer{}
 	a := agent.New(store, f, slog.New(slog.NewTextHandler(logs, nil)), nil)
 	t.Cleanup(func() { a.Close(); store.Close() })
 	ref, err := model.ParseRef("s3://models/b?source=test")
@@ -175,24 +175,6 @@ func walkFiles(t *testing.T, root string, fn func(f *os.File, size int64)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// logBuffer is an io.Writer safe for the agent's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestWarmPageCacheBudget: what does not fit the memory budget stays on

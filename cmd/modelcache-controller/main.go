@@ -1,0 +1,171 @@
+// Command modelcache-controller runs modelcache's cluster-wide controllers
+// (a Deployment, not on every node): today the provisioner of the
+// model-cache StorageClass.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/modelcache/modelcache/internal/buildinfo"
+	"github.com/modelcache/modelcache/pkg/csi"
+	"github.com/modelcache/modelcache/pkg/provisioner"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	driverName  string
+	leaderElect bool
+	kubeconfig  string
+	metricsAddr string
+	verbose     bool
+}
+
+func newRootCmd() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "modelcache-controller",
+		Short: "Cluster-wide controllers of modelcache: provisions claims of the model-cache StorageClass",
+		Long: `modelcache-controller runs modelcache's cluster-wide controllers: one active
+replica for the whole cluster (the Deployment modelcache-controller), talking
+only to the API server. It needs no privileges, no host paths and no node's
+cache agent.
+
+Today it provisions claims of the model-cache StorageClass (every class whose
+provisioner is --driver-name): each claim becomes a ReadOnlyMany
+PersistentVolume whose attributes carry the model, from the claim annotation
+modelcache.io/model or the StorageClass parameter "model". Nothing is
+allocated; the node's csi-plugin mounts the model when a pod uses the volume.
+A claim that names no model gets a ProvisioningFailed event saying so.
+
+With --leader-election (the default) only the replica holding a Lease in its
+namespace (env POD_NAMESPACE) acts, so the Deployment can run more than one
+for availability. It finds the API server in-cluster (its ServiceAccount), or
+through --kubeconfig.`,
+		Version:       buildinfo.Version(version),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), o, rest.InClusterConfig)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.driverName, "driver-name", csi.DefaultDriverName, "provision claims of StorageClasses whose provisioner is this CSI driver")
+	f.BoolVar(&o.leaderElect, "leader-election", true, "only one replica provisions at a time (a Lease in the pod's namespace)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the API server (default: in-cluster config)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":9092", `address for Prometheus /metrics and the probes /healthz and /readyz; "" disables`)
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log at debug level, with client-go's and the provisioner library's details (klog -v=4)")
+	return cmd
+}
+
+// run runs the controllers until ctx ends. inCluster is
+// rest.InClusterConfig, a parameter for tests.
+func run(ctx context.Context, o options, inCluster func() (*rest.Config, error)) error {
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// The provisioner library and client-go log through klog: into the same
+	// handler, with their V(1)..V(4) details at debug level (--verbose).
+	klog.SetSlogLogger(log)
+	if o.verbose {
+		var fs flag.FlagSet
+		klog.InitFlags(&fs)
+		_ = fs.Set("v", "4")
+	}
+	if o.driverName == "" {
+		return errors.New("--driver-name is empty")
+	}
+	cfg, err := apiConfig(o.kubeconfig, inCluster)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("API client for %s: %w", cfg.Host, err)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	if o.metricsAddr != "" {
+		l, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		srv := metricsServer()
+		log.Info("serving metrics", "addr", l.Addr().String())
+		g.Go(func() error {
+			go func() { <-ctx.Done(); srv.Close() }()
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+	}
+	log.Info("provisioner starting", "driver", o.driverName, "leaderElection", o.leaderElect,
+		"apiServer", cfg.Host, "version", buildinfo.Version(version))
+	g.Go(func() error { provisioner.Run(ctx, kube, o.driverName, o.leaderElect); return nil })
+	return g.Wait()
+}
+
+// apiConfig is the API server's config: from kubeconfig when one is named,
+// else in-cluster.
+func apiConfig(kubeconfig string, inCluster func() (*rest.Config, error)) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+		}
+	} else if cfg, err = inCluster(); err != nil {
+		return nil, fmt.Errorf("modelcache-controller needs the API server: not running in a cluster (%w) and no --kubeconfig", err)
+	}
+	cfg.UserAgent = "modelcache-controller/" + buildinfo.Version(version)
+	return cfg, nil
+}
+
+// metricsServer serves /metrics (the Go runtime and the process) and the
+// probes: /healthz and /readyz answer 200 while the process serves HTTP. A
+// replica waiting for the Lease is ready too: it takes over when the leader
+// goes.
+func metricsServer() *http.Server {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }
+	mux.HandleFunc("/healthz", ok)
+	mux.HandleFunc("/readyz", ok)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
