@@ -1,0 +1,145 @@
+package hf
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Open reads bytes [off, end) of f, as listed in repo at commit, from
+// /{repo}/resolve/{commit}/{path}, following the Hub's redirect to its CDN
+// (without the token). The reader yields exactly end-off bytes, or fails
+// with io.ErrUnexpectedEOF. An answer for another size, range or (where
+// the final server names it) another SHA-256 than f's is source.ErrChanged
+// or source.ErrProtocol: the caller asked for an immutable commit.
+func (c *Client) Open(ctx context.Context, repo, commit string, f model.File, off, end int64) (io.ReadCloser, error) {
+	where := where(repo, commit) + "/" + f.Path
+	if err := ValidRepo(repo); err != nil {
+		return nil, err
+	}
+	if !commitRE.MatchString(commit) {
+		return nil, fmt.Errorf("hf: read %s: %q is not a commit", where, commit)
+	}
+	if _, _, err := model.RelPath("", f.Path); err != nil {
+		return nil, fmt.Errorf("hf: read %s: %w", where, err)
+	}
+	if off < 0 || end < off || end > f.Size {
+		return nil, fmt.Errorf("hf: read %s: range [%d, %d) of a %d-byte file", where, off, end, f.Size)
+	}
+	if off == end {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	u := c.url("/" + repo + "/resolve/" + commit + "/" + escapePath(f.Path))
+	h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, end-1)}, "Accept-Encoding": {"identity"}}
+	resp, err := c.do(ctx, http.MethodGet, u, h)
+	if err != nil {
+		return nil, transportError(ctx, where, "read", err)
+	}
+	if err := checkRead(resp, f, off, end); err != nil {
+		resp.Body.Close()
+		if se, ok := err.(statusErr); ok {
+			return nil, statusError(where, "read", se.resp)
+		}
+		return nil, protocolError(where, "read", "%v", err)
+	}
+	return &exactReader{r: resp.Body, left: end - off}, nil
+}
+
+// statusErr carries a non-success answer to statusError.
+type statusErr struct{ resp *http.Response }
+
+func (statusErr) Error() string { return "status" }
+
+// checkRead accepts a 206 for exactly [off, end) of a file of f.Size
+// bytes, or a 200 when that range is the whole file.
+func checkRead(resp *http.Response, f model.File, off, end int64) error {
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		from, to, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok {
+			return fmt.Errorf("206 with Content-Range %q", trim(resp.Header.Get("Content-Range")))
+		}
+		if total != f.Size {
+			return fmt.Errorf("the file is %d bytes now, %d when listed", total, f.Size)
+		}
+		if from != off || to != end-1 {
+			return fmt.Errorf("asked for bytes %d-%d, got %d-%d", off, end-1, from, to)
+		}
+	case http.StatusOK:
+		if off != 0 || end != f.Size || (resp.ContentLength >= 0 && resp.ContentLength != f.Size) {
+			return fmt.Errorf("asked for bytes %d-%d, got the whole file (%d bytes)", off, end-1, resp.ContentLength)
+		}
+	default:
+		return statusErr{resp}
+	}
+	// After the redirect, the CDN names an LFS object by its SHA-256.
+	if f.Digest != "" {
+		if tag := strings.Trim(strings.TrimPrefix(resp.Header.Get("ETag"), "W/"), `"`); sha256RE.MatchString(tag) && tag != f.Digest.Hex() {
+			return fmt.Errorf("the server serves SHA-256 %s, the listing said %s", tag, f.Digest.Hex())
+		}
+	}
+	return nil
+}
+
+// parseContentRange reads "bytes FROM-TO/TOTAL".
+func parseContentRange(s string) (from, to, total int64, ok bool) {
+	rest, found := strings.CutPrefix(s, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	a, b, found2 := strings.Cut(rng, "-")
+	if !found || !found2 {
+		return 0, 0, 0, false
+	}
+	var err1, err2, err3 error
+	from, err1 = strconv.ParseInt(a, 10, 64)
+	to, err2 = strconv.ParseInt(b, 10, 64)
+	total, err3 = strconv.ParseInt(tot, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || from < 0 || to < from || total <= to {
+		return 0, 0, 0, false
+	}
+	return from, to, total, true
+}
+
+// escapePath escapes each segment of a file path for a URL.
+func escapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// exactReader yields exactly left bytes of r: fewer is
+// io.ErrUnexpectedEOF, more are never read.
+type exactReader struct {
+	r    io.ReadCloser
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		err = fmt.Errorf("%w: %d bytes missing", io.ErrUnexpectedEOF, e.left)
+	}
+	if e.left == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (e *exactReader) Close() error { return e.r.Close() }
