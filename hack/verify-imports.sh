@@ -61,6 +61,10 @@ rule() {
 # links nothing it does not call.
 rule pkg/model only github.com/cespare/xxhash
 rule pkg/agentapi only github.com/cespare/xxhash "$M/pkg/model"
+# Sources list and read models; they know nothing of the store or of who
+# calls them. The Hub client needs only the standard library.
+rule pkg/source only github.com/cespare/xxhash "$M/pkg/model"
+rule pkg/source/hf only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source"
 # The store knows nothing of S3, Kubernetes or gRPC; the fetcher (which
 # writes into the store) nothing of Kubernetes or gRPC; neither knows who
 # calls it.
