@@ -70,10 +70,11 @@ var secretKeys = map[string][]string{
 	"accessKeyID":     {"accessKeyID", "AWS_ACCESS_KEY_ID"},
 	"secretAccessKey": {"secretAccessKey", "AWS_SECRET_ACCESS_KEY"},
 	"sessionToken":    {"sessionToken", "AWS_SESSION_TOKEN"},
+	"token":           {"token", "HF_TOKEN"},
 }
 
 // ParseSecrets turns the Secret kubelet passes with a publish into the
-// volume's S3 credentials; nil when the volume has none. Other keys of the
+// volume's credentials (S3 keys or a Hub token); nil when the volume has none. Other keys of the
 // Secret are ignored. Errors name keys, never values.
 func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 	get := func(name string) string {
@@ -84,13 +85,14 @@ func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 		}
 		return ""
 	}
-	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken")}
+	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken"),
+		Token: get("token")}
 	if c == (agentapi.Credentials{}) {
 		return nil, nil
 	}
-	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
-			"accessKeyID", "secretAccessKey")
+	if (c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "") && (c.AccessKeyID == "" || c.SecretAccessKey == "") {
+		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3, or %q (or HF_TOKEN) for the Hub",
+			"accessKeyID", "secretAccessKey", "token")
 	}
 	return &c, nil
 }

@@ -40,6 +40,9 @@ const accessHeads = 8
 // volume a file its keys could not have fetched. The first denial (or
 // missing object) is the answer.
 func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref, creds *model.Credentials) error {
+	if ref.Scheme == model.SchemeHF {
+		return f.checkHubAccess(ctx, ref, creds)
+	}
 	t, err := f.target(ctx, ref, creds)
 	if err != nil {
 		return err
@@ -50,7 +53,7 @@ func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref, creds *model.C
 	}
 	return each(ctx, accessHeads, len(files), func(ctx context.Context, i int) error {
 		key := objectKey(ref.Prefix, files[i].Path)
-		return f.retry(ctx, t, ref.Bucket, key, func() error {
+		return f.retry(ctx, s3Origin{t: t, bucket: ref.Bucket}, key, func() error {
 			_, err := t.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(key)})
 			return err
 		}, nil, nil)

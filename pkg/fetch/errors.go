@@ -11,27 +11,32 @@ import (
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
+
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // Error classes. Every error the fetcher returns for an S3 failure is an
 // *Error whose chain holds one of these (errors.Is), so the agent can map it
 // to an API status without parsing messages.
 var (
+	// They are pkg/source's classes, so an error of any source (an hf://
+	// repo's) is classed the same way.
+
 	// ErrNotFound: the bucket, the prefix or an object does not exist.
-	ErrNotFound = errors.New("fetch: not found")
+	ErrNotFound = source.ErrNotFound
 	// ErrAccessDenied: credentials are missing, wrong, expired or lack permission.
-	ErrAccessDenied = errors.New("fetch: access denied")
+	ErrAccessDenied = source.ErrAccessDenied
 	// ErrUnreachable: the endpoint cannot be reached (DNS, refused, timeouts,
 	// TLS) or keeps failing (5xx, broken connections) after every retry.
-	ErrUnreachable = errors.New("fetch: storage unreachable")
+	ErrUnreachable = source.ErrUnreachable
 	// ErrChanged: an object changed after it was listed (its ETag no longer
 	// matches). List again and fetch the new revision.
-	ErrChanged = errors.New("fetch: object changed during download")
+	ErrChanged = source.ErrChanged
 	// ErrUnknownSource: the ref names a source the fetcher was not given.
 	ErrUnknownSource = errors.New("fetch: unknown source")
 	// ErrLimit: a listing passed one of the fetcher's limits (files,
 	// pages, time); the message names the flag that sets it.
-	ErrLimit = errors.New("fetch: over a limit")
+	ErrLimit = source.ErrLimit
 )
 
 // Error is a failed S3 operation, worded for the engineer who has to fix it:

@@ -74,7 +74,7 @@ func (r *run) feedAll(todo []int, fd *feed) (locked []int) {
 // several goroutines.
 func (r *run) prepare(i int) prepared {
 	fm := r.out.Files[i]
-	key := objectKey(r.prefix, fm.Path)
+	key := r.o.key(fm.Path)
 	if d, ok := r.store.LookupETag(r.scope, fm.ETag, fm.Size); ok && (fm.Digest == "" || fm.Digest == d) {
 		r.out.Files[i].Digest = d
 		r.filesDeduped.Add(1)
@@ -82,18 +82,18 @@ func (r *run) prepare(i int) prepared {
 		r.progress(fm.Size, false)
 		return prepared{i: i}
 	}
-	ing, err := r.store.OpenIngest(cache.IngestKey{Scope: r.scope, Origin: r.t.endpoint + "/" + r.bucket + "/" + key, ETag: fm.ETag, Size: fm.Size})
+	ing, err := r.store.OpenIngest(cache.IngestKey{Scope: r.scope, Origin: r.o.ingestOrigin(key), ETag: fm.ETag, Size: fm.Size})
 	if errors.Is(err, cache.ErrLocked) {
 		return prepared{i: i, locked: true}
 	}
 	if err != nil {
-		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, key, err))
+		r.fail(fmt.Errorf("fetch %s: %w", r.o.where(key), err))
 		return prepared{i: i}
 	}
 	if fm.Composite != nil {
 		if err := ing.ExpectComposite(fm.Composite); err != nil {
 			ing.Close()
-			r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, key, err))
+			r.fail(fmt.Errorf("fetch %s: %w", r.o.where(key), err))
 			return prepared{i: i}
 		}
 	}

@@ -59,9 +59,19 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, creds *model.Credent
 	if want := ref.Location().String(); m.Ref != want {
 		return nil, Stats{}, fmt.Errorf("fetch: manifest is for %s, not %s", m.Ref, want)
 	}
-	t, err := f.target(ctx, ref, creds)
-	if err != nil {
-		return nil, Stats{}, err
+	var o origin
+	if ref.Scheme == model.SchemeHF {
+		hub, err := f.hubOrigin(ref, creds, m)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		o = hub
+	} else {
+		t, err := f.target(ctx, ref, creds)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		o = s3Origin{t: t, bucket: ref.Bucket, prefix: ref.Prefix}
 	}
 	if progress == nil {
 		progress = func(int64, bool) {}
@@ -69,8 +79,8 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, creds *model.Credent
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	out := &model.Manifest{Ref: m.Ref, Files: slices.Clone(m.Files)}
-	r := &run{f: f, t: t, ctx: ctx, cancel: cancel, bucket: ref.Bucket, prefix: ref.Prefix, scope: ref.Scope(),
+	out := &model.Manifest{Ref: m.Ref, SourceRevision: m.SourceRevision, Files: slices.Clone(m.Files)}
+	r := &run{f: f, o: o, ctx: ctx, cancel: cancel, scope: ref.Scope(),
 		store: store, out: out, progress: progress}
 	r.work(f.concurrency)
 	st := r.stats()
@@ -88,11 +98,9 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, creds *model.Credent
 // run is the state of one Fetch.
 type run struct {
 	f        *Fetcher
-	t        *target
+	o        origin
 	ctx      context.Context
 	cancel   context.CancelFunc
-	bucket   string
-	prefix   string
 	scope    string // model.Ref.Scope: where an ETag means something
 	store    Store
 	out      *model.Manifest
@@ -278,12 +286,12 @@ func (r *run) commit(fl *file) {
 		// The bytes served do not have the SHA-256 they were expected to:
 		// the one the server published (x-amz-checksum-sha256), or, for a
 		// repair, the one held before. The server lies or the object changed.
-		r.fail(&Error{Class: ErrChanged, Bucket: r.bucket, Key: fl.key, Err: err,
-			Msg: "the bytes served do not match the SHA-256 expected for the object (published by the server, or held before); nothing was stored"})
+		r.fail(r.o.errorf(ErrChanged, fl.key,
+			"the bytes served do not match the SHA-256 expected for the file (published by the source, or held before); nothing was stored", err))
 		return
 	}
 	if err != nil {
-		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, fl.key, err))
+		r.fail(fmt.Errorf("fetch %s: %w", r.o.where(fl.key), err))
 		return
 	}
 	r.out.Files[fl.idx].Digest = d

@@ -71,6 +71,7 @@ type Fetcher struct {
 
 	mu         sync.Mutex
 	clients    map[string]*target // by source, endpoint, region
+	hub        *http.Client       // the Hub's, on the S3 client's transport
 	defaultCfg *aws.Config        // AWS default chain, loaded on first use
 }
 
@@ -238,6 +239,10 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref, creds *model.Creden
 			Msg: fmt.Sprintf("source %q is not in the agent's sources file (%s)", ref.Source, sourceNames(f.sources))}
 	}
 	endpoint, region, pathStyle := ref.Endpoint, ref.Region, ref.Endpoint != ""
+	if named && src.Type == SourceHub {
+		return nil, &Error{Class: model.ErrInvalidRef, Bucket: ref.Bucket, Key: ref.Prefix,
+			Msg: fmt.Sprintf("source %q is a Hub source (type: hf); an s3:// ref needs an S3 source", ref.Source)}
+	}
 	if named {
 		// A source's credentials go to its own endpoint only: a ref must not
 		// be able to send them (or requests signed with them) elsewhere.
@@ -387,7 +392,7 @@ func (t *target) fail(err error, bucket, key string, attempts int) error {
 // had maxAttempts attempts. progressed (may be nil) reports whether the
 // failed attempt moved forward; such an attempt does not count, so a long
 // transfer over a flaky link keeps going as long as each try gains ground.
-func (f *Fetcher) retry(ctx context.Context, t *target, bucket, key string, op func() error, progressed func() bool, retries *atomic.Int64) error {
+func (f *Fetcher) retry(ctx context.Context, o retrier, key string, op func() error, progressed func() bool, retries *atomic.Int64) error {
 	failures := 0
 	for {
 		err := op()
@@ -399,15 +404,15 @@ func (f *Fetcher) retry(ctx context.Context, t *target, bucket, key string, op f
 		}
 		var le *localError
 		if errors.As(err, &le) {
-			return fmt.Errorf("fetch s3://%s/%s: %w", bucket, key, le.err)
+			return fmt.Errorf("fetch %s: %w", o.where(key), le.err)
 		}
 		if progressed != nil && progressed() {
 			failures = 0
 		}
 		failures++
-		k := classify(err)
+		k := o.classify(err)
 		if !k.retry || failures >= f.maxAttempts {
-			return t.fail(err, bucket, key, failures)
+			return o.failure(err, key, failures)
 		}
 		if retries != nil {
 			retries.Add(1)
@@ -418,7 +423,7 @@ func (f *Fetcher) retry(ctx context.Context, t *target, bucket, key string, op f
 		// doubling over, which a stateful Backoff would need rebuilding for.
 		d := min(f.maxBackoff, f.backoff<<(failures-1))
 		d = d/2 + rand.N(d/2+1) // jitter: parallel workers must not retry in lockstep
-		f.log.Info("retrying S3 request", "bucket", bucket, "key", key, "attempt", failures+1,
+		f.log.Info("retrying request", "file", o.where(key), "attempt", failures+1,
 			"in", d.Round(time.Millisecond).String(), "err", causeText(err))
 		select {
 		case <-time.After(d):

@@ -26,6 +26,9 @@ import (
 // listing costs a bounded amount of memory and time. creds, when not nil,
 // are a volume's keys, used instead of the source's own.
 func (f *Fetcher) List(ctx context.Context, ref model.Ref, creds *model.Credentials) (*model.Manifest, error) {
+	if ref.Scheme == model.SchemeHF {
+		return f.listHub(ctx, ref, creds)
+	}
 	t, err := f.target(ctx, ref, creds)
 	if err != nil {
 		return nil, err
@@ -35,6 +38,9 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref, creds *model.Credenti
 		return nil, err
 	}
 	if err := f.sourceDigests(ctx, t, ref, files, sums); err != nil {
+		return nil, err
+	}
+	if files, err = filterFiles(ref, files); err != nil {
 		return nil, err
 	}
 	m, err := model.NewManifest(ref, files)
@@ -66,7 +72,7 @@ func (f *Fetcher) list(ctx context.Context, t *target, ref model.Ref) ([]model.F
 			return nil, nil, limit("the listing at %s passed %d pages (--max-list-pages) with %d files and goes on", t.endpoint, f.maxPages, len(files))
 		}
 		var out *s3.ListObjectsV2Output
-		err := f.retry(ctx, t, ref.Bucket, ref.Prefix, func() error {
+		err := f.retry(ctx, s3Origin{t: t, bucket: ref.Bucket}, ref.Prefix, func() error {
 			var err error
 			out, err = t.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
 				Bucket: aws.String(ref.Bucket), Prefix: aws.String(prefix), ContinuationToken: token})
@@ -127,7 +133,7 @@ func (f *Fetcher) sourceDigests(ctx context.Context, t *target, ref model.Ref, f
 		fl := &files[idx[k]]
 		key := objectKey(ref.Prefix, fl.Path)
 		var out *s3.HeadObjectOutput
-		err := f.retry(ctx, t, ref.Bucket, key, func() error {
+		err := f.retry(ctx, s3Origin{t: t, bucket: ref.Bucket}, key, func() error {
 			var err error
 			out, err = t.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(key),
 				ChecksumMode: types.ChecksumModeEnabled})
@@ -179,7 +185,7 @@ func (f *Fetcher) partSizes(ctx context.Context, t *target, bucket, key string) 
 	var marker *string
 	for {
 		var out *s3.GetObjectAttributesOutput
-		err := f.retry(ctx, t, bucket, key, func() error {
+		err := f.retry(ctx, s3Origin{t: t, bucket: bucket}, key, func() error {
 			var err error
 			out, err = t.client.GetObjectAttributes(ctx, &s3.GetObjectAttributesInput{Bucket: aws.String(bucket), Key: aws.String(key),
 				ObjectAttributes: []types.ObjectAttributes{types.ObjectAttributesObjectParts}, MaxParts: aws.Int32(1000), PartNumberMarker: marker})

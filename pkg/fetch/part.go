@@ -36,7 +36,7 @@ func (r *run) fetchPart(p *part, buf []byte) {
 		start = st.pos
 		return r.get(fl, st, p.end, buf)
 	}
-	if err := r.f.retry(r.ctx, r.t, r.bucket, fl.key, get, func() bool { return st.pos > start }, &r.retries); err != nil {
+	if err := r.f.retry(r.ctx, r.o, fl.key, get, func() bool { return st.pos > start }, &r.retries); err != nil {
 		if errors.Is(err, ErrChanged) || errors.Is(err, ErrNotFound) {
 			fl.gone.Store(true) // even if another failure stopped the run first
 		}
@@ -46,7 +46,7 @@ func (r *run) fetchPart(p *part, buf []byte) {
 	// The part's bytes start for the disk now, while other parts download,
 	// rather than all at once in the commit's fsync.
 	if err := fl.ing.StartWriteback(p.off, p.end-p.off); err != nil {
-		r.fail(fmt.Errorf("fetch s3://%s/%s: %w", r.bucket, fl.key, err))
+		r.fail(fmt.Errorf("fetch %s: %w", r.o.where(fl.key), err))
 		return
 	}
 	if fl.left.Add(-1) == 0 {
@@ -54,24 +54,15 @@ func (r *run) fetchPart(p *part, buf []byte) {
 	}
 }
 
-// get is one attempt: GET bytes [st.pos, end) with If-Match on the listed
-// ETag, so a changed object fails instead of mixing two versions in a file.
+// get is one attempt: read bytes [st.pos, end) from the origin.
 func (r *run) get(fl *file, st *leafState, end int64, buf []byte) error {
-	in := &s3.GetObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(fl.key),
-		Range: aws.String(fmt.Sprintf("bytes=%d-%d", st.pos, end-1))}
-	if fl.meta.ETag != "" {
-		in.IfMatch = aws.String(`"` + fl.meta.ETag + `"`)
-	}
-	out, err := r.t.client.GetObject(r.ctx, in)
+	body, err := r.o.open(r.ctx, fl.key, fl.meta, st.pos, end)
 	if err != nil {
 		return err
 	}
-	defer out.Body.Close()
-	if err := checkResponse(out, st.pos, end, fl.meta); err != nil {
-		return err
-	}
+	defer body.Close()
 	for st.pos < end {
-		n, err := io.ReadFull(out.Body, buf[:min(int64(len(buf)), end-st.pos)])
+		n, err := io.ReadFull(body, buf[:min(int64(len(buf)), end-st.pos)])
 		if n > 0 {
 			if werr := r.write(fl, st, buf[:n]); werr != nil {
 				return &localError{werr}

@@ -24,8 +24,11 @@ import (
 // credentials for it. A ref selects one with ?source=NAME. Its String,
 // GoString and LogValue never show secrets, so a Source can be logged.
 type Source struct {
+	// Type is SourceS3 ("" too) or SourceHub (hf:// refs).
+	Type string
 	// Endpoint of an S3-compatible server (http(s)://HOST[:PORT]); empty
-	// means AWS S3.
+	// means AWS S3. For a Hub source, a mirror of the Hub's API
+	// (HF_ENDPOINT); empty means https://huggingface.co.
 	Endpoint string
 	// Region of the buckets; empty means the ref's region or us-east-1.
 	Region string
@@ -42,10 +45,19 @@ type Source struct {
 	SecretAccessKeyFile string
 	// Anonymous sends unsigned requests (public buckets).
 	Anonymous bool
+	// Token (HF_TOKEN) or TokenFile: a Hub source's access token for
+	// private and gated repos; the file is read again for every listing.
+	Token, TokenFile string
 	// Namespaces, if set, are the only namespaces whose volumes may use the
 	// source (and so the agent's credentials for it). Empty: every namespace.
 	Namespaces []string
 }
+
+// Source types.
+const (
+	SourceS3  = "s3"
+	SourceHub = "hf"
+)
 
 // credentialReload is how long credentials read from files are trusted
 // before the files are read again.
@@ -54,6 +66,21 @@ const credentialReload = 5 * time.Minute
 // Validate checks the endpoint and region and that credentials are given
 // exactly one way.
 func (s Source) Validate() error {
+	switch s.Type {
+	case "", SourceS3:
+		if s.Token != "" || s.TokenFile != "" {
+			return errors.New("token and tokenFile are for sources of type: hf")
+		}
+	case SourceHub:
+		if s.Region != "" || s.PathStyle || s.hasKeyID() || s.hasSecret() || s.Anonymous {
+			return errors.New("a source of type: hf takes endpoint, token or tokenFile, and namespaces; region, pathStyle, keys and anonymous are S3's")
+		}
+		if s.Token != "" && s.TokenFile != "" {
+			return errors.New("both token and tokenFile are set; use one")
+		}
+	default:
+		return fmt.Errorf("type %q: want s3 or hf", s.Type)
+	}
 	var r model.Ref
 	if s.Endpoint != "" {
 		if err := r.SetOption("endpoint", s.Endpoint); err != nil {
@@ -84,6 +111,12 @@ func (s Source) hasSecret() bool { return s.SecretAccessKey != "" || s.SecretAcc
 // credentialsKind describes where credentials come from, without them.
 func (s Source) credentialsKind() string {
 	switch {
+	case s.Type == SourceHub && s.TokenFile != "":
+		return "token from " + s.TokenFile
+	case s.Type == SourceHub && s.Token != "":
+		return "static token"
+	case s.Type == SourceHub:
+		return "no token"
 	case s.Anonymous:
 		return "anonymous"
 	case s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "":
@@ -106,6 +139,12 @@ func (s Source) String() string {
 	if ep == "" {
 		ep = "AWS S3"
 	}
+	if s.Type == SourceHub {
+		if ep = s.Endpoint; ep == "" {
+			ep = "https://huggingface.co"
+		}
+		return fmt.Sprintf("{type: hf, endpoint: %s, credentials: %s}", ep, s.credentialsKind())
+	}
 	return fmt.Sprintf("{endpoint: %s, region: %q, pathStyle: %t, credentials: %s}", ep, s.Region, s.PathStyle, s.credentialsKind())
 }
 
@@ -114,7 +153,7 @@ func (s Source) GoString() string { return "fetch.Source" + s.String() }
 
 // LogValue is what slog prints for a Source.
 func (s Source) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("endpoint", s.Endpoint), slog.String("region", s.Region),
+	return slog.GroupValue(slog.String("type", s.Type), slog.String("endpoint", s.Endpoint), slog.String("region", s.Region),
 		slog.Bool("pathStyle", s.PathStyle), slog.String("credentials", s.credentialsKind()))
 }
 
@@ -166,6 +205,7 @@ func (f fileCredentials) Retrieve(context.Context) (aws.Credentials, error) {
 // be marshalled back out with its secret by accident.
 type sourcesFile struct {
 	Sources map[string]struct {
+		Type                string   `yaml:"type"`
 		Endpoint            string   `yaml:"endpoint"`
 		Region              string   `yaml:"region"`
 		PathStyle           bool     `yaml:"pathStyle"`
@@ -174,6 +214,8 @@ type sourcesFile struct {
 		AccessKeyIDFile     string   `yaml:"accessKeyIDFile"`
 		SecretAccessKeyFile string   `yaml:"secretAccessKeyFile"`
 		Anonymous           bool     `yaml:"anonymous"`
+		Token               string   `yaml:"token"`
+		TokenFile           string   `yaml:"tokenFile"`
 		Namespaces          []string `yaml:"namespaces"`
 	} `yaml:"sources"`
 	Endpoints []string `yaml:"endpoints"`
@@ -198,6 +240,10 @@ type Config struct {
 //	    namespaces: [ml-serving] # optional: only volumes of pods in these namespaces
 //	  aws-prod:
 //	    region: eu-west-1        # no keys: the AWS default chain (IRSA, instance profile)
+//	  hub:                       # for hf:// refs with ?source=hub
+//	    type: hf
+//	    endpoint: https://hf-mirror.example  # optional (HF_ENDPOINT); default huggingface.co
+//	    tokenFile: /etc/modelcache/hf/token  # or token: hf_…; for private and gated repos
 //	endpoints:                   # optional: endpoints a ref may name with ?endpoint=
 //	  - https://s3.partner.example  # (requests are unsigned unless the volume brings keys)
 //
@@ -235,11 +281,14 @@ func loadConfig(path string) (map[string]Source, []string, error) {
 		if err := r.SetOption("source", name); err != nil {
 			return nil, nil, fmt.Errorf("fetch: sources file %s: %w", path, err)
 		}
-		s := Source{Endpoint: strings.TrimSuffix(y.Endpoint, "/"), Region: y.Region, PathStyle: y.PathStyle,
+		s := Source{Type: y.Type, Token: y.Token, TokenFile: absTo(dir, y.TokenFile), Endpoint: strings.TrimSuffix(y.Endpoint, "/"), Region: y.Region, PathStyle: y.PathStyle,
 			AccessKeyID: y.AccessKeyID, SecretAccessKey: y.SecretAccessKey,
 			AccessKeyIDFile: absTo(dir, y.AccessKeyIDFile), SecretAccessKeyFile: absTo(dir, y.SecretAccessKeyFile),
 			Anonymous: y.Anonymous, Namespaces: y.Namespaces}
 		if err := s.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+		}
+		if _, err := s.hubToken(); err != nil {
 			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}
 		if s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "" {

@@ -14,12 +14,16 @@ type Credentials struct {
 	AccessKeyID     string `json:"accessKeyID"`
 	SecretAccessKey string `json:"secretAccessKey"`
 	SessionToken    string `json:"sessionToken,omitempty"`
+	// Token is a Hub access token (HF_TOKEN), for hf:// refs.
+	Token string `json:"token,omitempty"`
 }
 
-// Validate refuses half a key pair.
+// Validate refuses half a key pair, and credentials with nothing in them.
 func (c Credentials) Validate() error {
-	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-		return errors.New("credentials need both an access key ID and a secret access key")
+	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "" {
+		if c.AccessKeyID == "" || c.SecretAccessKey == "" {
+			return errors.New("credentials need both an access key ID and a secret access key (S3), or a token (Hub)")
+		}
 	}
 	return nil
 }
@@ -29,6 +33,9 @@ func (c Credentials) String() string {
 	id := c.AccessKeyID
 	if len(id) > 4 {
 		id = id[:4] + "…"
+	}
+	if c.AccessKeyID == "" && c.Token != "" {
+		return "{token: redacted}"
 	}
 	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
 }

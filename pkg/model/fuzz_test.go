@@ -17,7 +17,7 @@ var userinfo = regexp.MustCompile(`://([^/?&@]*)@`)
 // be a clean relative path.
 func FuzzParseRef(f *testing.F) {
 	for _, s := range []string{"s3://models/llama-3-8b", "s3://b/p?source=minio&revision=0123456789abcdef",
-		"s3://b/a/b/c?endpoint=http://127.0.0.1:9000&region=eu-west-1", "s3://bkt", "s3://b/../x", "s3:/x",
+		"s3://b/a/b/c?endpoint=http://127.0.0.1:9000&region=eu-west-1", "s3://bkt", "s3://b/../x", "s3:/x", "hf://org/m@refs/pr/1?include=*.json", "hf://o/m@v1?exclude=original/&source=hub",
 		"s3://b/p?endpoint=http://user:pass@host", "s3://b/p?%zz", "s3://b//p", "s3://b/p?source=a&source=b"} {
 		f.Add(s)
 	}
@@ -96,6 +96,29 @@ func FuzzDecodeManifest(f *testing.F) {
 		enc2, _ := m2.Encode()
 		if !bytes.Equal(enc, enc2) || m.Revision() != m2.Revision() {
 			t.Fatal("manifest changed through encode/decode")
+		}
+	})
+}
+
+// Patterns come from annotations and volume attributes: none may panic the
+// agent, and a compiled filter must answer for any path.
+func FuzzFilter(f *testing.F) {
+	for _, s := range []string{"*.safetensors", "original/", "[!a]*", "[]]", "a[b", "[z-a]", `\`, "[^x]", "**/*.json"} {
+		f.Add(s, "original/model-00001-of-00002.safetensors")
+	}
+	f.Fuzz(func(t *testing.T, pattern, path string) {
+		flt, err := model.NewFilter([]string{pattern}, []string{pattern})
+		if err != nil {
+			return
+		}
+		if flt.Keep(path) {
+			t.Fatalf("%q both includes and excludes %q, and exclude must win", pattern, path)
+		}
+		if strings.HasSuffix(pattern, "/") && !strings.ContainsAny(pattern, "*?[") {
+			inc, _ := model.NewFilter([]string{pattern}, nil)
+			if !inc.Keep(pattern + "x") {
+				t.Fatalf("folder pattern %q does not keep %q", pattern, pattern+"x")
+			}
 		}
 	})
 }

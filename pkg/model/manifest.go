@@ -59,8 +59,12 @@ func (c *Composite) Check(size int64) error {
 // Manifest lists a model's files, sorted by path.
 type Manifest struct {
 	// Ref is the model's location (Ref.Location().String()).
-	Ref   string `json:"ref"`
-	Files []File `json:"files"`
+	Ref string `json:"ref"`
+	// SourceRevision is the source's own name for what was listed (the
+	// Hub commit a branch named), read again by the download; "" for S3.
+	// Not part of Revision, which the files alone decide.
+	SourceRevision string `json:"sourceRevision,omitempty"`
+	Files          []File `json:"files"`
 }
 
 // NewManifest sorts files and validates the result.

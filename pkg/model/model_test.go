@@ -16,6 +16,13 @@ func TestParseRef(t *testing.T) {
 		"s3://models":            {Bucket: "models"},
 		"s3://m.x_y/p%20q?source=local&revision=0123456789abcdef":    {Bucket: "m.x_y", Prefix: "p q", Source: "local", Revision: "0123456789abcdef"},
 		"s3://bkt/m?endpoint=http://127.0.0.1:7070&region=us-east-1": {Bucket: "bkt", Prefix: "m", Endpoint: "http://127.0.0.1:7070", Region: "us-east-1"},
+		"hf://meta-llama/Llama-3.1-8B-Instruct":                      {Scheme: model.SchemeHF, Repo: "meta-llama/Llama-3.1-8B-Instruct"},
+		"hf://org/m@refs/pr/1?source=hub":                            {Scheme: model.SchemeHF, Repo: "org/m", At: "refs/pr/1", Source: "hub"},
+		"hf://org/m@0123456789abcdef0123456789abcdef01234567?endpoint=http://mirror:8080": {Scheme: model.SchemeHF, Repo: "org/m",
+			At: "0123456789abcdef0123456789abcdef01234567", Endpoint: "http://mirror:8080"},
+		"hf://org/m@v1.0?include=*.safetensors,+*.json&exclude=original/": {Scheme: model.SchemeHF, Repo: "org/m", At: "v1.0",
+			Include: "*.safetensors,*.json", Exclude: "original/"},
+		"s3://bkt/m?exclude=*.bin": {Bucket: "bkt", Prefix: "m", Exclude: "*.bin"},
 	}
 	for s, want := range good {
 		got, err := model.ParseRef(s)
@@ -43,6 +50,15 @@ func TestParseRef(t *testing.T) {
 		"s3://u:secret@bkt/m":                   "credentials removed",
 		"s3://secret@":                          "credentials removed",
 		"s3://bkt/m\x00":                        "NUL",
+		"hf://model":                            "ORG/NAME",
+		"hf://org/m/x":                          "ORG/NAME",
+		"hf://org/..":                           "ORG/NAME",
+		"hf://org/m@":                           "revision",
+		"hf://org/m@../x":                       "revision",
+		"hf://org/m@a//b":                       "revision",
+		"hf://org/m@main?region=us-east-1":      "S3 option",
+		"hf://org/m?include=[z-a]":              "include",
+		"hf://u:secret@org/m":                   "credentials removed",
 	}
 	for s, frag := range bad {
 		_, err := model.ParseRef(s)

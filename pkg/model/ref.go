@@ -1,6 +1,7 @@
-// Package model names models and describes their content: s3:// references,
-// object-key sanitizing, manifests and the content digests the cache stores
-// blobs under. It is the leaf of the house: stdlib and xxhash only.
+// Package model names models and describes their content: s3:// and hf://
+// references, object-key sanitizing, file filters, manifests and the content
+// digests the cache stores blobs under. It is the leaf of the house: stdlib
+// and xxhash only.
 package model
 
 import (
@@ -17,22 +18,40 @@ import (
 // ErrInvalidRef marks a model reference that cannot be parsed or is unsafe.
 var ErrInvalidRef = errors.New("model: invalid reference")
 
-// Ref names a model: every object under Prefix/ in Bucket is one file of it.
+// Ref names a model.
 //
-// The string form is s3://BUCKET/PREFIX[?endpoint=URL&region=R&source=NAME&revision=HEX],
-// so one string carries everything a volume attribute or annotation needs.
+//	s3://BUCKET/PREFIX[?endpoint=URL&region=R&source=NAME&revision=HEX&include=…&exclude=…]
+//	  every object under PREFIX/ in BUCKET is one file of the model;
+//	hf://ORG/NAME[@REV][?endpoint=URL&source=NAME&revision=HEX&include=…&exclude=…]
+//	  the files of a Hugging Face Hub model repo at REV (a branch, tag or
+//	  commit; main if absent), resolved to its commit when listed.
+//
+// One string carries everything a volume attribute or annotation needs.
 type Ref struct {
-	Bucket string
-	Prefix string // no leading or trailing slash; may be empty (whole bucket)
-	// Endpoint overrides the S3 endpoint (MinIO and other S3-compatible servers).
+	// Scheme is SchemeHF, or "" for S3 (s3://).
+	Scheme string
+	Bucket string // S3
+	Prefix string // S3: no leading or trailing slash; may be empty (whole bucket)
+	// Repo is the Hub repo ("ORG/NAME") and At its revision (branch, tag
+	// or commit; "" is main).
+	Repo, At string
+	// Endpoint overrides the S3 endpoint (MinIO and other S3-compatible
+	// servers) or the Hub's (a mirror, HF_ENDPOINT).
 	Endpoint string
 	// Region of the bucket; empty means the source's or the SDK's default.
 	Region string
 	// Source names an entry of the agent's sources file (endpoint + credentials).
 	Source string
-	// Revision pins an exact manifest digest; empty means "what the bucket holds".
+	// Revision pins an exact manifest digest; empty means "what the source holds".
 	Revision string
+	// Include and Exclude select the model's files (comma-separated
+	// patterns, see Filter): "*.safetensors,*.json" and "original/" keep
+	// the weights and configs a repo carries, not its .bin duplicates.
+	Include, Exclude string
 }
+
+// SchemeHF marks a Hugging Face Hub ref.
+const SchemeHF = "hf"
 
 // bucketRE follows the S3 bucket naming rules loosely enough for
 // S3-compatible servers (dots, underscores) yet refuses anything path-like.
@@ -41,6 +60,13 @@ var bucketRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{2,254}$`)
 var sourceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
 var revisionRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// hfRepoRE is the Hub's repo id, ORG/NAME; hfRevRE a branch, tag or commit
+// (refs/pr/1 has slashes). Both need no escaping in a URL path.
+var (
+	hfRepoRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$`)
+	hfRevRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+)
 
 // userinfoRE finds credentials pasted into a URL, so errors never echo them.
 var userinfoRE = regexp.MustCompile(`(://)[^/?&@]*@`)
@@ -54,7 +80,9 @@ func ParseRef(s string) (Ref, error) {
 	var secrets []string
 	for _, m := range userinfoRE.FindAllString(s, -1) {
 		if secret := strings.TrimPrefix(m, "://"); secret != "@" {
-			secrets = append(secrets, secret)
+			// With and without its "@": "hf://u:key@org/m" reads as a repo
+			// "u:key" and a revision, which messages would echo.
+			secrets = append(secrets, secret, strings.TrimSuffix(secret, "@"))
 		}
 	}
 	bad := func(format string, a ...any) (Ref, error) {
@@ -66,31 +94,45 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("%w %s", ErrInvalidRef, msg)
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX", ErrInvalidRef)
+		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX or hf://ORG/NAME[@REVISION]", ErrInvalidRef)
 	}
 	if strings.ContainsRune(s, 0) {
 		return bad("contains a NUL byte")
 	}
-	rest, ok := strings.CutPrefix(s, "s3://")
-	if !ok {
-		return bad("want s3://BUCKET/PREFIX")
-	}
-	rest, query, _ := strings.Cut(rest, "?")
-	bucket, prefix, _ := strings.Cut(rest, "/")
-	if !bucketRE.MatchString(bucket) {
-		return bad("bucket name %q is not valid", bucket)
-	}
-	prefix, err := url.PathUnescape(prefix)
-	if err != nil {
-		return bad("prefix: %v", err)
-	}
-	prefix = strings.TrimSuffix(prefix, "/")
-	if prefix != "" {
-		if err := checkRelPath(prefix); err != nil {
-			return bad("prefix %v", err)
+	var r Ref
+	var query string
+	if rest, ok := strings.CutPrefix(s, "hf://"); ok {
+		rest, query, _ = strings.Cut(rest, "?")
+		repo, at, hasAt := strings.Cut(rest, "@")
+		if !hfRepoRE.MatchString(repo) || strings.Contains(repo, "..") {
+			return bad("repo %q: want ORG/NAME of letters, digits, '.', '_' and '-'", repo)
 		}
+		if hasAt && (!hfRevRE.MatchString(at) || strings.Contains(at, "..") || strings.Contains(at, "//") || strings.HasSuffix(at, "/")) {
+			return bad("revision %q: want a branch, tag or commit", at)
+		}
+		r = Ref{Scheme: SchemeHF, Repo: repo, At: at}
+	} else {
+		rest, ok := strings.CutPrefix(s, "s3://")
+		if !ok {
+			return bad("want s3://BUCKET/PREFIX or hf://ORG/NAME[@REVISION]")
+		}
+		rest, query, _ = strings.Cut(rest, "?")
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		if !bucketRE.MatchString(bucket) {
+			return bad("bucket name %q is not valid", bucket)
+		}
+		prefix, err := url.PathUnescape(prefix)
+		if err != nil {
+			return bad("prefix: %v", err)
+		}
+		prefix = strings.TrimSuffix(prefix, "/")
+		if prefix != "" {
+			if err := checkRelPath(prefix); err != nil {
+				return bad("prefix %v", err)
+			}
+		}
+		r = Ref{Bucket: bucket, Prefix: prefix}
 	}
-	r := Ref{Bucket: bucket, Prefix: prefix}
 	if query != "" {
 		vals, err := url.ParseQuery(query)
 		if err != nil {
@@ -104,6 +146,9 @@ func ParseRef(s string) (Ref, error) {
 				return bad("%v", err)
 			}
 		}
+	}
+	if r.Scheme == SchemeHF && r.Region != "" {
+		return bad("region is an S3 option; a Hub ref has none")
 	}
 	return r, nil
 }
@@ -136,8 +181,18 @@ func (r *Ref) SetOption(key, val string) error {
 			return fmt.Errorf("revision %q: want 16 lowercase hex digits (a manifest digest)", val)
 		}
 		r.Revision = val
+	case "include", "exclude":
+		pats := SplitPatterns(val)
+		if _, err := NewFilter(pats, nil); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if key == "include" {
+			r.Include = strings.Join(pats, ",")
+		} else {
+			r.Exclude = strings.Join(pats, ",")
+		}
 	default:
-		return fmt.Errorf("unknown option %q (known: endpoint, region, source, revision)", key)
+		return fmt.Errorf("unknown option %q (known: endpoint, region, source, revision, include, exclude)", key)
 	}
 	return nil
 }
@@ -168,11 +223,20 @@ func redactURL(s string) string {
 // String is the canonical string form; ParseRef(r.String()) == r.
 func (r Ref) String() string {
 	var b strings.Builder
-	b.WriteString("s3://")
-	b.WriteString(r.Bucket)
-	if r.Prefix != "" {
-		b.WriteByte('/')
-		b.WriteString((&url.URL{Path: r.Prefix}).EscapedPath())
+	if r.Scheme == SchemeHF {
+		b.WriteString("hf://")
+		b.WriteString(r.Repo)
+		if r.At != "" {
+			b.WriteByte('@')
+			b.WriteString(r.At)
+		}
+	} else {
+		b.WriteString("s3://")
+		b.WriteString(r.Bucket)
+		if r.Prefix != "" {
+			b.WriteByte('/')
+			b.WriteString((&url.URL{Path: r.Prefix}).EscapedPath())
+		}
 	}
 	var opts []string
 	add := func(k, v string) {
@@ -184,12 +248,30 @@ func (r Ref) String() string {
 	add("region", r.Region)
 	add("revision", r.Revision)
 	add("source", r.Source)
+	add("include", r.Include)
+	add("exclude", r.Exclude)
 	sort.Strings(opts)
 	if len(opts) > 0 {
 		b.WriteByte('?')
 		b.WriteString(strings.Join(opts, "&"))
 	}
 	return b.String()
+}
+
+// Filter is the ref's include and exclude patterns, compiled.
+func (r Ref) Filter() (Filter, error) {
+	return NewFilter(SplitPatterns(r.Include), SplitPatterns(r.Exclude))
+}
+
+// SplitPatterns splits a comma-separated list of patterns, dropping blanks.
+func SplitPatterns(s string) []string {
+	var out []string
+	for p := range strings.SplitSeq(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Location is the ref without its revision: the place models are read from.
@@ -213,6 +295,15 @@ func (r Ref) ID() string {
 // download only within one scope, because an ETag is what a server says,
 // not a property of the bytes: another server can list any ETag it likes.
 func (r Ref) Scope() string {
+	if r.Scheme == SchemeHF {
+		switch {
+		case r.Source != "":
+			return "hf:source=" + r.Source + "/" + r.Repo
+		case r.Endpoint != "":
+			return "hf:endpoint=" + r.Endpoint + "/" + r.Repo
+		}
+		return "hf/" + r.Repo
+	}
 	switch {
 	case r.Source != "":
 		return "source=" + r.Source + "/" + r.Bucket

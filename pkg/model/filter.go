@@ -1,4 +1,4 @@
-package source
+package model
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ const (
 )
 
 // ErrInvalidPattern marks an include or exclude pattern that is refused.
-var ErrInvalidPattern = errors.New("source: invalid pattern")
+var ErrInvalidPattern = errors.New("model: invalid pattern")
 
 // Filter selects a model's files by include and exclude patterns, matched
 // as huggingface_hub matches allow_patterns and ignore_patterns, so a
