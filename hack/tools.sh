@@ -53,6 +53,30 @@ apt_ensure() {
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null; }
 }
 
+# npm_ensure PACKAGE VERSION: install an npm package into $BIN/hfjs (npm
+# --prefix, so node_modules lands there and nothing global changes) when it
+# is missing or another version. The version is read back from its
+# package.json, as ensure reads it from a Go binary.
+npm_ensure() {
+	local pkg=$1 version=$2 dir=$BIN/hfjs have=""
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+		echo "tools: node and npm missing; install Node.js 20 or later (with npm) for $pkg, which internal/hubtest's oracle test runs" >&2
+		return 1
+	fi
+	local manifest=$dir/node_modules/$pkg/package.json
+	if [[ -f $manifest ]]; then
+		have=$(node -p 'require(process.argv[1]).version' "$manifest" 2>/dev/null || true)
+	fi
+	if [[ $have == "$version" ]]; then
+		echo "tools: $pkg $version present"
+		return 0
+	fi
+	echo "tools: installing $pkg $version${have:+ (have $have)}"
+	mkdir -p "$dir"
+	npm install --no-audit --no-fund --prefix "$dir" "$pkg@$version" >/dev/null
+	echo "tools: $pkg $version installed"
+}
+
 mode=${1:-}
 case $mode in
 "" | bench | s3) ;;
@@ -73,6 +97,8 @@ apt_ensure jq jq # hack/kube-build.sh reads the module graph with it
 "$REPO/hack/kube-build.sh" kube-apiserver kubectl
 # internal/charttest: helm lint and helm template of charts/modelcache.
 ensure helm helm.sh/helm/v3/cmd/helm v3.22.0
+# internal/hubtest: the official JS Hub client checks the fixture Hub.
+npm_ensure @huggingface/hub 2.17.5
 if [[ $mode == bench ]]; then
 	ensure rclone github.com/rclone/rclone v1.76.0
 fi
