@@ -12,9 +12,11 @@
 package hubtest
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -128,6 +130,14 @@ func (h *Hub) repo(name string) *repo {
 // directory fails the test.
 func (h *Hub) Commit(repo, branch string, files map[string]File) string {
 	h.t.Helper()
+	if err := checkRepo(repo); err != nil {
+		h.t.Fatal(err)
+		return ""
+	}
+	if branch == "" {
+		h.t.Fatalf("hubtest: Commit to %s: empty branch name", repo)
+		return ""
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.repo(repo)
@@ -153,6 +163,16 @@ func (h *Hub) Commit(repo, branch string, files map[string]File) string {
 	return c.sha
 }
 
+// checkRepo accepts "org/name", the only form the routes (and the JS
+// client, for models) take.
+func checkRepo(name string) error {
+	org, model, ok := strings.Cut(name, "/")
+	if !ok || org == "" || model == "" || strings.Contains(model, "/") {
+		return fmt.Errorf("hubtest: repo %q is not ORG/NAME", name)
+	}
+	return nil
+}
+
 // Tag points tag at commit, a sha Commit returned for repo.
 func (h *Hub) Tag(repo, tag, commit string) {
 	h.t.Helper()
@@ -172,6 +192,10 @@ func (h *Hub) Tag(repo, tag, commit string) {
 // before.
 func (h *Hub) SetAccess(repo string, a Access, tokens ...string) {
 	h.t.Helper()
+	if err := checkRepo(repo); err != nil {
+		h.t.Fatal(err)
+		return
+	}
 	if a != Public && a != Private && a != Gated {
 		h.t.Fatalf("hubtest: SetAccess %s: unknown access %d", repo, a)
 		return
