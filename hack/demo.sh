@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a local S3 server and a cache agent in a temp dir. Fetches a
 # small model, changes one of its files, fetches the new revision (only the
-# changed file is downloaded; the rest is shared on disk) and shows status.
+# changed file is downloaded; the rest is shared on disk), fetches a second
+# model from a local Hugging Face Hub (gated, a selection of its files) and
+# shows status.
 # As root it then does the main job: it starts the CSI plugin and, over its
 # gRPC socket as kubelet would, publishes the model as a pod's inline volume,
 # reads it through the read-only bind mount and unpublishes it (bind mounts
@@ -46,10 +48,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 start=$SECONDS
-log "building cache-agent, s3-mem and s3-seed$($ROOT && echo ", csi-plugin and csi-call")"
+log "building cache-agent, s3-mem, hub-mem and s3-seed$($ROOT && echo ", csi-plugin and csi-call")"
 # One go build for the main module's programs, so their packages compile in
 # parallel; CACHE_AGENT names a cache-agent to use instead of building one.
-progs=(./hack/s3-mem)
+progs=(./hack/s3-mem ./hack/hub-mem)
 [[ -z ${CACHE_AGENT:-} ]] && progs+=(./cmd/cache-agent)
 $ROOT && progs+=(./cmd/csi-plugin ./hack/csi-call)
 (cd "$REPO" && go build -o "$BIN/" "${progs[@]}") || die "go build ${progs[*]} failed"
@@ -88,7 +90,36 @@ log "s3-mem listening on $S3_ENDPOINT"
 log "uploading model s3://demo/tiny-llm: 3 x 24 MiB weights, config.json, tokenizer.json"
 seed
 
+# A second model, from a Hugging Face Hub: hub-mem serves a gated repo
+# made of these files (the Hub fixture the tests check against the official
+# JS client). Weights are LFS files, redirected to its CDN.
+HUB_REPO=demo-org/tiny-llm
+mkdir -p "$WORK/hub-model/original"
+for i in 1 2; do
+	head -c $((16 << 20)) /dev/urandom >"$WORK/hub-model/model-0000$i-of-00002.safetensors"
+done
+head -c $((8 << 20)) /dev/urandom >"$WORK/hub-model/pytorch_model.bin"
+head -c $((4 << 20)) /dev/urandom >"$WORK/hub-model/original/consolidated.00.pth"
+echo '{"architectures":["LlamaForCausalLM"]}' >"$WORK/hub-model/config.json"
+log "starting hub-mem, a Hugging Face Hub serving the gated repo $HUB_REPO (2 x 16 MiB safetensors, an 8 MiB .bin, original/, config.json)"
+"$BIN/hub-mem" --repo "$HUB_REPO" --dir "$WORK/hub-model" --token hf_demo \
+	--endpoint-file "$WORK/hub.endpoint" >"$WORK/hub-mem.log" 2>&1 &
+OWNED_PIDS+=("$!")
+for _ in $(seq 100); do
+	[[ -s $WORK/hub.endpoint ]] && break
+	kill -0 "$!" 2>/dev/null || die "hub-mem exited (log: $WORK/hub-mem.log)"
+	sleep 0.1
+done
+HUB_ENDPOINT=$(cat "$WORK/hub.endpoint" 2>/dev/null) || die "hub-mem did not start in 10s"
+indent <"$WORK/hub-mem.log"
+
 write_sources "$WORK/sources.yaml" "$S3_ENDPOINT"
+cat >>"$WORK/sources.yaml" <<YAML
+  hub:
+    type: hf
+    endpoint: $HUB_ENDPOINT
+    token: hf_demo
+YAML
 SOCK=$WORK/agent.sock
 log "starting cache-agent serve (capacity 1GiB, log $WORK/agent.log)"
 start_agent "$WORK/cache" "$SOCK" 1GiB "$WORK/sources.yaml" "$WORK/agent.log"
@@ -101,6 +132,22 @@ seed --mutate-one
 
 log "cache-agent prefetch '$REF' --wait  (lists again: new revision, one file fetched)"
 "$CACHE_AGENT" prefetch "$REF" --socket "$SOCK" --wait --timeout 2m | indent
+
+HF_REF="hf://$HUB_REPO@main?source=hub&include=*.safetensors,*.json"
+log "cache-agent prefetch '$HF_REF' --wait  (only the safetensors and config: not the .bin nor original/)"
+"$CACHE_AGENT" prefetch "$HF_REF" --socket "$SOCK" --wait --timeout 2m | tee "$WORK/hf-prefetch.out" | indent
+HF_DIR=$(grep -o '/[^ ]*$' "$WORK/hf-prefetch.out" | tail -n1)
+[[ -d $HF_DIR ]] || die "no model directory in the prefetch output"
+log "the Hub model in the cache: ls -l $HF_DIR"
+# shellcheck disable=SC2012 # ls -l is the point
+ls -l "$HF_DIR" | indent
+[[ ! -e $HF_DIR/pytorch_model.bin && ! -e $HF_DIR/original ]] || die "the excluded files are in the model"
+hub_file=model-00001-of-00002.safetensors
+cached=$(sha256sum <"$HF_DIR/$hub_file" | cut -d' ' -f1)
+published=$(sha256sum <"$WORK/hub-model/$hub_file" | cut -d' ' -f1)
+echo "    $cached  $hub_file in the cache (checked against the SHA-256 the Hub published)"
+echo "    $published  the repo's file"
+[[ $cached == "$published" ]] || die "the cached file differs from the repo's"
 
 log "cache-agent status"
 "$CACHE_AGENT" status --socket "$SOCK"

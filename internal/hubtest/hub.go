@@ -75,7 +75,7 @@ type Hub struct {
 	URL string // http://127.0.0.1:PORT, no trailing slash: the hub endpoint
 	CDN string // http://127.0.0.1:PORT, another origin, where LFS files redirect
 
-	t        testing.TB
+	t        failer
 	mu       sync.Mutex
 	repos    map[string]*repo
 	pageSize int
@@ -94,19 +94,41 @@ type repo struct {
 	endless  bool
 }
 
+// failer is what the Hub needs of a testing.TB: misuse fails the test (or,
+// outside a test, panics: see NewServer).
+type failer interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // Start runs the Hub on one loopback listener and its CDN on another (a
 // different port is a different origin, so clients must drop Authorization
 // on the redirect); both stop when the test ends.
 func Start(t testing.TB) *Hub {
 	t.Helper()
-	h := &Hub{t: t, repos: map[string]*repo{}, pageSize: 2}
-	hub := httptest.NewServer(http.HandlerFunc(h.serveHub))
-	t.Cleanup(hub.Close)
-	cdn := httptest.NewServer(http.HandlerFunc(h.serveCDN))
-	t.Cleanup(cdn.Close)
-	h.URL, h.CDN = hub.URL, cdn.URL
+	h, stop := start(t)
+	t.Cleanup(stop)
 	return h
 }
+
+// NewServer is Start outside a test (make demo's Hub, hack/hub-mem): misuse
+// of Commit, Tag or SetAccess panics. stop closes both listeners.
+func NewServer() (h *Hub, stop func()) { return start(panicker{}) }
+
+func start(t failer) (*Hub, func()) {
+	h := &Hub{t: t, repos: map[string]*repo{}, pageSize: 2}
+	hub := httptest.NewServer(http.HandlerFunc(h.serveHub))
+	cdn := httptest.NewServer(http.HandlerFunc(h.serveCDN))
+	h.URL, h.CDN = hub.URL, cdn.URL
+	return h, func() { hub.Close(); cdn.Close() }
+}
+
+type panicker struct{}
+
+func (panicker) Helper()                           {}
+func (panicker) Fatal(args ...any)                 { panic(fmt.Sprint(args...)) }
+func (panicker) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
 
 // repo returns the named repository, creating it (public, empty); h.mu
 // must be held.

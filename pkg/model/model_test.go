@@ -144,3 +144,14 @@ func TestDigestReaderShortInput(t *testing.T) {
 		t.Fatal("long input accepted")
 	}
 }
+
+func TestRefStringKeepsPatternsReadable(t *testing.T) {
+	r, err := model.ParseRef("hf://org/m@main?include=*.safetensors,*.json&exclude=original/,a%26b&source=hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "hf://org/m@main?exclude=original/,a%26b&include=*.safetensors,*.json&source=hub"
+	if got := r.String(); got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}

@@ -248,12 +248,31 @@ func (r Ref) String() string {
 	add("region", r.Region)
 	add("revision", r.Revision)
 	add("source", r.Source)
-	add("include", r.Include)
-	add("exclude", r.Exclude)
+	// Patterns keep their '*', ',' and '/' readable in status and events.
+	// (Only theirs: the other options' escaping is part of existing IDs.)
+	for k, v := range map[string]string{"include": r.Include, "exclude": r.Exclude} {
+		if v != "" {
+			opts = append(opts, k+"="+escapePatterns(v))
+		}
+	}
 	sort.Strings(opts)
 	if len(opts) > 0 {
 		b.WriteByte('?')
 		b.WriteString(strings.Join(opts, "&"))
+	}
+	return b.String()
+}
+
+// escapePatterns query-escapes v except the characters patterns are made
+// of that a query value may hold as they are.
+func escapePatterns(v string) string {
+	var b strings.Builder
+	for _, c := range []byte(v) {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~*,/:!", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
 	}
 	return b.String()
 }
