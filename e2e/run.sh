@@ -3,12 +3,13 @@
 #   1. e2e/up.sh: etcd, kube-apiserver, kcm, scheduler, containerd, kubelet
 #      (Kubernetes built from source by hack/kube-build.sh, cached in the Go build cache)
 #   2. the modelcache image (hack/image.sh, an OCI tar, no Docker engine) → containerd
-#   3. versitygw (hack/tools.sh) as S3 on loopback; the sources Secret naming it
+#   3. versitygw (hack/tools.sh) as S3 and hack/hub-mem as a Hugging Face Hub
+#      (a gated repo), both on loopback; the sources Secret naming them
 #   4. helm install charts/modelcache -f deploy/e2e/values.yaml (or, with
 #      E2E_INSTALL=kustomize, kubectl apply -k deploy/e2e); wait for the DaemonSet
 #   5. go test -tags e2e ./e2e (the assertions; the suite uploads its models)
 #   6. on failure: logs of plugin, agent, kubelet, containerd; then e2e/down.sh --purge
-# Env: E2E_KEEP=1 leaves the cluster running, versitygw stopped (its sources
+# Env: E2E_KEEP=1 leaves the cluster running, versitygw and hub-mem stopped (its sources
 #      Secret then points at a closed port; then: e2e/down.sh --purge);
 #      E2E_RUN=REGEX passes -run to go test;
 #      E2E_INSTALL=helm (default) or kustomize: how modelcache is installed.
@@ -53,7 +54,7 @@ dump() {
 	done
 	echo "---------------- events (default and $NS)"
 	kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 40 || true
-	for f in kubelet containerd versitygw; do
+	for f in kubelet containerd versitygw hub-mem; do
 		[[ -f $d/$f.log ]] || continue
 		echo "---------------- $f.log (last 60 lines, errors and csi first)"
 		grep -iE 'csi|modelcache|error|fail' "$d/$f.log" | tail -n 40 || true
@@ -115,6 +116,25 @@ step "versitygw"
 mkdir -p "$E2E_DIR/logs"
 start_versitygw "$E2E_DIR/s3" "$E2E_DIR/logs/versitygw.log"
 SLOW_ADDR=127.0.0.1:$(free_port)
+
+step "hub-mem (a Hugging Face Hub with the gated repo e2e-org/tiny-llm)"
+HUB_DIR=$E2E_DIR/hub-model
+rm -rf "$HUB_DIR" && mkdir -p "$HUB_DIR/tokenizer"
+head -c $((24 << 20)) /dev/urandom >"$HUB_DIR/model.safetensors"
+head -c $((6 << 20)) /dev/urandom >"$HUB_DIR/pytorch_model.bin" # excluded by the test's ref
+echo '{"architectures":["LlamaForCausalLM"]}' >"$HUB_DIR/config.json"
+echo '{"a":1}' >"$HUB_DIR/tokenizer/vocab.json"
+go build -o "$BIN/hub-mem" ./hack/hub-mem
+rm -f "$E2E_DIR/hub.endpoint"
+"$BIN/hub-mem" --repo e2e-org/tiny-llm --dir "$HUB_DIR" --token hf_e2e \
+	--endpoint-file "$E2E_DIR/hub.endpoint" >"$E2E_DIR/logs/hub-mem.log" 2>&1 &
+OWNED_PIDS+=("$!")
+for _ in $(seq 100); do
+	[[ -s $E2E_DIR/hub.endpoint ]] && break
+	sleep 0.1
+done
+HUB_ENDPOINT=$(cat "$E2E_DIR/hub.endpoint" 2>/dev/null) || die "hub-mem did not start (log: $E2E_DIR/logs/hub-mem.log)"
+
 src=$E2E_DIR/sources.yaml
 cat >"$src" <<YAML
 sources:
@@ -131,6 +151,10 @@ sources:
     pathStyle: true
     accessKeyID: $S3_ACCESS
     secretAccessKey: $S3_SECRET
+  hub:
+    type: hf
+    endpoint: $HUB_ENDPOINT
+    token: hf_e2e
 YAML
 
 if [[ $E2E_INSTALL == helm ]]; then
@@ -162,6 +186,6 @@ step "modelcache.csi.io registered on $node"
 
 step "go test -tags e2e ./e2e"
 MODELCACHE_E2E_S3=$VGW_ENDPOINT MODELCACHE_E2E_S3_ACCESS=$S3_ACCESS MODELCACHE_E2E_S3_SECRET=$S3_SECRET \
-	MODELCACHE_E2E_SLOW_ADDR=$SLOW_ADDR MODELCACHE_E2E_AGENT_SOCKET=$E2E_DIR/run/modelcache/agent.sock \
+	MODELCACHE_E2E_SLOW_ADDR=$SLOW_ADDR MODELCACHE_E2E_HUB_DIR=$HUB_DIR MODELCACHE_E2E_AGENT_SOCKET=$E2E_DIR/run/modelcache/agent.sock \
 	MODELCACHE_E2E_KUBELET_ROOT=$E2E_DIR/kubelet MODELCACHE_E2E_PLUGIN_METRICS=http://127.0.0.1:19091/metrics MODELCACHE_E2E_KUBECTL=$KUBECTL \
 	go test -tags e2e -count=1 -v -timeout 20m ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/

@@ -1,0 +1,42 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHubModel mounts a Hugging Face Hub model in a pod: hub-mem (e2e/run.sh)
+// serves the gated repo e2e-org/tiny-llm, made of the files in
+// MODELCACHE_E2E_HUB_DIR, to the agent's source "hub" (which holds the
+// token). The ref leaves out the repo's .bin duplicate.
+func TestHubModel(t *testing.T) {
+	e := newEnv(t)
+	t.Cleanup(e.deleteTestPods)
+	dir := mustEnv(t, "MODELCACHE_E2E_HUB_DIR")
+	want := &testModel{files: map[string][]byte{}}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, ".bin") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		want.files[filepath.ToSlash(rel)] = b
+		return err
+	})
+	if err != nil || len(want.files) == 0 {
+		t.Fatalf("read the repo's files in %s: %v (%d files)", dir, err, len(want.files))
+	}
+	ref := "hf://e2e-org/tiny-llm@main?source=hub&exclude=*.bin"
+	p, d := e.createAndWaitReady(t, modelPod("hub-cold", ref), 3*time.Minute)
+	t.Logf("hub-cold Ready after %.3fs (%s from the Hub)", d.Seconds(), mib(want.size()))
+	e.checkReader(t, p.Name, want)
+	if pins := e.pinsOn(t, ref); len(pins) != 1 {
+		t.Errorf("agent pins on %s with one pod mounting it: %q", ref, pins)
+	}
+}
