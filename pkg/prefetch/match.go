@@ -52,11 +52,7 @@ func ParseAnnotation(v string) ([]model.Ref, []error) {
 	var refs []model.Ref
 	var errs []error
 	seen := map[string]bool{}
-	for _, part := range strings.Split(v, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
+	for _, part := range splitRefs(v) {
 		r, err := model.ParseRef(part)
 		if err != nil {
 			errs = append(errs, err)
@@ -68,9 +64,41 @@ func ParseAnnotation(v string) ([]model.Ref, []error) {
 		}
 	}
 	if len(refs) == 0 && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX[, s3://…]", model.ErrInvalidRef))
+		errs = append(errs, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX or hf://ORG/NAME[, …]", model.ErrInvalidRef))
 	}
 	return refs, errs
+}
+
+// splitRefs splits a comma-separated list of refs. A piece that does not
+// start a ref ("SCHEME://") continues the one before it: refs hold commas
+// of their own, in include and exclude patterns
+// ("hf://org/m?include=*.safetensors,*.json").
+func splitRefs(v string) []string {
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		p := strings.TrimSpace(part)
+		switch {
+		case p == "":
+		case len(out) > 0 && !startsRef(p):
+			out[len(out)-1] += "," + p
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func startsRef(s string) bool {
+	scheme, _, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return false
+	}
+	for _, c := range scheme {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // Fits says whether a pod with spec could be scheduled on node as far as

@@ -89,6 +89,18 @@ func TestParseAnnotationAndLabelKey(t *testing.T) {
 	}
 }
 
+// Patterns hold commas too: a piece that does not start a ref continues the
+// ref before it.
+func TestParseAnnotationWithPatterns(t *testing.T) {
+	refs, errs := ParseAnnotation("hf://org/m@main?include=*.safetensors,*.json&exclude=original/, s3://bkt/m?include=a/,b/ ,hf://org/n")
+	if len(errs) != 0 || len(refs) != 3 {
+		t.Fatalf("refs %v errs %v", refs, errs)
+	}
+	if refs[0].Include != "*.safetensors,*.json" || refs[0].Exclude != "original/" || refs[1].Include != "a/,b/" || refs[2].Repo != "org/n" {
+		t.Errorf("refs %+v", refs)
+	}
+}
+
 func TestNodePatch(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 		Labels:      map[string]string{"keep": "x", LabelPrefix + "aaaaaaaaaaaaaaaa": "ready", LabelPrefix + "bbbbbbbbbbbbbbbb": "ready"},
