@@ -13,10 +13,11 @@
 #   rev      a second revision sharing 3 of the 4 big files: bytes and time
 #   warm     first read of a held model after a dropped page cache, and
 #            after `prefetch --warm-page-cache`
+#   hub      a cold hf:// fetch against the official JS client (bench/hub.sh)
 #   publish  warm CSI publish latency (bench/publish.sh)
 #
 #   RUNS=5           rounds; each tool runs once per round, medians reported
-#   SECTIONS="cold many rev warm publish"   a subset while iterating
+#   SECTIONS="cold many rev warm hub publish"   a subset while iterating
 #   TOOLS="modelcache rclone ..."           the downloaders of cold and many
 #   BENCH_SIZE=1GiB  size of each big file (64MiB for a smoke run, which also
 #                    makes the many-file model 200 files, 128 MiB)
@@ -33,12 +34,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 source "$REPO/bench/lib.sh"
 # shellcheck source=bench/sections.sh
 source "$REPO/bench/sections.sh"
+# shellcheck source=bench/hub.sh
+source "$REPO/bench/hub.sh"
 
 RUNS=${RUNS:-5}
 BENCH_SIZE=${BENCH_SIZE:-1GiB}
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/modelcache-bench}
 DROP_CACHES=${DROP_CACHES:-1}
-read -r -a SECTIONS <<<"${SECTIONS:-cold many rev warm publish}"
+read -r -a SECTIONS <<<"${SECTIONS:-cold many rev warm hub publish}"
 BUCKET=bench
 # The default data sets are the ones docs/benchmarks.md describes; other sizes get
 # their own prefixes so a smoke run does not destroy the big ones.
@@ -118,6 +121,7 @@ if has many; then
 fi
 if has rev; then bench_revision; fi
 if has warm; then bench_warm; fi
+if has hub; then bench_hub; fi
 stop_all
 
 mkdir -p "$REPO/_output"
@@ -128,7 +132,7 @@ OUT=$REPO/_output/bench.md
 	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
 		"Linux $(uname -r), $(go version | awk '{ print $3 }'), versitygw v1.8.0 on loopback, cache-agent $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')."
 	echo
-	for s in cold many rev warm; do
+	for s in cold many rev warm hub; do
 		[[ ! -f $RUN/table-$s ]] || cat "$RUN/table-$s"
 	done
 	echo "Peak RSS: the agent's VmHWM for modelcache, the process's maxrss for the others."
