@@ -397,7 +397,7 @@ func TestSourceChecksumVerified(t *testing.T) {
 		t.Fatalf("published checksum that matches: %v", err)
 	}
 	_, err = e.ensure(t, "s3://bkt/bad?endpoint="+e.attacker.Endpoint, nil)
-	if !errors.Is(err, fetch.ErrChanged) || !strings.Contains(err.Error(), "SHA-256 expected for the object") {
+	if !errors.Is(err, fetch.ErrChanged) || !strings.Contains(err.Error(), "SHA-256 expected for the file") {
 		t.Fatalf("published checksum that does not match: %v", err)
 	}
 	t.Log(err)
