@@ -117,6 +117,24 @@ func TestFetchHubSHA256Mismatch(t *testing.T) {
 	})
 }
 
+// A small git file (a config) has only its git blob id; bytes that do not
+// have it fail the download too.
+func TestFetchHubGitBlobMismatch(t *testing.T) {
+	hub, store, f := hubEnv(t, "")
+	files := hubFiles()
+	hub.Commit("org/llm", "main", files)
+	hub.Corrupt("org/llm", "config.json", []byte(`{"architectures":["EvilaForCausalLM"]}`) // same length)
+	ref := mustRef(t, "hf://org/llm?source=hub&include=*.json")
+	m, err := f.List(context.Background(), ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.Fetch(context.Background(), ref, nil, m, store, nil)
+	if !errors.Is(err, fetch.ErrChanged) || !strings.Contains(err.Error(), "git blob id") {
+		t.Fatalf("corrupt git file: %v; want ErrChanged about its git blob id", err)
+	}
+}
+
 // A hit checks the volume's own token: a Hub model cached by one tenant
 // is not served to a volume whose token may not read it.
 func TestHubAccessWithVolumeToken(t *testing.T) {

@@ -87,8 +87,12 @@ func TestListPagesStayOnTheEndpoint(t *testing.T) {
 	}))
 	defer other.Close()
 	for name, link := range map[string]func(host string) string{
-		"another host": func(string) string { return "<" + other.URL + "/api/models/org/model/tree/" + commit + "?cursor=2>; rel=\"next\"" },
-		"another repo": func(h string) string { return "<http://" + h + "/api/models/org/other/tree/" + commit + "?cursor=2>; rel=\"next\"" },
+		"another host": func(string) string {
+			return "<" + other.URL + "/api/models/org/model/tree/" + commit + "?cursor=2>; rel=\"next\""
+		},
+		"another repo": func(h string) string {
+			return "<http://" + h + "/api/models/org/other/tree/" + commit + "?cursor=2>; rel=\"next\""
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := lyingHub(t, func(w http.ResponseWriter, r *http.Request) {

@@ -1,7 +1,10 @@
 package hf
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // Open reads bytes [off, end) of f, as listed in repo at commit, from
@@ -48,7 +52,34 @@ func (c *Client) Open(ctx context.Context, repo, commit string, f model.File, of
 		}
 		return nil, protocolError(where, "read", "%v", err)
 	}
-	return &exactReader{r: resp.Body, left: end - off}, nil
+	r := &exactReader{r: resp.Body, left: end - off}
+	if f.Digest == "" && off == 0 && end == f.Size && f.Size <= maxGitCheck && gitOIDRE.MatchString(f.ETag) {
+		return checkGitBlob(r, f, where)
+	}
+	return r, nil
+}
+
+// maxGitCheck bounds the git files checked against their blob id: they are
+// read whole into memory first, so no byte reaches the cache unchecked.
+// (The Hub keeps files over 10 MB in LFS, which have a SHA-256.)
+const maxGitCheck = 2 << 20
+
+// checkGitBlob reads a small git file whole and checks it against its blob
+// id, the only digest the Hub publishes for it: sha1("blob <size>\0" + bytes).
+func checkGitBlob(r *exactReader, f model.File, where string) (io.ReadCloser, error) {
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	h := sha1.New()
+	fmt.Fprintf(h, "blob %d\x00", len(b))
+	h.Write(b)
+	if got := hex.EncodeToString(h.Sum(nil)); got != f.ETag {
+		return nil, &source.Error{Class: source.ErrChanged, Where: where, Op: "read",
+			Msg: fmt.Sprintf("the bytes served have git blob id %s, the listing said %s", got, f.ETag)}
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
 // statusErr carries a non-success answer to statusError.
