@@ -123,7 +123,7 @@ func TestFetchHubGitBlobMismatch(t *testing.T) {
 	hub, store, f := hubEnv(t, "")
 	files := hubFiles()
 	hub.Commit("org/llm", "main", files)
-	hub.Corrupt("org/llm", "config.json", []byte(`{"architectures":["EvilaForCausalLM"]}`) // same length)
+	hub.Corrupt("org/llm", "config.json", []byte(`{"architectures":["EvilaForCausalLM"]}`)) // same length
 	ref := mustRef(t, "hf://org/llm?source=hub&include=*.json")
 	m, err := f.List(context.Background(), ref, nil)
 	if err != nil {
