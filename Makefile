@@ -39,7 +39,8 @@ test: tools
 FUZZTIME ?= 100000x
 FUZZ_TARGETS := ./pkg/model:FuzzParseRef ./pkg/model:FuzzRelPath ./pkg/model:FuzzDecodeManifest \
 	./pkg/csi:FuzzParseVolumeAttributes ./pkg/csi:FuzzParseSecrets ./pkg/agent:FuzzDecodeRequest \
-	./pkg/fetch:FuzzListObjects ./pkg/model:FuzzFilter ./pkg/source/hf:FuzzTreeEntries
+	./pkg/fetch:FuzzListObjects ./pkg/model:FuzzFilter ./pkg/source/hf:FuzzTreeEntries \
+	./pkg/source/oci:FuzzManifestFiles
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

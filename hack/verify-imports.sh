@@ -65,6 +65,10 @@ rule pkg/agentapi only github.com/cespare/xxhash "$M/pkg/model"
 # calls them. The Hub client needs only the standard library.
 rule pkg/source only github.com/cespare/xxhash "$M/pkg/model"
 rule pkg/source/hf only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source"
+# The registry client is oras-go's: it brings the OCI spec types and
+# x/sync, nothing else (no docker/cli, no credential helpers).
+rule pkg/source/oci only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source" \
+	oras.land/oras-go/v2 github.com/opencontainers/go-digest github.com/opencontainers/image-spec golang.org/x/sync
 # The store knows nothing of S3, Kubernetes or gRPC; the fetcher (which
 # writes into the store) nothing of Kubernetes or gRPC; neither knows who
 # calls it.

@@ -40,8 +40,11 @@ const accessHeads = 8
 // volume a file its keys could not have fetched. The first denial (or
 // missing object) is the answer.
 func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref, creds *model.Credentials) error {
-	if ref.Scheme == model.SchemeHF {
+	switch ref.Scheme {
+	case model.SchemeHF:
 		return f.checkHubAccess(ctx, ref, creds)
+	case model.SchemeOCI:
+		return f.checkOCIAccess(ctx, ref, creds)
 	}
 	t, err := f.target(ctx, ref, creds)
 	if err != nil {

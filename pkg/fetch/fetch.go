@@ -60,13 +60,20 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, creds *model.Credent
 		return nil, Stats{}, fmt.Errorf("fetch: manifest is for %s, not %s", m.Ref, want)
 	}
 	var o origin
-	if ref.Scheme == model.SchemeHF {
+	switch ref.Scheme {
+	case model.SchemeHF:
 		hub, err := f.hubOrigin(ref, creds, m)
 		if err != nil {
 			return nil, Stats{}, err
 		}
 		o = hub
-	} else {
+	case model.SchemeOCI:
+		reg, err := f.ociOrigin(ref, creds, m)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		o = reg
+	default:
 		t, err := f.target(ctx, ref, creds)
 		if err != nil {
 			return nil, Stats{}, err

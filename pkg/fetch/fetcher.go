@@ -239,9 +239,9 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref, creds *model.Creden
 			Msg: fmt.Sprintf("source %q is not in the agent's sources file (%s)", ref.Source, sourceNames(f.sources))}
 	}
 	endpoint, region, pathStyle := ref.Endpoint, ref.Region, ref.Endpoint != ""
-	if named && src.Type == SourceHub {
+	if named && (src.Type == SourceHub || src.Type == SourceOCI) {
 		return nil, &Error{Class: model.ErrInvalidRef, Bucket: ref.Bucket, Key: ref.Prefix,
-			Msg: fmt.Sprintf("source %q is a Hub source (type: hf); an s3:// ref needs an S3 source", ref.Source)}
+			Msg: fmt.Sprintf("source %q is %s; an s3:// ref needs an S3 source", ref.Source, src.kind())}
 	}
 	if named {
 		// A source's credentials go to its own endpoint only: a ref must not

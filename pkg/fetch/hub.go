@@ -31,7 +31,7 @@ func (f *Fetcher) hubModel(ref model.Ref, creds *model.Credentials, revision str
 	case named:
 		if src.Type != SourceHub {
 			return nil, "", &source.Error{Class: model.ErrInvalidRef, Where: where, Op: "list",
-				Msg: fmt.Sprintf("source %q is an S3 source; an hf:// ref needs a source of type: hf", ref.Source)}
+				Msg: fmt.Sprintf("source %q is %s; an hf:// ref needs a source of type: hf", ref.Source, src.kind())}
 		}
 		if ref.Endpoint != "" && ref.Endpoint != src.Endpoint {
 			return nil, "", &source.Error{Class: model.ErrInvalidRef, Where: where, Op: "list",
@@ -68,7 +68,8 @@ func (f *Fetcher) hubModel(ref model.Ref, creds *model.Credentials, revision str
 }
 
 // hubHTTP shares the S3 client's tuned transport (pooled connections, no
-// transparent gzip, no HTTP/2, the stall timeout for headers).
+// transparent gzip, no HTTP/2, the stall timeout for headers) with the
+// Hub's and the registries' clients.
 func (f *Fetcher) hubHTTP() *http.Client {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -92,6 +93,13 @@ func (f *Fetcher) listHub(ctx context.Context, ref model.Ref, creds *model.Crede
 	if err != nil {
 		return nil, err
 	}
+	return f.listSource(ctx, ref, m)
+}
+
+// listSource lists a source.Source into the manifest of ref: filtered by
+// its patterns, with the source's revision (SourceRevision) for the
+// download to read.
+func (f *Fetcher) listSource(ctx context.Context, ref model.Ref, m source.Source) (*model.Manifest, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, f.listTimeout, errListTimeout)
 	defer cancel()
 	l, err := m.List(ctx)
@@ -159,6 +167,12 @@ func (f *Fetcher) checkHubAccess(ctx context.Context, ref model.Ref, creds *mode
 	if err != nil {
 		return err
 	}
+	return f.checkSourceAccess(ctx, m, func(rev string) string { return "hf://" + ref.Repo + "@" + rev })
+}
+
+// checkSourceAccess lists m and reads the first byte of its first
+// non-empty file; base names the listed revision in messages.
+func (f *Fetcher) checkSourceAccess(ctx context.Context, m source.Source, base func(revision string) string) error {
 	l, err := m.List(ctx)
 	if err != nil {
 		return err
@@ -167,7 +181,7 @@ func (f *Fetcher) checkHubAccess(ctx context.Context, ref model.Ref, creds *mode
 		if fl.Size == 0 {
 			continue
 		}
-		o := srcOrigin{src: m, base: "hf://" + ref.Repo + "@" + l.Revision}
+		o := srcOrigin{src: m, base: base(l.Revision)}
 		return f.retry(ctx, o, fl.Path, func() error {
 			r, err := m.Open(ctx, fl, 0, 1)
 			if err != nil {

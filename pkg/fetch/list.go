@@ -26,8 +26,11 @@ import (
 // listing costs a bounded amount of memory and time. creds, when not nil,
 // are a volume's keys, used instead of the source's own.
 func (f *Fetcher) List(ctx context.Context, ref model.Ref, creds *model.Credentials) (*model.Manifest, error) {
-	if ref.Scheme == model.SchemeHF {
+	switch ref.Scheme {
+	case model.SchemeHF:
 		return f.listHub(ctx, ref, creds)
+	case model.SchemeOCI:
+		return f.listOCI(ctx, ref, creds)
 	}
 	t, err := f.target(ctx, ref, creds)
 	if err != nil {

@@ -24,7 +24,8 @@ import (
 // credentials for it. A ref selects one with ?source=NAME. Its String,
 // GoString and LogValue never show secrets, so a Source can be logged.
 type Source struct {
-	// Type is SourceS3 ("" too) or SourceHub (hf:// refs).
+	// Type is SourceS3 ("" too), SourceHub (hf:// refs) or SourceOCI
+	// (oci:// refs).
 	Type string
 	// Endpoint of an S3-compatible server (http(s)://HOST[:PORT]); empty
 	// means AWS S3. For a Hub source, a mirror of the Hub's API
@@ -48,6 +49,16 @@ type Source struct {
 	// Token (HF_TOKEN) or TokenFile: a Hub source's access token for
 	// private and gated repos; the file is read again for every listing.
 	Token, TokenFile string
+	// Registry is an OCI source's HOST[:PORT]: the only registry its
+	// credentials go to, and that oci:// refs naming the source must name.
+	Registry string
+	// Username and Password (or PasswordFile, read again for every
+	// listing): an OCI source's registry login, for its basic auth or its
+	// token service. Neither: anonymous.
+	Username, Password, PasswordFile string
+	// PlainHTTP talks http:// to an OCI source's registry (one inside the
+	// cluster without TLS); refs without a source always use HTTPS.
+	PlainHTTP bool
 	// Namespaces, if set, are the only namespaces whose volumes may use the
 	// source (and so the agent's credentials for it). Empty: every namespace.
 	Namespaces []string
@@ -57,6 +68,7 @@ type Source struct {
 const (
 	SourceS3  = "s3"
 	SourceHub = "hf"
+	SourceOCI = "oci"
 )
 
 // credentialReload is how long credentials read from files are trusted
@@ -66,6 +78,9 @@ const credentialReload = 5 * time.Minute
 // Validate checks the endpoint and region and that credentials are given
 // exactly one way.
 func (s Source) Validate() error {
+	if s.Type != SourceOCI && (s.Registry != "" || s.Username != "" || s.Password != "" || s.PasswordFile != "" || s.PlainHTTP) {
+		return errors.New("registry, username, password, passwordFile and plainHTTP are for sources of type: oci")
+	}
 	switch s.Type {
 	case "", SourceS3:
 		if s.Token != "" || s.TokenFile != "" {
@@ -78,8 +93,10 @@ func (s Source) Validate() error {
 		if s.Token != "" && s.TokenFile != "" {
 			return errors.New("both token and tokenFile are set; use one")
 		}
+	case SourceOCI:
+		return s.validateOCI()
 	default:
-		return fmt.Errorf("type %q: want s3 or hf", s.Type)
+		return fmt.Errorf("type %q: want s3, hf or oci", s.Type)
 	}
 	var r model.Ref
 	if s.Endpoint != "" {
@@ -111,6 +128,12 @@ func (s Source) hasSecret() bool { return s.SecretAccessKey != "" || s.SecretAcc
 // credentialsKind describes where credentials come from, without them.
 func (s Source) credentialsKind() string {
 	switch {
+	case s.Type == SourceOCI && s.PasswordFile != "":
+		return fmt.Sprintf("user %q, password from %s", s.Username, s.PasswordFile)
+	case s.Type == SourceOCI && s.Username != "":
+		return fmt.Sprintf("user %q, static password", s.Username)
+	case s.Type == SourceOCI:
+		return "anonymous"
 	case s.Type == SourceHub && s.TokenFile != "":
 		return "token from " + s.TokenFile
 	case s.Type == SourceHub && s.Token != "":
@@ -145,6 +168,9 @@ func (s Source) String() string {
 		}
 		return fmt.Sprintf("{type: hf, endpoint: %s, credentials: %s}", ep, s.credentialsKind())
 	}
+	if s.Type == SourceOCI {
+		return fmt.Sprintf("{type: oci, registry: %s, plainHTTP: %t, credentials: %s}", s.Registry, s.PlainHTTP, s.credentialsKind())
+	}
 	return fmt.Sprintf("{endpoint: %s, region: %q, pathStyle: %t, credentials: %s}", ep, s.Region, s.PathStyle, s.credentialsKind())
 }
 
@@ -153,6 +179,10 @@ func (s Source) GoString() string { return "fetch.Source" + s.String() }
 
 // LogValue is what slog prints for a Source.
 func (s Source) LogValue() slog.Value {
+	if s.Type == SourceOCI {
+		return slog.GroupValue(slog.String("type", s.Type), slog.String("registry", s.Registry),
+			slog.Bool("plainHTTP", s.PlainHTTP), slog.String("credentials", s.credentialsKind()))
+	}
 	return slog.GroupValue(slog.String("type", s.Type), slog.String("endpoint", s.Endpoint), slog.String("region", s.Region),
 		slog.Bool("pathStyle", s.PathStyle), slog.String("credentials", s.credentialsKind()))
 }
@@ -216,6 +246,11 @@ type sourcesFile struct {
 		Anonymous           bool     `yaml:"anonymous"`
 		Token               string   `yaml:"token"`
 		TokenFile           string   `yaml:"tokenFile"`
+		Registry            string   `yaml:"registry"`
+		Username            string   `yaml:"username"`
+		Password            string   `yaml:"password"`
+		PasswordFile        string   `yaml:"passwordFile"`
+		PlainHTTP           bool     `yaml:"plainHTTP"`
 		Namespaces          []string `yaml:"namespaces"`
 	} `yaml:"sources"`
 	Endpoints []string `yaml:"endpoints"`
@@ -244,6 +279,12 @@ type Config struct {
 //	    type: hf
 //	    endpoint: https://hf-mirror.example  # optional (HF_ENDPOINT); default huggingface.co
 //	    tokenFile: /etc/modelcache/hf/token  # or token: hf_…; for private and gated repos
+//	  corp:                      # for oci:// refs with ?source=corp
+//	    type: oci
+//	    registry: registry.corp:5000         # the only registry these credentials go to
+//	    plainHTTP: true                      # optional: http://, for a registry without TLS
+//	    username: puller                     # optional: anonymous without
+//	    passwordFile: /etc/modelcache/corp/password # or password: …
 //	endpoints:                   # optional: endpoints a ref may name with ?endpoint=
 //	  - https://s3.partner.example  # (requests are unsigned unless the volume brings keys)
 //
@@ -284,11 +325,15 @@ func loadConfig(path string) (map[string]Source, []string, error) {
 		s := Source{Type: y.Type, Token: y.Token, TokenFile: absTo(dir, y.TokenFile), Endpoint: strings.TrimSuffix(y.Endpoint, "/"), Region: y.Region, PathStyle: y.PathStyle,
 			AccessKeyID: y.AccessKeyID, SecretAccessKey: y.SecretAccessKey,
 			AccessKeyIDFile: absTo(dir, y.AccessKeyIDFile), SecretAccessKeyFile: absTo(dir, y.SecretAccessKeyFile),
-			Anonymous: y.Anonymous, Namespaces: y.Namespaces}
+			Anonymous: y.Anonymous, Namespaces: y.Namespaces,
+			Registry: y.Registry, Username: y.Username, Password: y.Password, PasswordFile: absTo(dir, y.PasswordFile), PlainHTTP: y.PlainHTTP}
 		if err := s.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}
 		if _, err := s.hubToken(); err != nil {
+			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+		}
+		if _, err := s.ociPassword(); err != nil {
 			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}
 		if s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "" {

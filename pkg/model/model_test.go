@@ -22,7 +22,12 @@ func TestParseRef(t *testing.T) {
 			At: "0123456789abcdef0123456789abcdef01234567", Endpoint: "http://mirror:8080"},
 		"hf://org/m@v1.0?include=*.safetensors,+*.json&exclude=original/": {Scheme: model.SchemeHF, Repo: "org/m", At: "v1.0",
 			Include: "*.safetensors,*.json", Exclude: "original/"},
-		"s3://bkt/m?exclude=*.bin": {Bucket: "bkt", Prefix: "m", Exclude: "*.bin"},
+		"s3://bkt/m?exclude=*.bin":          {Bucket: "bkt", Prefix: "m", Exclude: "*.bin"},
+		"oci://ghcr.io/org/models/llama:v1": {Scheme: model.SchemeOCI, Registry: "ghcr.io", Repo: "org/models/llama", At: "v1"},
+		"oci://Registry.Local:5000/m":       {Scheme: model.SchemeOCI, Registry: "registry.local:5000", Repo: "m"},
+		"oci://127.0.0.1:5000/a/b__c-d.e@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": {Scheme: model.SchemeOCI, Registry: "127.0.0.1:5000", Repo: "a/b__c-d.e", At: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+		"oci://reg/m:V1.0_rc-1?source=corp&include=*.safetensors&revision=0123456789abcdef": {Scheme: model.SchemeOCI, Registry: "reg",
+			Repo: "m", At: "V1.0_rc-1", Source: "corp", Include: "*.safetensors", Revision: "0123456789abcdef"},
 	}
 	for s, want := range good {
 		got, err := model.ParseRef(s)
@@ -59,6 +64,26 @@ func TestParseRef(t *testing.T) {
 		"hf://org/m@main?region=us-east-1":      "S3 option",
 		"hf://org/m?include=[z-a]":              "include",
 		"hf://u:secret@org/m":                   "credentials removed",
+		"oci://":                                "registry",
+		"oci://reg":                             "repository",
+		"oci://reg/":                            "repository",
+		"oci://reg/Upper":                       "repository",
+		"oci://reg/a//b":                        "repository",
+		"oci://reg/a/../b":                      "repository",
+		"oci://reg/-a":                          "repository",
+		"oci://reg/a:":                          "tag",
+		"oci://reg/a:-x":                        "tag",
+		"oci://reg/a@sha256:abc":                "digest",
+		"oci://reg/a@sha512:" + strings.Repeat("0", 128):                                             "other algorithms",
+		"oci://reg/a:t@" + "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": "not both",
+		"oci://reg:99999/a":                     "port",
+		"oci://reg:/a":                          "registry",
+		"oci://reg_x/a":                         "registry",
+		"oci://[::1]:5000/a":                    "registry",
+		"oci://u:secret@reg/a":                  "credentials removed",
+		"oci://reg/a?endpoint=https://reg":      "not an option of an oci:// ref",
+		"oci://reg/a?region=us-east-1":          "not an option of an oci:// ref",
+		"oci://reg/" + strings.Repeat("a", 256): "repository",
 	}
 	for s, frag := range bad {
 		_, err := model.ParseRef(s)
@@ -67,6 +92,29 @@ func TestParseRef(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "secret") {
 			t.Errorf("ParseRef(%q) leaks a secret: %v", s, err)
+		}
+	}
+}
+
+func TestOCIRef(t *testing.T) {
+	tag, _ := model.ParseRef("oci://reg.example/org/m:v1")
+	dig, _ := model.ParseRef("oci://reg.example/org/m@sha256:" + strings.Repeat("ab", 32))
+	src, _ := model.ParseRef("oci://reg.example/org/m:v1?source=corp")
+	if tag.Scope() != "oci/reg.example/org/m" || dig.Scope() != tag.Scope() || src.Scope() != "oci:source=corp/reg.example/org/m" {
+		t.Errorf("scopes %q %q %q", tag.Scope(), dig.Scope(), src.Scope())
+	}
+	if tag.ID() == dig.ID() || tag.ID() == src.ID() {
+		t.Error("a tag, a digest and a source are three locations")
+	}
+	hf, _ := model.ParseRef("hf://org/m@v1")
+	if hf.Scope() == tag.Scope() || hf.ID() == tag.ID() {
+		t.Error("an hf:// and an oci:// ref share a scope or an id")
+	}
+	// A volume attribute cannot add what an oci:// ref has no use for.
+	for _, k := range []string{"endpoint", "region"} {
+		v := map[string]string{"endpoint": "https://reg.example", "region": "us-east-1"}[k]
+		if err := tag.SetOption(k, v); err == nil || !strings.Contains(err.Error(), "oci://") {
+			t.Errorf("SetOption(%s) on an oci:// ref: %v", k, err)
 		}
 	}
 }

@@ -1,5 +1,5 @@
-// Package model names models and describes their content: s3:// and hf://
-// references, object-key sanitizing, file filters, manifests and the content
+// Package model names models and describes their content: s3://, hf:// and
+// oci:// references, object-key sanitizing, file filters, manifests and the content
 // digests the cache stores blobs under. It is the leaf of the house: stdlib
 // and xxhash only.
 package model
@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -24,16 +25,24 @@ var ErrInvalidRef = errors.New("model: invalid reference")
 //	  every object under PREFIX/ in BUCKET is one file of the model;
 //	hf://ORG/NAME[@REV][?endpoint=URL&source=NAME&revision=HEX&include=…&exclude=…]
 //	  the files of a Hugging Face Hub model repo at REV (a branch, tag or
-//	  commit; main if absent), resolved to its commit when listed.
+//	  commit; main if absent), resolved to its commit when listed;
+//	oci://REGISTRY/REPO[:TAG|@sha256:HEX][?source=NAME&revision=HEX&include=…&exclude=…]
+//	  the files of an OCI artifact (each layer with a file path annotation
+//	  is a file) at TAG or digest (latest if absent), resolved to its
+//	  manifest digest when listed.
 //
 // One string carries everything a volume attribute or annotation needs.
 type Ref struct {
-	// Scheme is SchemeHF, or "" for S3 (s3://).
+	// Scheme is SchemeHF, SchemeOCI, or "" for S3 (s3://).
 	Scheme string
 	Bucket string // S3
 	Prefix string // S3: no leading or trailing slash; may be empty (whole bucket)
+	// Registry is an OCI registry's HOST[:PORT], lowercase.
+	Registry string
 	// Repo is the Hub repo ("ORG/NAME") and At its revision (branch, tag
-	// or commit; "" is main).
+	// or commit; "" is main); or the OCI repository (a path of the
+	// distribution spec's name grammar) and At its tag or "sha256:HEX"
+	// manifest digest ("" is latest).
 	Repo, At string
 	// Endpoint overrides the S3 endpoint (MinIO and other S3-compatible
 	// servers) or the Hub's (a mirror, HF_ENDPOINT).
@@ -50,8 +59,11 @@ type Ref struct {
 	Include, Exclude string
 }
 
-// SchemeHF marks a Hugging Face Hub ref.
-const SchemeHF = "hf"
+// SchemeHF marks a Hugging Face Hub ref, SchemeOCI an OCI artifact's.
+const (
+	SchemeHF  = "hf"
+	SchemeOCI = "oci"
+)
 
 // bucketRE follows the S3 bucket naming rules loosely enough for
 // S3-compatible servers (dots, underscores) yet refuses anything path-like.
@@ -72,6 +84,18 @@ var (
 var userinfoRE = regexp.MustCompile(`(://)[^/?&@]*@`)
 
 var regionRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// OCI names: a registry is a DNS name or IPv4 address with an optional
+// port (no userinfo, path or IPv6 literal); a repository follows the
+// distribution spec's name grammar (lowercase path components joined by
+// '.', '_', '__' or dashes); a tag its tag grammar. None needs escaping in
+// a URL path.
+var (
+	ociHostRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?$`)
+	ociRepoRE   = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	ociTagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+	ociDigestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
 
 // ParseRef parses and validates a reference in its string form.
 func ParseRef(s string) (Ref, error) {
@@ -94,7 +118,7 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("%w %s", ErrInvalidRef, msg)
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX or hf://ORG/NAME[@REVISION]", ErrInvalidRef)
+		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]", ErrInvalidRef)
 	}
 	if strings.ContainsRune(s, 0) {
 		return bad("contains a NUL byte")
@@ -111,10 +135,16 @@ func ParseRef(s string) (Ref, error) {
 			return bad("revision %q: want a branch, tag or commit", at)
 		}
 		r = Ref{Scheme: SchemeHF, Repo: repo, At: at}
+	} else if rest, ok := strings.CutPrefix(s, "oci://"); ok {
+		rest, query, _ = strings.Cut(rest, "?")
+		var msg string
+		if r, msg = parseOCI(rest); msg != "" {
+			return bad("%s", msg)
+		}
 	} else {
 		rest, ok := strings.CutPrefix(s, "s3://")
 		if !ok {
-			return bad("want s3://BUCKET/PREFIX or hf://ORG/NAME[@REVISION]")
+			return bad("want s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]")
 		}
 		rest, query, _ = strings.Cut(rest, "?")
 		bucket, prefix, _ := strings.Cut(rest, "/")
@@ -156,6 +186,9 @@ func ParseRef(s string) (Ref, error) {
 // SetOption sets one named option (endpoint, region, source, revision) after
 // validating it. It is how volume attributes and flags add to a parsed ref.
 func (r *Ref) SetOption(key, val string) error {
+	if (key == "endpoint" || key == "region") && r.Scheme == SchemeOCI {
+		return fmt.Errorf("%s is not an option of an oci:// ref: the registry is part of the ref (oci://REGISTRY/REPO)", key)
+	}
 	switch key {
 	case "endpoint":
 		// Only scheme and host: anything else would not survive the
@@ -223,14 +256,28 @@ func redactURL(s string) string {
 // String is the canonical string form; ParseRef(r.String()) == r.
 func (r Ref) String() string {
 	var b strings.Builder
-	if r.Scheme == SchemeHF {
+	switch r.Scheme {
+	case SchemeHF:
 		b.WriteString("hf://")
 		b.WriteString(r.Repo)
 		if r.At != "" {
 			b.WriteByte('@')
 			b.WriteString(r.At)
 		}
-	} else {
+	case SchemeOCI:
+		b.WriteString("oci://")
+		b.WriteString(r.Registry)
+		b.WriteByte('/')
+		b.WriteString(r.Repo)
+		switch {
+		case strings.HasPrefix(r.At, "sha256:"):
+			b.WriteByte('@')
+			b.WriteString(r.At)
+		case r.At != "":
+			b.WriteByte(':')
+			b.WriteString(r.At)
+		}
+	default:
 		b.WriteString("s3://")
 		b.WriteString(r.Bucket)
 		if r.Prefix != "" {
@@ -314,6 +361,12 @@ func (r Ref) ID() string {
 // download only within one scope, because an ETag is what a server says,
 // not a property of the bytes: another server can list any ETag it likes.
 func (r Ref) Scope() string {
+	if r.Scheme == SchemeOCI {
+		if r.Source != "" {
+			return "oci:source=" + r.Source + "/" + r.Registry + "/" + r.Repo
+		}
+		return "oci/" + r.Registry + "/" + r.Repo
+	}
 	if r.Scheme == SchemeHF {
 		switch {
 		case r.Source != "":
@@ -330,4 +383,39 @@ func (r Ref) Scope() string {
 		return "endpoint=" + r.Endpoint + "/" + r.Bucket
 	}
 	return "aws/" + r.Bucket
+}
+
+// parseOCI reads REGISTRY/REPO[:TAG|@sha256:HEX] (what follows oci://, its
+// options cut off); msg says what is wrong, "" for nothing.
+func parseOCI(rest string) (Ref, string) {
+	reg, path, _ := strings.Cut(rest, "/")
+	reg = strings.ToLower(reg)
+	if !ociHostRE.MatchString(reg) || len(reg) > 253+6 {
+		return Ref{}, fmt.Sprintf("registry %q: want HOST[:PORT] (a DNS name or IPv4 address, no credentials)", reg)
+	}
+	if _, port, ok := strings.Cut(reg, ":"); ok {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return Ref{}, fmt.Sprintf("registry %q: port %s is not 1 to 65535", reg, port)
+		}
+	}
+	repo, at := path, ""
+	if i := strings.IndexByte(path, '@'); i >= 0 {
+		repo, at = path[:i], path[i+1:]
+		if !ociDigestRE.MatchString(at) {
+			return Ref{}, fmt.Sprintf("digest %q: want sha256: and 64 lowercase hex digits (other algorithms are not supported)", at)
+		}
+	}
+	if i := strings.LastIndexByte(repo, ':'); i >= 0 && i > strings.LastIndexByte(repo, '/') {
+		if at != "" {
+			return Ref{}, "give a tag or a digest, not both"
+		}
+		repo, at = repo[:i], repo[i+1:]
+		if !ociTagRE.MatchString(at) {
+			return Ref{}, fmt.Sprintf("tag %q: want letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'", at)
+		}
+	}
+	if !ociRepoRE.MatchString(repo) || len(repo) > 255 {
+		return Ref{}, fmt.Sprintf("repository %q: want lowercase path components of letters and digits joined by '.', '_' or '-' (oci://REGISTRY/REPO[:TAG|@sha256:HEX])", repo)
+	}
+	return Ref{Scheme: SchemeOCI, Registry: reg, Repo: repo, At: at}, ""
 }

@@ -1,0 +1,161 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+
+	"github.com/modelcache/modelcache/pkg/model"
+)
+
+// Open reads bytes [off, end) of f, a layer of a manifest of repo as
+// listed, with a ranged GET of its blob (following the registry's
+// redirect to its storage, without the credentials). The reader yields
+// exactly end-off bytes, or fails with io.ErrUnexpectedEOF. A registry
+// that ignores the range (a 200 for part of a blob) or answers another
+// range or size is source.ErrProtocol: never bytes from the wrong offset.
+// The bytes are not hashed here; the caller checks f.Digest.
+func (c *Client) Open(ctx context.Context, repo string, f model.File, off, end int64) (io.ReadCloser, error) {
+	where := c.where(repo, "") + "/" + f.Path
+	r, err := c.repository(repo)
+	if err != nil {
+		return nil, err
+	}
+	if !hexRE.MatchString(f.ETag) || (f.Digest != "" && string(f.Digest) != "sha256:"+f.ETag) {
+		return nil, fmt.Errorf("oci: read %s: the file's ETag %q is not its sha256 digest %q as listed", where, trim(f.ETag), trim(string(f.Digest)))
+	}
+	if off < 0 || end < off || end > f.Size {
+		return nil, fmt.Errorf("oci: read %s: range [%d, %d) of a %d-byte file", where, off, end, f.Size)
+	}
+	if off == end {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	ref := r.Reference
+	ref.Reference = "sha256:" + f.ETag
+	scheme := "https"
+	if c.plain {
+		scheme = "http"
+	}
+	u := fmt.Sprintf("%s://%s/v2/%s/blobs/%s", scheme, ref.Host(), ref.Repository, ref.Reference)
+	req, err := http.NewRequestWithContext(auth.AppendRepositoryScope(ctx, ref, auth.ActionPull), http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end-1))
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := c.auth.Do(req)
+	if err != nil {
+		return nil, c.classify(ctx, where, "read", err)
+	}
+	if err := checkRead(resp, f, off, end); err != nil {
+		defer resp.Body.Close()
+		if st, ok := err.(statusErr); ok {
+			return nil, c.statusError(where, "read", st.status, readCodes(resp))
+		}
+		return nil, protocolError(where, "read", "%v", err)
+	}
+	return &exactReader{r: resp.Body, left: end - off}, nil
+}
+
+// statusErr carries a non-success status to statusError.
+type statusErr struct{ status int }
+
+func (statusErr) Error() string { return "status" }
+
+// checkRead accepts a 206 for exactly [off, end) of a blob of f.Size
+// bytes, or a 200 when that range is the whole blob.
+func checkRead(resp *http.Response, f model.File, off, end int64) error {
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		from, to, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok {
+			return fmt.Errorf("206 with Content-Range %q", trim(resp.Header.Get("Content-Range")))
+		}
+		if total >= 0 && total != f.Size {
+			return fmt.Errorf("the blob is %d bytes, the manifest says %d", total, f.Size)
+		}
+		if from != off || to != end-1 {
+			return fmt.Errorf("asked for bytes %d-%d, got %d-%d", off, end-1, from, to)
+		}
+	case http.StatusOK:
+		if off != 0 || end != f.Size {
+			return fmt.Errorf("asked for bytes %d-%d of %d, the registry ignored the range and sent the whole blob (ranged reads are needed)", off, end-1, f.Size)
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != f.Size {
+			return fmt.Errorf("a blob of %d bytes, the manifest says %d", resp.ContentLength, f.Size)
+		}
+	default:
+		return statusErr{resp.StatusCode}
+	}
+	if d := resp.Header.Get("Docker-Content-Digest"); d != "" && d != "sha256:"+f.ETag {
+		return fmt.Errorf("the registry serves blob %s for %s", trim(d), "sha256:"+f.ETag)
+	}
+	return nil
+}
+
+// readCodes reads the distribution spec's error codes from an error body.
+func readCodes(resp *http.Response) errcode.Errors {
+	var body struct {
+		Errors errcode.Errors `json:"errors"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 8<<10)).Decode(&body)
+	return body.Errors
+}
+
+// parseContentRange reads "bytes FROM-TO/TOTAL"; total is -1 for "*".
+func parseContentRange(s string) (from, to, total int64, ok bool) {
+	rest, found := strings.CutPrefix(s, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	a, b, found2 := strings.Cut(rng, "-")
+	if !found || !found2 {
+		return 0, 0, 0, false
+	}
+	var err1, err2, err3 error
+	from, err1 = strconv.ParseInt(a, 10, 64)
+	to, err2 = strconv.ParseInt(b, 10, 64)
+	total = -1
+	if tot != "*" {
+		total, err3 = strconv.ParseInt(tot, 10, 64)
+	}
+	if err1 != nil || err2 != nil || err3 != nil || from < 0 || to < from || (total >= 0 && total <= to) {
+		return 0, 0, 0, false
+	}
+	return from, to, total, true
+}
+
+// exactReader yields exactly left bytes of r: fewer is
+// io.ErrUnexpectedEOF, more are never read.
+type exactReader struct {
+	r    io.ReadCloser
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		err = fmt.Errorf("%w: %d bytes missing", io.ErrUnexpectedEOF, e.left)
+	}
+	if e.left == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (e *exactReader) Close() error { return e.r.Close() }
