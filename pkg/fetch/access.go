@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // AllowedIn says whether namespace may use the source ref names: a source
@@ -25,8 +26,11 @@ func (f *Fetcher) AllowedIn(ref model.Ref, namespace string) error {
 	if namespace == "" {
 		who = "a volume whose pod namespace is unknown (is podInfoOnMount set on the CSIDriver?)"
 	}
-	return &Error{Class: ErrAccessDenied, Bucket: ref.Bucket, Key: ref.Prefix,
-		Msg: fmt.Sprintf("source %q may not be used by %s", ref.Source, who)}
+	msg := fmt.Sprintf("source %q may not be used by %s", ref.Source, who)
+	if ref.Scheme != "" {
+		return &source.Error{Class: ErrAccessDenied, Where: ref.Location().String(), Op: "authorize", Msg: msg}
+	}
+	return &Error{Class: ErrAccessDenied, Bucket: ref.Bucket, Key: ref.Prefix, Msg: msg}
 }
 
 // accessHeads is how many HEADs CheckAccess sends at once.

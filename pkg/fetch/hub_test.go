@@ -182,3 +182,20 @@ func TestHubRefEndpointRules(t *testing.T) {
 		}
 	}
 }
+
+// A source kept for some namespaces says so about an hf:// ref in its own
+// words, not as an S3 path.
+func TestHubSourceNamespaces(t *testing.T) {
+	f, err := fetch.New(map[string]fetch.Source{"hub": {Type: fetch.SourceHub, Namespaces: []string{"ml"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := mustRef(t, "hf://org/llm?source=hub")
+	if err := f.AllowedIn(ref, "ml"); err != nil {
+		t.Errorf("namespace ml: %v", err)
+	}
+	err = f.AllowedIn(ref, "other")
+	if !errors.Is(err, fetch.ErrAccessDenied) || !strings.Contains(err.Error(), "hf://org/llm") || strings.Contains(err.Error(), "s3://") {
+		t.Errorf("namespace other: %v", err)
+	}
+}
