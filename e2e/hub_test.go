@@ -18,20 +18,7 @@ import (
 func TestHubModel(t *testing.T) {
 	e := newEnv(t)
 	t.Cleanup(e.deleteTestPods)
-	dir := mustEnv(t, "MODELCACHE_E2E_HUB_DIR")
-	want := &testModel{files: map[string][]byte{}}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, ".bin") {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		rel, _ := filepath.Rel(dir, p)
-		want.files[filepath.ToSlash(rel)] = b
-		return err
-	})
-	if err != nil || len(want.files) == 0 {
-		t.Fatalf("read the repo's files in %s: %v (%d files)", dir, err, len(want.files))
-	}
+	want := dirModel(t, mustEnv(t, "MODELCACHE_E2E_HUB_DIR"))
 	ref := "hf://e2e-org/tiny-llm@main?source=hub&exclude=*.bin"
 	p, d := e.createAndWaitReady(t, modelPod("hub-cold", ref), 3*time.Minute)
 	t.Logf("hub-cold Ready after %.3fs (%s from the Hub)", d.Seconds(), mib(want.size()))
@@ -39,4 +26,37 @@ func TestHubModel(t *testing.T) {
 	if pins := e.pinsOn(t, ref); len(pins) != 1 {
 		t.Errorf("agent pins on %s with one pod mounting it: %q", ref, pins)
 	}
+}
+
+// TestOCIModel mounts the same files as an OCI artifact: registry-mem
+// (e2e/run.sh) pushed MODELCACHE_E2E_HUB_DIR as e2e/tiny-llm:v1, one layer
+// per file, to the agent's source "ocireg" (plain HTTP). The ref selects
+// the safetensors and JSON files, which leaves the .bin out.
+func TestOCIModel(t *testing.T) {
+	e := newEnv(t)
+	t.Cleanup(e.deleteTestPods)
+	want := dirModel(t, mustEnv(t, "MODELCACHE_E2E_HUB_DIR"))
+	ref := "oci://" + mustEnv(t, "MODELCACHE_E2E_REGISTRY") + "/e2e/tiny-llm:v1?source=ocireg&include=*.safetensors,*.json"
+	p, d := e.createAndWaitReady(t, modelPod("oci-cold", ref), 3*time.Minute)
+	t.Logf("oci-cold Ready after %.3fs (%s from the registry)", d.Seconds(), mib(want.size()))
+	e.checkReader(t, p.Name, want)
+}
+
+// dirModel is the files under dir, but the .bin ones, as the pods must see them.
+func dirModel(t *testing.T, dir string) *testModel {
+	t.Helper()
+	m := &testModel{files: map[string][]byte{}}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, ".bin") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		m.files[filepath.ToSlash(rel)] = b
+		return err
+	})
+	if err != nil || len(m.files) == 0 {
+		t.Fatalf("read the model's files in %s: %v (%d files)", dir, err, len(m.files))
+	}
+	return m
 }

@@ -3,13 +3,14 @@
 #   1. e2e/up.sh: etcd, kube-apiserver, kcm, scheduler, containerd, kubelet
 #      (Kubernetes built from source by hack/kube-build.sh, cached in the Go build cache)
 #   2. the modelcache image (hack/image.sh, an OCI tar, no Docker engine) → containerd
-#   3. versitygw (hack/tools.sh) as S3 and hack/hub-mem as a Hugging Face Hub
-#      (a gated repo), both on loopback; the sources Secret naming them
+#   3. versitygw (hack/tools.sh) as S3, hack/hub-mem as a Hugging Face Hub
+#      (a gated repo) and hack/registry-mem as an OCI registry, all on
+#      loopback; the sources Secret naming them
 #   4. helm install charts/modelcache -f deploy/e2e/values.yaml (or, with
 #      E2E_INSTALL=kustomize, kubectl apply -k deploy/e2e); wait for the DaemonSet
 #   5. go test -tags e2e ./e2e (the assertions; the suite uploads its models)
 #   6. on failure: logs of plugin, agent, kubelet, containerd; then e2e/down.sh --purge
-# Env: E2E_KEEP=1 leaves the cluster running, versitygw and hub-mem stopped (its sources
+# Env: E2E_KEEP=1 leaves the cluster running, versitygw, hub-mem and registry-mem stopped (its sources
 #      Secret then points at a closed port; then: e2e/down.sh --purge);
 #      E2E_RUN=REGEX passes -run to go test;
 #      E2E_INSTALL=helm (default) or kustomize: how modelcache is installed.
@@ -54,7 +55,7 @@ dump() {
 	done
 	echo "---------------- events (default and $NS)"
 	kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 40 || true
-	for f in kubelet containerd versitygw hub-mem; do
+	for f in kubelet containerd versitygw hub-mem registry-mem; do
 		[[ -f $d/$f.log ]] || continue
 		echo "---------------- $f.log (last 60 lines, errors and csi first)"
 		grep -iE 'csi|modelcache|error|fail' "$d/$f.log" | tail -n 40 || true
@@ -135,6 +136,18 @@ for _ in $(seq 100); do
 done
 HUB_ENDPOINT=$(cat "$E2E_DIR/hub.endpoint" 2>/dev/null) || die "hub-mem did not start (log: $E2E_DIR/logs/hub-mem.log)"
 
+step "registry-mem (an OCI registry with the same files as e2e/tiny-llm:v1)"
+go build -o "$BIN/registry-mem" ./hack/registry-mem
+rm -f "$E2E_DIR/registry.endpoint"
+"$BIN/registry-mem" --repo e2e/tiny-llm --tag v1 --dir "$HUB_DIR" \
+	--endpoint-file "$E2E_DIR/registry.endpoint" >"$E2E_DIR/logs/registry-mem.log" 2>&1 &
+OWNED_PIDS+=("$!")
+for _ in $(seq 200); do
+	[[ -s $E2E_DIR/registry.endpoint ]] && break
+	sleep 0.1
+done
+REGISTRY=$(cat "$E2E_DIR/registry.endpoint" 2>/dev/null) || die "registry-mem did not start (log: $E2E_DIR/logs/registry-mem.log)"
+
 src=$E2E_DIR/sources.yaml
 cat >"$src" <<YAML
 sources:
@@ -155,6 +168,10 @@ sources:
     type: hf
     endpoint: $HUB_ENDPOINT
     token: hf_e2e
+  ocireg:
+    type: oci
+    registry: $REGISTRY
+    plainHTTP: true
 YAML
 
 if [[ $E2E_INSTALL == helm ]]; then
@@ -186,6 +203,6 @@ step "modelcache.csi.io registered on $node"
 
 step "go test -tags e2e ./e2e"
 MODELCACHE_E2E_S3=$VGW_ENDPOINT MODELCACHE_E2E_S3_ACCESS=$S3_ACCESS MODELCACHE_E2E_S3_SECRET=$S3_SECRET \
-	MODELCACHE_E2E_SLOW_ADDR=$SLOW_ADDR MODELCACHE_E2E_HUB_DIR=$HUB_DIR MODELCACHE_E2E_AGENT_SOCKET=$E2E_DIR/run/modelcache/agent.sock \
+	MODELCACHE_E2E_SLOW_ADDR=$SLOW_ADDR MODELCACHE_E2E_HUB_DIR=$HUB_DIR MODELCACHE_E2E_REGISTRY=$REGISTRY MODELCACHE_E2E_AGENT_SOCKET=$E2E_DIR/run/modelcache/agent.sock \
 	MODELCACHE_E2E_KUBELET_ROOT=$E2E_DIR/kubelet MODELCACHE_E2E_PLUGIN_METRICS=http://127.0.0.1:19091/metrics MODELCACHE_E2E_KUBECTL=$KUBECTL \
 	go test -tags e2e -count=1 -v -timeout 20m ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/
