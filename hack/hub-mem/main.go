@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/modelcache/modelcache/internal/hubtest"
+	"github.com/modelcache/modelcache/internal/testenv"
 )
 
 func main() {
@@ -58,14 +59,8 @@ func run(ctx context.Context, repo, dir, token, endpointFile string) (err error)
 	if token != "" {
 		hub.SetAccess(repo, hubtest.Gated, token)
 	}
-	if endpointFile != "" {
-		tmp := endpointFile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(hub.URL+"\n"), 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, endpointFile); err != nil {
-			return err
-		}
+	if err := testenv.WriteEndpoint(endpointFile, hub.URL); err != nil {
+		return err
 	}
 	fmt.Printf("hub-mem: %s@main = commit %s, %d files, at %s (CDN %s)\n", repo, commit, len(files), hub.URL, hub.CDN)
 	<-ctx.Done()

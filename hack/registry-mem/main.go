@@ -31,6 +31,8 @@ import (
 	"oras.land/oras-go/v2/content/memory"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/modelcache/modelcache/internal/testenv"
 )
 
 func main() {
@@ -63,14 +65,8 @@ func run(ctx context.Context, repo, tag, dir, endpointFile string) error {
 	if err != nil {
 		return err
 	}
-	if endpointFile != "" {
-		tmp := endpointFile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(host+"\n"), 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, endpointFile); err != nil {
-			return err
-		}
+	if err := testenv.WriteEndpoint(endpointFile, host); err != nil {
+		return err
 	}
 	fmt.Printf("registry-mem: %s/%s:%s = %s, %d files\n", host, repo, tag, d, n)
 	<-ctx.Done()

@@ -22,6 +22,8 @@ import (
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/modelcache/modelcache/internal/testenv"
 )
 
 func main() {
@@ -43,15 +45,8 @@ func run(ctx context.Context, addr, endpointFile string) error {
 		return err
 	}
 	endpoint := "http://" + l.Addr().String()
-	if endpointFile != "" {
-		// Written under another name and renamed, so a reader never sees half a URL.
-		tmp := endpointFile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(endpoint+"\n"), 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, endpointFile); err != nil {
-			return err
-		}
+	if err := testenv.WriteEndpoint(endpointFile, endpoint); err != nil {
+		return err
 	}
 	fmt.Println("s3-mem listening on", endpoint)
 	srv := &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second}

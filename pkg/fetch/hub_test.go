@@ -199,3 +199,16 @@ func TestHubSourceNamespaces(t *testing.T) {
 		t.Errorf("namespace other: %v", err)
 	}
 }
+
+// include/exclude select an S3 model's files too.
+func TestS3Selection(t *testing.T) {
+	e := newEnv(t)
+	e.putAll(t, "models", map[string][]byte{"sel/w.safetensors": []byte("w"), "sel/pytorch_model.bin": []byte("b"), "sel/config.json": []byte("{}")})
+	m, err := e.fetcher(t).List(context.Background(), mustRef(t, "s3://models/sel?source=test&exclude=*.bin"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Files) != 2 || m.Files[0].Path != "config.json" || m.Files[1].Path != "w.safetensors" {
+		t.Errorf("files %+v, want config.json and w.safetensors", m.Files)
+	}
+}

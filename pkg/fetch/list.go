@@ -43,9 +43,6 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref, creds *model.Credenti
 	if err := f.sourceDigests(ctx, t, ref, files, sums); err != nil {
 		return nil, err
 	}
-	if files, err = filterFiles(ref, files); err != nil {
-		return nil, err
-	}
 	m, err := model.NewManifest(ref, files)
 	if err != nil {
 		return nil, fmt.Errorf("fetch s3://%s/%s: %w", ref.Bucket, ref.Prefix, err)
@@ -115,7 +112,20 @@ func (f *Fetcher) list(ctx context.Context, t *target, ref model.Ref) ([]model.F
 		return nil, nil, &Error{Class: ErrNotFound, Bucket: ref.Bucket, Key: ref.Prefix,
 			Msg: fmt.Sprintf("prefix %q is empty or missing in bucket %q at %s", ref.Prefix, ref.Bucket, t.endpoint)}
 	}
-	return files, sums, nil
+	// The selection applies here, so neither the checksum HEADs of List nor
+	// the access HEADs of CheckAccess touch files the ref leaves out.
+	kept, err := filterFiles(ref, files)
+	if err != nil || len(kept) == len(files) {
+		return kept, sums, err
+	}
+	keptSums := make([]bool, 0, len(kept))
+	for i, j := 0, 0; i < len(files) && j < len(kept); i++ {
+		if files[i].Path == kept[j].Path {
+			keptSums = append(keptSums, sums[i])
+			j++
+		}
+	}
+	return kept, keptSums, nil
 }
 
 // sourceDigests asks for the SHA-256 of every object the listing says was

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/modelcache/modelcache/pkg/model"
@@ -52,7 +51,7 @@ func (c *Client) Open(ctx context.Context, repo, commit string, f model.File, of
 		}
 		return nil, protocolError(where, "read", "%v", err)
 	}
-	r := &exactReader{r: resp.Body, left: end - off}
+	r := source.ExactReader(resp.Body, end-off)
 	if f.Digest == "" && off == 0 && end == f.Size && f.Size <= maxGitCheck && gitOIDRE.MatchString(f.ETag) {
 		return checkGitBlob(r, f, where)
 	}
@@ -66,7 +65,7 @@ const maxGitCheck = 2 << 20
 
 // checkGitBlob reads a small git file whole and checks it against its blob
 // id, the only digest the Hub publishes for it: sha1("blob <size>\0" + bytes).
-func checkGitBlob(r *exactReader, f model.File, where string) (io.ReadCloser, error) {
+func checkGitBlob(r io.ReadCloser, f model.File, where string) (io.ReadCloser, error) {
 	defer r.Close()
 	b, err := io.ReadAll(r)
 	if err != nil {
@@ -92,7 +91,7 @@ func (statusErr) Error() string { return "status" }
 func checkRead(resp *http.Response, f model.File, off, end int64) error {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		from, to, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		from, to, total, ok := source.ParseContentRange(resp.Header.Get("Content-Range"))
 		if !ok {
 			return fmt.Errorf("206 with Content-Range %q", trim(resp.Header.Get("Content-Range")))
 		}
@@ -118,27 +117,6 @@ func checkRead(resp *http.Response, f model.File, off, end int64) error {
 	return nil
 }
 
-// parseContentRange reads "bytes FROM-TO/TOTAL".
-func parseContentRange(s string) (from, to, total int64, ok bool) {
-	rest, found := strings.CutPrefix(s, "bytes ")
-	if !found {
-		return 0, 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	a, b, found2 := strings.Cut(rng, "-")
-	if !found || !found2 {
-		return 0, 0, 0, false
-	}
-	var err1, err2, err3 error
-	from, err1 = strconv.ParseInt(a, 10, 64)
-	to, err2 = strconv.ParseInt(b, 10, 64)
-	total, err3 = strconv.ParseInt(tot, 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || from < 0 || to < from || total <= to {
-		return 0, 0, 0, false
-	}
-	return from, to, total, true
-}
-
 // escapePath escapes each segment of a file path for a URL.
 func escapePath(p string) string {
 	segs := strings.Split(p, "/")
@@ -147,30 +125,3 @@ func escapePath(p string) string {
 	}
 	return strings.Join(segs, "/")
 }
-
-// exactReader yields exactly left bytes of r: fewer is
-// io.ErrUnexpectedEOF, more are never read.
-type exactReader struct {
-	r    io.ReadCloser
-	left int64
-}
-
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.left {
-		p = p[:e.left]
-	}
-	n, err := e.r.Read(p)
-	e.left -= int64(n)
-	if err == io.EOF && e.left > 0 {
-		err = fmt.Errorf("%w: %d bytes missing", io.ErrUnexpectedEOF, e.left)
-	}
-	if e.left == 0 && err == nil {
-		err = io.EOF
-	}
-	return n, err
-}
-
-func (e *exactReader) Close() error { return e.r.Close() }

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // Open reads bytes [off, end) of f, a layer of a manifest of repo as
@@ -61,7 +61,7 @@ func (c *Client) Open(ctx context.Context, repo string, f model.File, off, end i
 		}
 		return nil, protocolError(where, "read", "%v", err)
 	}
-	return &exactReader{r: resp.Body, left: end - off}, nil
+	return source.ExactReader(resp.Body, end-off), nil
 }
 
 // statusErr carries a non-success status to statusError.
@@ -74,7 +74,7 @@ func (statusErr) Error() string { return "status" }
 func checkRead(resp *http.Response, f model.File, off, end int64) error {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		from, to, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		from, to, total, ok := source.ParseContentRange(resp.Header.Get("Content-Range"))
 		if !ok {
 			return fmt.Errorf("206 with Content-Range %q", trim(resp.Header.Get("Content-Range")))
 		}
@@ -108,54 +108,3 @@ func readCodes(resp *http.Response) errcode.Errors {
 	_ = json.NewDecoder(io.LimitReader(resp.Body, 8<<10)).Decode(&body)
 	return body.Errors
 }
-
-// parseContentRange reads "bytes FROM-TO/TOTAL"; total is -1 for "*".
-func parseContentRange(s string) (from, to, total int64, ok bool) {
-	rest, found := strings.CutPrefix(s, "bytes ")
-	if !found {
-		return 0, 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	a, b, found2 := strings.Cut(rng, "-")
-	if !found || !found2 {
-		return 0, 0, 0, false
-	}
-	var err1, err2, err3 error
-	from, err1 = strconv.ParseInt(a, 10, 64)
-	to, err2 = strconv.ParseInt(b, 10, 64)
-	total = -1
-	if tot != "*" {
-		total, err3 = strconv.ParseInt(tot, 10, 64)
-	}
-	if err1 != nil || err2 != nil || err3 != nil || from < 0 || to < from || (total >= 0 && total <= to) {
-		return 0, 0, 0, false
-	}
-	return from, to, total, true
-}
-
-// exactReader yields exactly left bytes of r: fewer is
-// io.ErrUnexpectedEOF, more are never read.
-type exactReader struct {
-	r    io.ReadCloser
-	left int64
-}
-
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.left {
-		p = p[:e.left]
-	}
-	n, err := e.r.Read(p)
-	e.left -= int64(n)
-	if err == io.EOF && e.left > 0 {
-		err = fmt.Errorf("%w: %d bytes missing", io.ErrUnexpectedEOF, e.left)
-	}
-	if e.left == 0 && err == nil {
-		err = io.EOF
-	}
-	return n, err
-}
-
-func (e *exactReader) Close() error { return e.r.Close() }
