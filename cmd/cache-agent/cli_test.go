@@ -245,9 +245,9 @@ func TestCLIErrorsAndStatus(t *testing.T) {
 		t.Fatalf("status json: %v\n%s", err, out)
 	}
 	metrics := httpGet(t, "http://"+metricsAddr+"/metrics")
-	for _, want := range []string{"modelcache_fetched_bytes_total 5", `modelcache_ensure_total{result="miss"} 1`,
-		"modelcache_cache_used_bytes 5", "modelcache_cache_capacity_bytes 1.073741824e+09", `modelcache_errors_total{class="not_found"} 1`,
-		`modelcache_fetch_duration_seconds_count{result="ok"} 1`, "modelcache_downloads_in_flight 0",
+	for _, want := range []string{`modelcache_fetched_bytes_total{source="s3"} 5`, `modelcache_ensure_total{result="miss",source="s3"} 1`,
+		"modelcache_cache_used_bytes 5", "modelcache_cache_capacity_bytes 1.073741824e+09", `modelcache_errors_total{class="not_found",source="s3"} 1`,
+		`modelcache_fetch_duration_seconds_count{result="ok",source="s3"} 1`, "modelcache_downloads_in_flight 0",
 		"modelcache_partial_downloads_dropped_total 1"} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("metrics lack %q", want)

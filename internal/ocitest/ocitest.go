@@ -2,7 +2,8 @@
 // (go-containerregistry's pkg/registry on an httptest server, plain HTTP)
 // and pushes model artifacts to it with oras-go, as `oras push` would: one
 // layer per file, titled with its path. Options put basic auth in front of
-// it and serve blobs from a second "storage" server by redirect, as
+// it (or a token service on its own origin, as Docker Hub and GHCR have)
+// and serve blobs from a second "storage" server by redirect, as
 // registries backed by object storage do; Corrupt changes a blob's bytes
 // behind its digest.
 package ocitest
@@ -10,6 +11,7 @@ package ocitest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -40,7 +42,12 @@ type Registry struct {
 	Host string // 127.0.0.1:PORT, as in oci://HOST/REPO
 
 	user, pass string
-	redirect   bool
+	// refresh is the identity token the token service also takes;
+	// tokens are the bearer tokens it issued.
+	refresh  string
+	tokenSrv *httptest.Server
+	tokens   map[string]bool
+	redirect bool
 	blobs      *blobs
 	storage    *httptest.Server
 
@@ -50,7 +57,7 @@ type Registry struct {
 
 // Request is one request a server got.
 type Request struct {
-	Server        string // "registry" or "storage"
+	Server        string // "registry", "storage" or "token"
 	Method, Path  string
 	Range         string
 	Authorization string
@@ -63,6 +70,16 @@ type Option func(*Registry)
 // answers 401 with a Basic challenge otherwise).
 func WithBasicAuth(user, pass string) Option {
 	return func(r *Registry) { r.user, r.pass = user, pass }
+}
+
+// WithTokenAuth puts a token service in front, as the distribution spec's
+// token authentication has it: the registry answers 401 with a Bearer
+// challenge naming the service's realm (another origin), the service
+// trades user and pass (HTTP basic, GET) or the refresh token (an
+// identity token, OAuth2 POST) for a bearer token, and the registry takes
+// only bearer tokens it issued.
+func WithTokenAuth(user, pass, refresh string) Option {
+	return func(r *Registry) { r.user, r.pass, r.refresh, r.tokens = user, pass, refresh, map[string]bool{} }
 }
 
 // WithRedirect serves blob reads from a second server the registry
@@ -84,10 +101,28 @@ func Start(t testing.TB, opts ...Option) *Registry {
 		}
 		return r.storage.URL + "/blobs/" + h
 	}
+	if r.tokens != nil {
+		r.tokenSrv = httptest.NewServer(http.HandlerFunc(r.serveToken))
+		t.Cleanup(r.tokenSrv.Close)
+	}
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithBlobHandler(r.blobs))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
 		r.record("registry", q)
-		if r.user != "" {
+		if r.tokens != nil {
+			if !r.bearerOK(q) {
+				scope := ""
+				if repo, _, ok := strings.Cut(strings.TrimPrefix(q.URL.Path, "/v2/"), "/manifests/"); ok {
+					scope = `,scope="repository:` + repo + `:pull"`
+				} else if repo, _, ok := strings.Cut(strings.TrimPrefix(q.URL.Path, "/v2/"), "/blobs/"); ok {
+					scope = `,scope="repository:` + repo + `:pull"`
+				}
+				w.Header().Set("WWW-Authenticate", `Bearer realm="`+r.tokenSrv.URL+`/token",service="ocitest"`+scope)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+				return
+			}
+		} else if r.user != "" {
 			if u, p, ok := q.BasicAuth(); !ok || u != r.user || p != r.pass {
 				w.Header().Set("WWW-Authenticate", `Basic realm="ocitest"`)
 				w.Header().Set("Content-Type", "application/json")
@@ -102,6 +137,39 @@ func Start(t testing.TB, opts ...Option) *Registry {
 	r.URL = srv.URL
 	r.Host = strings.TrimPrefix(srv.URL, "http://")
 	return r
+}
+
+func (r *Registry) bearerOK(q *http.Request) bool {
+	tok, ok := strings.CutPrefix(q.Header.Get("Authorization"), "Bearer ")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return ok && r.tokens[tok]
+}
+
+// serveToken issues a bearer token for the login (GET with basic auth) or
+// the refresh token (POST grant_type=refresh_token), else 401.
+func (r *Registry) serveToken(w http.ResponseWriter, q *http.Request) {
+	r.record("token", q)
+	ok := false
+	switch q.Method {
+	case http.MethodGet:
+		u, p, basic := q.BasicAuth()
+		ok = basic && u == r.user && p == r.pass
+	case http.MethodPost:
+		ok = q.ParseForm() == nil && q.PostForm.Get("grant_type") == "refresh_token" &&
+			r.refresh != "" && q.PostForm.Get("refresh_token") == r.refresh
+	}
+	if !ok {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"bad login"}]}`)
+		return
+	}
+	tok := rand.Text()
+	r.mu.Lock()
+	r.tokens[tok] = true
+	r.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"token": tok, "access_token": tok, "expires_in": 300})
 }
 
 func (r *Registry) record(server string, q *http.Request) {

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
+	"reflect"
 	"time"
 
 	k8scache "k8s.io/apimachinery/pkg/util/cache"
@@ -31,11 +33,21 @@ type accessResult struct{ err error }
 
 func newAccessCache() *k8scache.LRUExpireCache { return k8scache.NewLRUExpireCache(accessCacheSize) }
 
+// Every field of the credentials goes into the key (by reflection, so a
+// field a new scheme adds can never be left out of it; all are strings,
+// which TestAccessKeyCoversEveryCredential checks), each prefixed with its
+// length so no two values run together: two volumes share an answer only
+// if they bring the same everything.
 func accessKey(ref model.Ref, c model.Credentials) [sha256.Size]byte {
 	h := sha256.New()
-	for _, s := range []string{ref.Location().String(), c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.Token} {
+	put := func(s string) {
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(s))))
 		h.Write([]byte(s))
-		h.Write([]byte{0})
+	}
+	put(ref.Location().String())
+	v := reflect.ValueOf(c)
+	for i := range v.NumField() {
+		put(v.Field(i).String())
 	}
 	var k [sha256.Size]byte
 	h.Sum(k[:0])
@@ -59,7 +71,7 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Acce
 	}
 	key := accessKey(ref, *creds)
 	if e, ok := a.access.Get(key); ok {
-		a.metrics.accessChecks.WithLabelValues("cached").Inc()
+		a.metrics.accessChecks.WithLabelValues(ref.SchemeName(), "cached").Inc()
 		return e.(accessResult).err
 	}
 
@@ -70,10 +82,10 @@ func (a *Agent) authorize(ctx context.Context, ref model.Ref, acc *agentapi.Acce
 	case c == agentapi.ClassAccessDenied || c == agentapi.ClassNotFound || c == agentapi.ClassInvalid:
 		result, ttl = "denied", accessDenyTTL
 	default: // unreachable, cancelled: no answer about the credentials
-		a.metrics.accessChecks.WithLabelValues("error").Inc()
+		a.metrics.accessChecks.WithLabelValues(ref.SchemeName(), "error").Inc()
 		return err
 	}
-	a.metrics.accessChecks.WithLabelValues(result).Inc()
+	a.metrics.accessChecks.WithLabelValues(ref.SchemeName(), result).Inc()
 	a.access.Add(key, accessResult{err}, ttl)
 	return err
 }

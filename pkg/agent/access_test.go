@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/modelcache/modelcache/pkg/model"
@@ -24,5 +25,33 @@ func TestAccessKeyCoversEveryCredential(t *testing.T) {
 			t.Errorf("%s and %s share an access cache key", name, other)
 		}
 		seen[k] = name
+	}
+}
+
+// Each field alone, and values that would run together without the
+// length prefix, make distinct keys; a field that is not a string would
+// hash as its type name, so every field must be one.
+func TestAccessKeyEveryField(t *testing.T) {
+	ref, _ := model.ParseRef("s3://b/m")
+	typ := reflect.TypeFor[model.Credentials]()
+	seen := map[[32]byte]string{accessKey(ref, model.Credentials{}): "empty"}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if f.Type.Kind() != reflect.String {
+			t.Fatalf("model.Credentials.%s is a %s: accessKey hashes strings only", f.Name, f.Type)
+		}
+		for _, val := range []string{"x", "x\x00"} {
+			var c model.Credentials
+			reflect.ValueOf(&c).Elem().Field(i).SetString(val)
+			k := accessKey(ref, c)
+			if other, ok := seen[k]; ok {
+				t.Errorf("%s=%q and %s share an access cache key", f.Name, val, other)
+			}
+			seen[k] = f.Name + "=" + val
+		}
+	}
+	a := accessKey(ref, model.Credentials{AccessKeyID: "ab", SecretAccessKey: "c"})
+	if a == accessKey(ref, model.Credentials{AccessKeyID: "a", SecretAccessKey: "bc"}) {
+		t.Error("values that run together share a key")
 	}
 }

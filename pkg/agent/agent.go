@@ -229,7 +229,7 @@ func (a *Agent) EnsureWatch(ctx context.Context, ref model.Ref, opts agentapi.En
 func (a *Agent) start(ref model.Ref, refresh bool, creds *model.Credentials, forVolume bool) (*job, *agentapi.Progress) {
 	if !refresh {
 		if m, err := a.store.Lookup(ref); err == nil {
-			a.metrics.ensures.WithLabelValues("hit").Inc()
+			a.metrics.ensure(ref, "hit")
 			return nil, &agentapi.Progress{Ref: ref.String(), State: agentapi.StateReady, Hit: true, Revision: m.Revision,
 				Path: m.Path, TotalBytes: m.Size, DoneBytes: m.Size, Files: m.Files}
 		}
@@ -306,10 +306,10 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 			}
 		}
 		j.doneN.Store(hm.Size)
-		a.metrics.ensures.WithLabelValues("hit").Inc()
+		a.metrics.ensure(ref, "hit")
 		return hm, nil
 	}
-	a.metrics.ensures.WithLabelValues("miss").Inc()
+	a.metrics.ensure(ref, "miss")
 
 	var need int64
 	for _, f := range m.Files {
@@ -333,9 +333,10 @@ func (a *Agent) download(j *job) (cache.Model, error) {
 		}
 	})
 	j.fetched.Store(stats.BytesFetched)
-	a.metrics.fetched.Add(float64(stats.BytesFetched))
-	a.metrics.deduped.Add(float64(stats.BytesDeduped))
-	a.metrics.resumed.Add(float64(stats.BytesResumed))
+	src := ref.SchemeName()
+	a.metrics.fetched.WithLabelValues(src).Add(float64(stats.BytesFetched))
+	a.metrics.deduped.WithLabelValues(src).Add(float64(stats.BytesDeduped))
+	a.metrics.resumed.WithLabelValues(src).Add(float64(stats.BytesResumed))
 	if errors.Is(err, unix.ENOSPC) {
 		err = fmt.Errorf("%w (the cache filesystem is full before --capacity %s is reached: lower --capacity or free the disk)",
 			err, model.FormatBytes(a.store.Status().CapacityBytes))

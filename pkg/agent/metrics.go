@@ -4,16 +4,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/modelcache/modelcache/pkg/cache"
+	"github.com/modelcache/modelcache/pkg/model"
 )
 
 // Registerer is where metrics go; *prometheus.Registry implements it.
 type Registerer = prometheus.Registerer
 
+// Per-model series carry a "source" label: the ref's scheme (s3, hf, oci,
+// ...), a small fixed set, never the model itself, so the series count stays
+// bounded whatever tenants ask for.
 type metrics struct {
 	fetchSeconds *prometheus.HistogramVec
-	fetched      prometheus.Counter
-	deduped      prometheus.Counter
-	resumed      prometheus.Counter
+	fetched      *prometheus.CounterVec
+	deduped      *prometheus.CounterVec
+	resumed      *prometheus.CounterVec
 	ensures      *prometheus.CounterVec
 	inFlight     prometheus.Gauge
 	errors       *prometheus.CounterVec
@@ -30,26 +34,26 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 	m := &metrics{
 		fetchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "modelcache_fetch_duration_seconds",
-			Help:    "Time to make a model ready on this node (list, download, commit), by result.",
+			Help:    "Time to make a model ready on this node (list, download, commit), by source scheme and result.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16), // 50 ms .. ~27 min
-		}, []string{"result"}),
-		fetched: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "modelcache_fetched_bytes_total", Help: "Bytes downloaded from object storage."}),
-		deduped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "modelcache_dedup_saved_bytes_total", Help: "Bytes not downloaded because the cache already held the content."}),
-		resumed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "modelcache_resumed_bytes_total", Help: "Bytes not downloaded again because an interrupted download had them."}),
+		}, []string{"source", "result"}),
+		fetched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelcache_fetched_bytes_total", Help: "Bytes downloaded from the model's source, by source scheme."}, []string{"source"}),
+		deduped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelcache_dedup_saved_bytes_total", Help: "Bytes not downloaded because the cache already held the content, by source scheme."}, []string{"source"}),
+		resumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelcache_resumed_bytes_total", Help: "Bytes not downloaded again because an interrupted download had them, by source scheme."}, []string{"source"}),
 		ensures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "modelcache_ensure_total", Help: "Model requests by result: hit (held) or miss (download started)."},
-			[]string{"result"}),
+			Name: "modelcache_ensure_total", Help: "Model requests by source scheme and result: hit (held) or miss (download started)."},
+			[]string{"source", "result"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "modelcache_downloads_in_flight", Help: "Model downloads running now."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "modelcache_errors_total", Help: "Failed model downloads by error class."}, []string{"class"}),
+			Name: "modelcache_errors_total", Help: "Failed model downloads by source scheme and error class."}, []string{"source", "class"}),
 		accessChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelcache_access_checks_total",
-			Help: "Checks of a volume's credentials against the bucket: granted, denied, cached (answered from the last minute) or error (S3 gave no answer)."},
-			[]string{"result"}),
+			Help: "Checks of a volume's credentials against the model's source, by source scheme and result: granted, denied, cached (answered from the last minute) or error (the source gave no answer)."},
+			[]string{"source", "result"}),
 		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "modelcache_corrupt_blobs_total", Help: "Blobs whose content no longer matched their digest (quarantined)."}),
 		repaired: prometheus.NewCounter(prometheus.CounterOpts{
@@ -84,10 +88,14 @@ func newMetrics(reg Registerer, store *cache.Store) *metrics {
 }
 
 func (m *metrics) observe(j *job, err error) {
-	result := "ok"
+	src, result := j.ref.SchemeName(), "ok"
 	if err != nil {
 		result = "error"
-		m.errors.WithLabelValues(Classify(err)).Inc()
+		m.errors.WithLabelValues(src, Classify(err)).Inc()
 	}
-	m.fetchSeconds.WithLabelValues(result).Observe(j.finished.Sub(j.started).Seconds())
+	m.fetchSeconds.WithLabelValues(src, result).Observe(j.finished.Sub(j.started).Seconds())
+}
+
+func (m *metrics) ensure(ref model.Ref, result string) {
+	m.ensures.WithLabelValues(ref.SchemeName(), result).Inc()
 }

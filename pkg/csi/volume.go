@@ -71,10 +71,13 @@ var secretKeys = map[string][]string{
 	"secretAccessKey": {"secretAccessKey", "AWS_SECRET_ACCESS_KEY"},
 	"sessionToken":    {"sessionToken", "AWS_SESSION_TOKEN"},
 	"token":           {"token", "HF_TOKEN"},
+	// A kubernetes.io/dockerconfigjson Secret (the kind imagePullSecrets
+	// name), or the older kubernetes.io/dockercfg: a registry login.
+	"dockerConfig": {".dockerconfigjson", ".dockercfg"},
 }
 
 // ParseSecrets turns the Secret kubelet passes with a publish into the
-// volume's credentials (S3 keys or a Hub token); nil when the volume has none. Other keys of the
+// volume's credentials (S3 keys, a Hub token or a docker config); nil when the volume has none. Other keys of the
 // Secret are ignored. Errors name keys, never values.
 func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 	get := func(name string) string {
@@ -86,13 +89,13 @@ func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 		return ""
 	}
 	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken"),
-		Token: get("token")}
+		Token: get("token"), DockerConfig: get("dockerConfig")}
 	if c == (agentapi.Credentials{}) {
 		return nil, nil
 	}
-	if (c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "") && (c.AccessKeyID == "" || c.SecretAccessKey == "") {
-		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3, or %q (or HF_TOKEN) for the Hub",
-			"accessKeyID", "secretAccessKey", "token")
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3 or a registry login, %q (or HF_TOKEN) for the Hub, or %q (a kubernetes.io/dockerconfigjson Secret) for a registry",
+			"accessKeyID", "secretAccessKey", "token", ".dockerconfigjson")
 	}
 	return &c, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -45,17 +46,21 @@ func (f *Fetcher) ociModel(ref model.Ref, creds *model.Credentials, at string) (
 		if src.Registry != ref.Registry {
 			return nil, "", invalid("registry %s is not source %q's registry %s: a source's login goes to its own registry only", ref.Registry, ref.Source, src.Registry)
 		}
-		pw, err := src.ociPassword()
+		l, err := src.ociLogin()
 		if err != nil {
 			return nil, "", &source.Error{Class: ErrAccessDenied, Where: where, Op: "list", Msg: fmt.Sprintf("source %q: %v", ref.Source, err)}
 		}
-		o.PlainHTTP, o.Username, o.Password = src.PlainHTTP, src.Username, pw
+		o.PlainHTTP, o.Username, o.Password, o.IdentityToken = src.PlainHTTP, l.Username, l.Password, l.IdentityToken
 	}
 	if creds != nil {
-		if creds.AccessKeyID == "" || creds.SecretAccessKey == "" || creds.Token != "" || creds.SessionToken != "" {
-			return nil, "", invalid("an oci:// volume's secret needs a registry username and password, under the keys accessKeyID and secretAccessKey (no token or sessionToken)")
+		l, err := volumeOCILogin(*creds, ref.Registry)
+		switch {
+		case errors.Is(err, oci.ErrNoLogin):
+			return nil, "", &source.Error{Class: ErrAccessDenied, Where: where, Op: "list", Msg: err.Error()}
+		case err != nil:
+			return nil, "", invalid("%v", err)
 		}
-		o.Username, o.Password = creds.AccessKeyID, creds.SecretAccessKey
+		o.Username, o.Password, o.IdentityToken = l.Username, l.Password, l.IdentityToken
 	}
 	c, err := oci.New(o)
 	if err != nil {
@@ -66,6 +71,28 @@ func (f *Fetcher) ociModel(ref model.Ref, creds *model.Credentials, at string) (
 		scheme = "http://"
 	}
 	return c.Model(ref.Repo, at), scheme + ref.Registry + "/" + ref.Repo, nil
+}
+
+// volumeOCILogin is the registry login a volume's Secret brings: a docker
+// config (a kubernetes.io/dockerconfigjson Secret, the kind image pulls
+// use) with an entry for the registry, or a username and password under
+// the keys accessKeyID and secretAccessKey. A Secret with anything else
+// (a Hub token, an S3 session token) is refused rather than ignored. A
+// docker config without the registry is oci.ErrNoLogin: the volume brought
+// no login that may read the model.
+func volumeOCILogin(c model.Credentials, registry string) (oci.Login, error) {
+	other := c.Token != "" || c.SessionToken != ""
+	switch {
+	case c.DockerConfig != "" && !other && c.AccessKeyID == "" && c.SecretAccessKey == "":
+		l, err := oci.DockerConfigLogin([]byte(c.DockerConfig), registry)
+		if err != nil {
+			return oci.Login{}, fmt.Errorf("the volume's secret: %w", err)
+		}
+		return l, nil
+	case c.DockerConfig == "" && !other && c.AccessKeyID != "" && c.SecretAccessKey != "":
+		return oci.Login{Username: c.AccessKeyID, Password: c.SecretAccessKey}, nil
+	}
+	return oci.Login{}, errors.New("an oci:// volume's secret needs a docker config (.dockerconfigjson, as for image pulls) or a registry username and password under the keys accessKeyID and secretAccessKey, and nothing else")
 }
 
 // listOCI lists an OCI artifact: its tag resolved to the manifest digest,
@@ -110,19 +137,52 @@ func (f *Fetcher) checkOCIAccess(ctx context.Context, ref model.Ref, creds *mode
 // validateOCI checks an OCI source: a registry, and a login given once.
 func (s Source) validateOCI() error {
 	if s.Endpoint != "" || s.Region != "" || s.PathStyle || s.hasKeyID() || s.hasSecret() || s.Anonymous || s.Token != "" || s.TokenFile != "" {
-		return errors.New("a source of type: oci takes registry, plainHTTP, username with password or passwordFile, and namespaces; endpoint, region, pathStyle, keys, anonymous and tokens are other types'")
+		return errors.New("a source of type: oci takes registry, plainHTTP, username with password or passwordFile (or dockerConfigFile), and namespaces; endpoint, region, pathStyle, keys, anonymous and tokens are other types'")
 	}
 	r, err := model.ParseRef("oci://" + s.Registry + "/x")
 	if s.Registry == "" || err != nil || r.Registry != s.Registry {
 		return fmt.Errorf("registry %q: want HOST[:PORT] in lowercase, as oci:// refs name it", s.Registry)
 	}
 	switch {
+	case s.DockerConfigFile != "" && (s.Username != "" || s.Password != "" || s.PasswordFile != ""):
+		return errors.New("dockerConfigFile holds the login: set no username, password or passwordFile beside it")
 	case s.Password != "" && s.PasswordFile != "":
 		return errors.New("both password and passwordFile are set; use one")
 	case (s.Username == "") != (s.Password == "" && s.PasswordFile == ""):
 		return errors.New("a username needs a password (or passwordFile) and the other way round")
 	}
 	return nil
+}
+
+// ociLogin is the source's registry login, its files read each time so a
+// rotated Secret takes effect.
+func (s Source) ociLogin() (oci.Login, error) {
+	if s.DockerConfigFile != "" {
+		b, err := readBounded(s.DockerConfigFile, oci.MaxDockerConfigBytes)
+		if err != nil {
+			return oci.Login{}, fmt.Errorf("read dockerConfigFile: %w", err)
+		}
+		return oci.DockerConfigLogin(b, s.Registry)
+	}
+	pw, err := s.ociPassword()
+	return oci.Login{Username: s.Username, Password: pw}, err
+}
+
+// readBounded reads a file of at most max bytes (a mounted Secret's key).
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is over %d bytes", path, max)
+	}
+	return b, nil
 }
 
 // ociPassword is the source's registry password, read from its file each

@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -265,6 +266,113 @@ func TestOCISourcesFile(t *testing.T) {
 		_, err := fetch.LoadSources(path)
 		if err == nil || !strings.Contains(err.Error(), c.frag) || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%q: got %v; want an error mentioning %q without the secret", c.yaml, err, c.frag)
+		}
+	}
+}
+
+// A registry with token authentication (the realm on another origin, as
+// Docker Hub's and GHCR's are) read with the login of a volume's
+// kubernetes.io/dockerconfigjson Secret, by password and by identity token;
+// the registry itself never sees the password, and a config without the
+// registry is access denied.
+func TestOCIDockerConfigAndTokenAuth(t *testing.T) {
+	reg := ocitest.Start(t, ocitest.WithTokenAuth("puller", "s3cret-pw", "refresh-s3cret"))
+	reg.Push(t, "private/llm", "v1", ociFiles())
+	f, err := fetch.New(map[string]fetch.Source{"corp": {Type: fetch.SourceOCI, Registry: reg.Host, PlainHTTP: true}}, fetch.WithPartSize(model.LeafSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := mustRef(t, "oci://"+reg.Host+"/private/llm:v1?source=corp")
+	ctx := context.Background()
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	for name, cfg := range map[string]string{
+		"auth":           `{"auths":{"http://` + reg.Host + `":{"auth":"` + b64("puller:s3cret-pw") + `"}}}`,
+		"identity token": `{"auths":{"` + reg.Host + `":{"username":"<token>","identitytoken":"refresh-s3cret"}}}`,
+	} {
+		creds := &model.Credentials{DockerConfig: cfg}
+		store, err := cache.Open(t.TempDir(), cache.Options{Capacity: 1 << 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := f.List(ctx, ref, creds)
+		if err != nil {
+			t.Fatalf("%s: list: %v", name, err)
+		}
+		full, _, err := f.Fetch(ctx, ref, creds, m, store, nil)
+		if err != nil {
+			t.Fatalf("%s: fetch: %v", name, err)
+		}
+		checkTree(t, store, full, ociBytes(ociFiles(), nil))
+		store.Close()
+		if err := f.CheckAccess(ctx, ref, creds); err != nil {
+			t.Errorf("%s: access: %v", name, err)
+		}
+	}
+	for name, c := range map[string]struct {
+		cfg   string
+		class error
+	}{
+		"other registry": {`{"auths":{"ghcr.io":{"auth":"` + b64("puller:s3cret-pw") + `"}}}`, fetch.ErrAccessDenied},
+		"wrong password": {`{"auths":{"` + reg.Host + `":{"auth":"` + b64("puller:wr0ng") + `"}}}`, fetch.ErrAccessDenied},
+		"wrong token":    {`{"auths":{"` + reg.Host + `":{"identitytoken":"wr0ng"}}}`, fetch.ErrAccessDenied},
+		"not json":       {`{"auths":{"` + reg.Host + `":{"auth":"wr0ng"`, model.ErrInvalidRef},
+	} {
+		err := f.CheckAccess(ctx, ref, &model.Credentials{DockerConfig: c.cfg})
+		if !errors.Is(err, c.class) || strings.Contains(err.Error(), "wr0ng") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v; want %v without a credential", name, err, c.class)
+		}
+	}
+	if err := f.CheckAccess(ctx, ref, &model.Credentials{DockerConfig: `{"auths":{}}`, Token: "hf_x"}); !errors.Is(err, model.ErrInvalidRef) {
+		t.Errorf("a docker config and a Hub token: %v", err)
+	}
+	tokenCalls := 0
+	for _, q := range reg.Requests() {
+		switch {
+		case q.Server == "token":
+			tokenCalls++
+		case q.Authorization != "" && !strings.HasPrefix(q.Authorization, "Bearer "):
+			t.Errorf("the %s server got %q on %s %s; want bearer tokens only", q.Server, q.Authorization, q.Method, q.Path)
+		}
+	}
+	if tokenCalls == 0 {
+		t.Error("the token service was never asked")
+	}
+}
+
+// A source's login may come from a mounted docker config file, read
+// again for every listing.
+func TestOCISourceDockerConfigFile(t *testing.T) {
+	reg := ocitest.Start(t, ocitest.WithTokenAuth("puller", "s3cret-pw", ""))
+	reg.Push(t, "m", "v1", ociFiles()[:2])
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, ".dockerconfigjson")
+	writeFile(t, cfg, `{"auths":{"`+reg.Host+`":{"username":"puller","password":"s3cret-pw"}}}`)
+	path := filepath.Join(dir, "sources.yaml")
+	writeFile(t, path, fmt.Sprintf("sources:\n  corp:\n    type: oci\n    registry: %s\n    plainHTTP: true\n    dockerConfigFile: .dockerconfigjson\n", reg.Host))
+	sources, err := fetch.LoadSources(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fetch.New(sources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := mustRef(t, "oci://"+reg.Host+"/m:v1?source=corp")
+	if _, err := f.List(context.Background(), ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg, `{"auths":{"`+reg.Host+`":{"username":"puller","password":"r0tated"}}}`)
+	if _, err := f.List(context.Background(), ref, nil); !errors.Is(err, fetch.ErrAccessDenied) || strings.Contains(err.Error(), "r0tated") {
+		t.Errorf("after the Secret changed to a wrong password: %v", err)
+	}
+	for _, c := range []struct{ yaml, frag string }{
+		{"type: oci\n    registry: r\n    username: u\n    dockerConfigFile: c", "no username"},
+		{"type: oci\n    registry: r\n    dockerConfigFile: /nonexistent/c", "/nonexistent/c"},
+		{"type: hf\n    dockerConfigFile: c", "type: oci"},
+	} {
+		writeFile(t, path, "sources:\n  s:\n    "+c.yaml+"\n")
+		if _, err := fetch.LoadSources(path); err == nil || !strings.Contains(err.Error(), c.frag) {
+			t.Errorf("%q: got %v; want an error mentioning %q", c.yaml, err, c.frag)
 		}
 	}
 }

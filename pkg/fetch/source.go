@@ -56,6 +56,11 @@ type Source struct {
 	// listing): an OCI source's registry login, for its basic auth or its
 	// token service. Neither: anonymous.
 	Username, Password, PasswordFile string
+	// DockerConfigFile, instead of a username: a docker config (the
+	// .dockerconfigjson key of a mounted kubernetes.io/dockerconfigjson
+	// Secret), read again for every listing; its entry for Registry is
+	// the login.
+	DockerConfigFile string
 	// PlainHTTP talks http:// to an OCI source's registry (one inside the
 	// cluster without TLS); refs without a source always use HTTPS.
 	PlainHTTP bool
@@ -78,8 +83,8 @@ const credentialReload = 5 * time.Minute
 // Validate checks the endpoint and region and that credentials are given
 // exactly one way.
 func (s Source) Validate() error {
-	if s.Type != SourceOCI && (s.Registry != "" || s.Username != "" || s.Password != "" || s.PasswordFile != "" || s.PlainHTTP) {
-		return errors.New("registry, username, password, passwordFile and plainHTTP are for sources of type: oci")
+	if s.Type != SourceOCI && (s.Registry != "" || s.Username != "" || s.Password != "" || s.PasswordFile != "" || s.DockerConfigFile != "" || s.PlainHTTP) {
+		return errors.New("registry, username, password, passwordFile, dockerConfigFile and plainHTTP are for sources of type: oci")
 	}
 	switch s.Type {
 	case "", SourceS3:
@@ -128,6 +133,8 @@ func (s Source) hasSecret() bool { return s.SecretAccessKey != "" || s.SecretAcc
 // credentialsKind describes where credentials come from, without them.
 func (s Source) credentialsKind() string {
 	switch {
+	case s.Type == SourceOCI && s.DockerConfigFile != "":
+		return "login from docker config " + s.DockerConfigFile
 	case s.Type == SourceOCI && s.PasswordFile != "":
 		return fmt.Sprintf("user %q, password from %s", s.Username, s.PasswordFile)
 	case s.Type == SourceOCI && s.Username != "":
@@ -250,6 +257,7 @@ type sourcesFile struct {
 		Username            string   `yaml:"username"`
 		Password            string   `yaml:"password"`
 		PasswordFile        string   `yaml:"passwordFile"`
+		DockerConfigFile    string   `yaml:"dockerConfigFile"`
 		PlainHTTP           bool     `yaml:"plainHTTP"`
 		Namespaces          []string `yaml:"namespaces"`
 	} `yaml:"sources"`
@@ -284,7 +292,8 @@ type Config struct {
 //	    registry: registry.corp:5000         # the only registry these credentials go to
 //	    plainHTTP: true                      # optional: http://, for a registry without TLS
 //	    username: puller                     # optional: anonymous without
-//	    passwordFile: /etc/modelcache/corp/password # or password: …
+//	    passwordFile: /etc/modelcache/corp/password # or password: …, or instead of
+//	                             # both dockerConfigFile: /etc/modelcache/regcred/.dockerconfigjson
 //	endpoints:                   # optional: endpoints a ref may name with ?endpoint=
 //	  - https://s3.partner.example  # (requests are unsigned unless the volume brings keys)
 //
@@ -326,15 +335,18 @@ func loadConfig(path string) (map[string]Source, []string, error) {
 			AccessKeyID: y.AccessKeyID, SecretAccessKey: y.SecretAccessKey,
 			AccessKeyIDFile: absTo(dir, y.AccessKeyIDFile), SecretAccessKeyFile: absTo(dir, y.SecretAccessKeyFile),
 			Anonymous: y.Anonymous, Namespaces: y.Namespaces,
-			Registry: y.Registry, Username: y.Username, Password: y.Password, PasswordFile: absTo(dir, y.PasswordFile), PlainHTTP: y.PlainHTTP}
+			Registry: y.Registry, Username: y.Username, Password: y.Password, PasswordFile: absTo(dir, y.PasswordFile), PlainHTTP: y.PlainHTTP,
+			DockerConfigFile: absTo(dir, y.DockerConfigFile)}
 		if err := s.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}
 		if _, err := s.hubToken(); err != nil {
 			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}
-		if _, err := s.ociPassword(); err != nil {
-			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+		if s.Type == SourceOCI {
+			if _, err := s.ociLogin(); err != nil {
+				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+			}
 		}
 		if s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "" {
 			if _, err := (fileCredentials{s}).Retrieve(context.Background()); err != nil {

@@ -16,13 +16,17 @@ type Credentials struct {
 	SessionToken    string `json:"sessionToken,omitempty"`
 	// Token is a Hub access token (HF_TOKEN), for hf:// refs.
 	Token string `json:"token,omitempty"`
+	// DockerConfig is a docker config's JSON (a kubernetes.io/dockerconfigjson
+	// Secret's .dockerconfigjson), for oci:// refs: its entry for the
+	// ref's registry is the login.
+	DockerConfig string `json:"dockerConfig,omitempty"`
 }
 
 // Validate refuses half a key pair, and credentials with nothing in them.
 func (c Credentials) Validate() error {
-	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "" {
+	if c.AccessKeyID != "" || c.SecretAccessKey != "" || (c.Token == "" && c.DockerConfig == "") {
 		if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-			return errors.New("credentials need both an access key ID and a secret access key (S3), or a token (Hub)")
+			return errors.New("credentials need both an access key ID and a secret access key (S3, or a registry login), a token (Hub), or a docker config (OCI)")
 		}
 	}
 	return nil
@@ -36,6 +40,9 @@ func (c Credentials) String() string {
 	}
 	if c.AccessKeyID == "" && c.Token != "" {
 		return "{token: redacted}"
+	}
+	if c.AccessKeyID == "" && c.DockerConfig != "" {
+		return "{dockerConfig: redacted}"
 	}
 	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
 }

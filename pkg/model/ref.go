@@ -253,6 +253,15 @@ func redactURL(s string) string {
 	return s
 }
 
+// SchemeName is the ref's scheme as written before "://" ("s3" for S3):
+// a small fixed set, so it can label metrics.
+func (r Ref) SchemeName() string {
+	if r.Scheme == "" {
+		return "s3"
+	}
+	return r.Scheme
+}
+
 // String is the canonical string form; ParseRef(r.String()) == r.
 func (r Ref) String() string {
 	var b strings.Builder

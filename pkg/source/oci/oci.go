@@ -45,6 +45,9 @@ type Options struct {
 	// service (a personal access token is usually the password). Sent to
 	// the registry and the token realm it names, never elsewhere.
 	Username, Password string
+	// IdentityToken, instead of a password: an OAuth2 refresh token for
+	// the registry's token service (docker config's "identitytoken").
+	IdentityToken string
 	// HTTPClient (default: a client with the timeouts below). Retries are
 	// the caller's.
 	HTTPClient *http.Client
@@ -71,10 +74,13 @@ func New(o Options) (*Client, error) {
 	if o.Registry == "" || strings.ContainsAny(o.Registry, "/@?#") || reg.ValidateRegistry() != nil {
 		return nil, fmt.Errorf("oci: registry %q: want HOST[:PORT]", trim(o.Registry))
 	}
-	if (o.Username == "") != (o.Password == "") {
+	if o.IdentityToken == "" && (o.Username == "") != (o.Password == "") {
 		return nil, errors.New("oci: a username needs a password and the other way round")
 	}
-	if strings.ContainsAny(o.Username+o.Password, "\r\n") || strings.Contains(o.Username, ":") {
+	if o.IdentityToken != "" && o.Password != "" {
+		return nil, errors.New("oci: a password and an identity token; give one")
+	}
+	if strings.ContainsAny(o.Username+o.Password+o.IdentityToken, "\r\n") || strings.Contains(o.Username, ":") {
 		return nil, errors.New("oci: the username or password contains a line break (or the username a ':')")
 	}
 	hc := o.HTTPClient
@@ -87,7 +93,7 @@ func New(o Options) (*Client, error) {
 			IdleConnTimeout:       90 * time.Second,
 		}}
 	}
-	c := &Client{registry: o.Registry, plain: o.PlainHTTP, maxFiles: o.MaxFiles, withCred: o.Username != ""}
+	c := &Client{registry: o.Registry, plain: o.PlainHTTP, maxFiles: o.MaxFiles, withCred: o.Username != "" || o.IdentityToken != ""}
 	if c.maxFiles <= 0 {
 		c.maxFiles = 100_000
 	}
@@ -99,7 +105,7 @@ func New(o Options) (*Client, error) {
 	// served by registry-1.docker.io): auth.Client asks for it by the
 	// host a request went to.
 	host := reg.Host()
-	cred := auth.Credential{Username: o.Username, Password: o.Password}
+	cred := auth.Credential{Username: o.Username, Password: o.Password, RefreshToken: o.IdentityToken}
 	c.auth = &auth.Client{
 		Client: hc,
 		Header: http.Header{"User-Agent": {agent}},
