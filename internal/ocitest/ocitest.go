@@ -48,8 +48,8 @@ type Registry struct {
 	tokenSrv *httptest.Server
 	tokens   map[string]bool
 	redirect bool
-	blobs      *blobs
-	storage    *httptest.Server
+	blobs    *blobs
+	storage  *httptest.Server
 
 	mu   sync.Mutex
 	reqs []Request
