@@ -17,8 +17,9 @@ import (
 // ociModel is the OCI artifact ref names, at at (a tag, "" for latest, or
 // a manifest digest), with the login that may read it: the volume's
 // (creds), else its named source's, else none. A ref without a source
-// reads anonymously over HTTPS; plain HTTP only through a source that says
-// so, and a source's login goes to its own registry only.
+// reads over HTTPS from a registry the operator allowed (endpoints: in
+// the sources file); plain HTTP only through a source that says so, and a
+// source's login goes to its own registry only.
 //
 // A volume's credentials map onto a registry login as the S3 pair does:
 // AccessKeyID is the username and SecretAccessKey the password (the
@@ -37,6 +38,13 @@ func (f *Fetcher) ociModel(ref model.Ref, creds *model.Credentials, at string) (
 	if ref.Source != "" && !named {
 		return nil, "", &source.Error{Class: ErrUnknownSource, Where: where, Op: "list",
 			Msg: fmt.Sprintf("source %q is not in the agent's sources file (%s)", ref.Source, sourceNames(f.sources))}
+	}
+	if !named && !f.endpoints["https://"+ref.Registry] {
+		// The registry is the tenant's to write: without this any pod could
+		// make the agent connect wherever it likes (an address inside the
+		// cluster) from the node's network.
+		return nil, "", &source.Error{Class: ErrAccessDenied, Where: where, Op: "list",
+			Msg: fmt.Sprintf("registry %s is not allowed: the operator lists the registries an oci:// ref may name without a source under endpoints: in the agent's sources file, as https://%s (%s); or use a named source", ref.Registry, ref.Registry, endpointNames(f.endpoints))}
 	}
 	o := oci.Options{Registry: ref.Registry, HTTPClient: f.hubHTTP(), MaxFiles: f.maxFiles, UserAgent: "modelcache"}
 	if named {

@@ -176,7 +176,7 @@ func TestOCIRefRules(t *testing.T) {
 	for s, class := range map[string]error{
 		"oci://" + other.Host + "/m:v1?source=corp": model.ErrInvalidRef,
 		"oci://" + reg.Host + "/m:v1?source=nope":   fetch.ErrUnknownSource,
-		"oci://" + reg.Host + "/m:v1":               fetch.ErrUnreachable, // HTTPS to a plain HTTP registry
+		"oci://" + reg.Host + "/m:v1":               fetch.ErrAccessDenied, // a registry the operator did not allow
 	} {
 		if _, err := f.List(ctx, mustRef(t, s), nil); !errors.Is(err, class) || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: %v, want %v", s, err, class)
@@ -190,6 +190,18 @@ func TestOCIRefRules(t *testing.T) {
 	}
 	if _, err := hub.List(ctx, mustRef(t, "hf://org/m?source=corp"), nil); !errors.Is(err, model.ErrInvalidRef) || !strings.Contains(err.Error(), "OCI registry source") {
 		t.Errorf("an hf:// ref with an OCI source: %v", err)
+	}
+	// An allowed registry is read over HTTPS (this one speaks plain HTTP).
+	allowed, err := fetch.New(nil, fetch.WithAllowedEndpoints([]string{"https://" + reg.Host}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := allowed.List(ctx, mustRef(t, "oci://"+reg.Host+"/m:v1"), nil); !errors.Is(err, fetch.ErrUnreachable) {
+		t.Errorf("an allowed registry without TLS: %v, want unreachable", err)
+	}
+	before := len(other.Requests())
+	if _, err := allowed.List(ctx, mustRef(t, "oci://"+other.Host+"/m:v1"), nil); !errors.Is(err, fetch.ErrAccessDenied) || len(other.Requests()) != before {
+		t.Errorf("a registry not allowed: %v, and %d requests reached it", err, len(other.Requests())-before)
 	}
 	for _, q := range other.Requests() {
 		if q.Authorization != "" {
