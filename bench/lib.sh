@@ -53,7 +53,7 @@ dataset() {
 	DS=$1
 	DS_PREFIX=$2
 	REF="s3://$BUCKET/$DS_PREFIX?source=local"
-	read -r TOTAL_FILES TOTAL_BYTES < <(find "$BENCH_DIR/s3/$BUCKET/$DS_PREFIX" -type f -printf '%s\n' |
+	read -r TOTAL_FILES TOTAL_BYTES < <(find "$S3_DATA/$BUCKET/$DS_PREFIX" -type f -printf '%s\n' |
 		awk '{ n++; s += $1 } END { printf "%d %.0f\n", n, s }')
 	: >>"$RUN/results-$DS"
 }
@@ -143,7 +143,7 @@ run_one() {
 	# The durable limit's reads and writes with S3 taken out: the parts are
 	# read straight from the server's files. The server reads from the disk
 	# the downloads write to, so no download that keeps its bytes ends sooner.
-	floor) run_tool floor "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" --from-disk "$BENCH_DIR/s3/$BUCKET" ;;
+	floor) run_tool floor "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" --from-disk "$S3_DATA/$BUCKET" ;;
 	*) die "unknown tool $1" ;;
 	esac
 }

@@ -38,8 +38,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "starting versitygw on $BENCH_DIR/s3"
-start_versitygw "$BENCH_DIR/s3" "$LOGS/versitygw.log"
+S3_DATA=${S3_DATA:-$BENCH_DIR/s3}
+log "starting versitygw on $S3_DATA"
+start_versitygw "$S3_DATA" "$LOGS/versitygw.log"
 log "seeding the models (kept for next time)"
 "$RUN/bin/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --prefix p1x1g \
 	--big 1 --big-size 1GiB --skip-existing | sed 's/^/    /'

@@ -23,6 +23,11 @@
 #                    makes the many-file model 200 files, 128 MiB)
 #   MANY_FILES=2000 MANY_TOTAL=2GiB   the many-file model
 #   BENCH_DIR=...    where the bucket data (kept, reused) and scratch dirs live
+#   S3_STORE=auto    where the S3 server keeps its files: tmpfs (/dev/shm, as a
+#                    remote S3 looks to the node: its reads cost the cache's
+#                    disk nothing) when the data sets fit in RAM with room to
+#                    spare, else disk ($BENCH_DIR/s3, sharing the cache's
+#                    disk); tmpfs or disk forces one
 #   DROP_CACHES=0    run without root and without dropping the page cache
 #   CACHE_AGENT=...  benchmark this cache-agent binary instead of building one
 #   BASELINE_AGENT=... also run this (older) cache-agent binary, as "baseline",
@@ -55,11 +60,43 @@ fi
 MANY_PREFIX=m${MANY_FILES}
 [[ $MANY_FILES == 2000 && $MANY_TOTAL == 2GiB ]] || MANY_PREFIX=m${MANY_FILES}x${MANY_TOTAL,,}
 
+# s3_store prints where the S3 server's files go (S3_STORE above).
+s3_store() {
+	local need=0 gi=$((1 << 30)) have avail shm=/dev/shm/modelcache-bench-s3
+	case ${S3_STORE:-auto} in
+	disk) echo "$BENCH_DIR/s3" && return ;;
+	tmpfs) echo "$shm" && return ;;
+	auto) ;;
+	*) die "S3_STORE=$S3_STORE: want auto, tmpfs or disk" ;;
+	esac
+	local big many
+	big=$(numfmt --from=iec-i "${BENCH_SIZE%B}") many=$(numfmt --from=iec-i "${MANY_TOTAL%B}")
+	if has cold || has warm; then need=$((need + 4 * big)); fi
+	if has many; then need=$((need + many)); fi
+	if has rev; then need=$((need + 4 * big)); fi
+	# What is seeded already in tmpfs costs nothing more.
+	have=$(du -sb "$shm" 2>/dev/null | cut -f1 || true)
+	need=$((need - ${have:-0}))
+	avail=$(($(awk '/^MemAvailable/ { print $2 }' /proc/meminfo) * 1024))
+	# Room to spare: the downloads' page cache, the tools, the machine.
+	if [[ -d /dev/shm ]] && ((need + 6 * gi < avail)) &&
+		((need < $(df --output=avail -B1 /dev/shm | tail -1))); then
+		echo "$shm"
+	else
+		echo "$BENCH_DIR/s3"
+	fi
+}
 if [[ $DROP_CACHES == 1 && ! -w /proc/sys/vm/drop_caches ]]; then
 	die "needs root to drop the page cache between runs (or DROP_CACHES=0, less meaningful)"
 fi
 has() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 
+S3_DATA=$(s3_store)
+case $S3_DATA in
+/dev/shm/*) S3_WHERE="its data on tmpfs ($S3_DATA), as a remote S3 would be" ;;
+*) S3_WHERE="its data on the cache's disk ($S3_DATA)" ;;
+esac
+export S3_DATA
 "$REPO/hack/tools.sh" bench
 log "building cache-agent and the helpers"
 build_agent
@@ -81,8 +118,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "starting versitygw on $BENCH_DIR/s3"
-start_versitygw "$BENCH_DIR/s3" "$LOGS/versitygw.log"
+log "starting versitygw, $S3_WHERE"
+start_versitygw "$S3_DATA" "$LOGS/versitygw.log"
 seed() { "$RUN/bin/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --skip-existing "$@" | sed 's/^/    /'; }
 log "seeding the data sets (kept for next time)"
 if has cold || has warm; then seed --prefix "$COLD_PREFIX" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
@@ -130,7 +167,7 @@ OUT=$REPO/_output/bench.md
 	echo "## make bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
 	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
-		"Linux $(uname -r), $(go version | awk '{ print $3 }'), versitygw v1.8.0 on loopback, cache-agent $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')."
+		"Linux $(uname -r), $(go version | awk '{ print $3 }'), versitygw v1.8.0 on loopback with $S3_WHERE, cache-agent $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')."
 	echo
 	for s in cold many rev warm hub; do
 		[[ ! -f $RUN/table-$s ]] || cat "$RUN/table-$s"
@@ -159,4 +196,4 @@ mkdir -p "$(dirname "$DATED")"
 cp "$OUT" "$DATED"
 echo
 cat "$OUT"
-log "report written to ${OUT#"$REPO"/} and ${DATED#"$REPO"/}; bucket data kept in $BENCH_DIR/s3 (rm -rf $BENCH_DIR to free it)"
+log "report written to ${OUT#"$REPO"/} and ${DATED#"$REPO"/}; bucket data kept in $S3_DATA (rm -rf it to free it)"

@@ -13,7 +13,7 @@ bench_revision() {
 	load0="$(loadavg), memory probe $(memprobe) GB/s"
 	dataset rev "rev4x${BENCH_SIZE,,}"
 	f=$RUN/results-rev
-	changed=$(stat -c %s "$BENCH_DIR/s3/$BUCKET/$DS_PREFIX/model-00001-of-00004.safetensors")
+	changed=$(stat -c %s "$S3_DATA/$BUCKET/$DS_PREFIX/model-00001-of-00004.safetensors")
 	for ((round = 0; round < RUNS; round++)); do
 		log "second revision: round $((round + 1))/$RUNS (load $(loadavg))"
 		rm -rf "$cache"
