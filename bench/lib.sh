@@ -72,10 +72,18 @@ record() {
 		"$(awk -v b="$TOTAL_BYTES" -v t="$2" 'BEGIN { print b / 1e9 / t }')" "$3" $(($4 / 1024)) "$(loadavg)"
 }
 
+# server_cpu: the S3 server's CPU seconds so far; server_record TOOL FROM:
+# what it spent since FROM on TOOL's run (the tools' own CPU leaves it out,
+# yet on this machine it shares the same cores).
+server_cpu() { proc_cpu "$VGW_PID"; }
+server_record() {
+	echo "$1 $(awk -v a="$2" -v b="$(server_cpu)" 'BEGIN { printf "%.3f", b - a }')" >>"$RUN/server-$DS"
+}
+
 # run_modelcache [NAME BINARY]: one timed prefetch of REF with a fresh agent.
 run_modelcache() {
 	local name=${1:-modelcache} CACHE_AGENT=${2:-$CACHE_AGENT} # start_agent reads CACHE_AGENT
-	local cache=$RUN/cache cpu0 cpu1 rd0 rc0 rd rc rss wall ccpu used fetched
+	local cache=$RUN/cache cpu0 cpu1 rd0 rc0 rd rc rss wall ccpu used fetched s0
 	rm -rf "$cache"
 	# Room for the model twice over, so eviction never plays a part.
 	start_agent "$cache" "$RUN/agent.sock" $((2 * TOTAL_BYTES + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
@@ -83,9 +91,11 @@ run_modelcache() {
 	cpu0=$(proc_cpu "$AGENT_PID")
 	rd0=$(proc_io "$AGENT_PID" read_bytes)
 	rc0=$(proc_io "$AGENT_PID" rchar)
+	s0=$(server_cpu)
 	"$RUN/bin/run-stats" -o "$RUN/cost" "$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" \
 		--wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || die "prefetch failed; see $LOGS/prefetch.log $LOGS/agent.log"
 	cpu1=$(proc_cpu "$AGENT_PID")
+	server_record "$name" "$s0"
 	rd=$(($(proc_io "$AGENT_PID" read_bytes) - rd0))
 	rc=$(($(proc_io "$AGENT_PID" rchar) - rc0))
 	rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
@@ -104,7 +114,7 @@ run_modelcache() {
 
 # run_tool NAME DEST COMMAND...: one timed run of another downloader.
 run_tool() {
-	local name=$1 dest=$2 wall cpu rss
+	local name=$1 dest=$2 wall cpu rss s0
 	shift 2
 	# DEST "-": the tool writes nothing (the null run).
 	if [[ $dest != - ]]; then
@@ -113,7 +123,9 @@ run_tool() {
 	fi
 	# (the rclone binary too: rclone-sync runs it under sh)
 	drop_caches "$RUN/bin/run-stats" "$(command -v "$1")" "$BIN/rclone"
+	s0=$(server_cpu)
 	"$RUN/bin/run-stats" -o "$RUN/cost" "$@" >>"$LOGS/$name.log" 2>&1 || die "$name failed; see $LOGS/$name.log"
+	server_record "$name" "$s0"
 	[[ $dest == - ]] || check_tree "$dest"
 	read -r wall cpu rss <"$RUN/cost"
 	record "$name" "$wall" "$cpu" "$rss"
@@ -141,8 +153,8 @@ run_one() {
 	null) run_tool null - "$RUN/bin/sdk-download" "${s3[@]}" --null ;;
 	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" ;;
 	# The durable limit's reads and writes with S3 taken out: the parts are
-	# read straight from the server's files. The server reads from the disk
-	# the downloads write to, so no download that keeps its bytes ends sooner.
+	# read straight from the server's files (in RAM with S3_STORE=tmpfs), so
+	# no download that keeps its bytes ends sooner.
 	floor) run_tool floor "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" --from-disk "$S3_DATA/$BUCKET" ;;
 	*) die "unknown tool $1" ;;
 	esac
@@ -162,7 +174,7 @@ run_rounds() {
 	done
 	log "$DS: priming run (durable sink, not measured)"
 	run_one durable >/dev/null
-	sed -i '$d' "$RUN/results-$DS"
+	sed -i '$d' "$RUN/results-$DS" "$RUN/server-$DS"
 	for ((round = 0; round < RUNS; round++)); do
 		log "$DS: round $((round + 1))/$RUNS (load $(loadavg))"
 		s=${steps[round % ${#steps[@]}]}
@@ -199,14 +211,14 @@ tool_label() {
 	sdk) echo "aws-sdk-go-v2 s3 manager, 16 x 16 MiB parts" ;;
 	null) echo "server limit: 16 x 16 MiB ranged GETs to /dev/null" ;;
 	durable) echo "durable limit: same GETs, pwrite at offsets, writeback per part, fsync per file" ;;
-	floor) echo "disk floor: the durable limit with the parts read from the server's files on disk (no S3)" ;;
+	floor) echo "disk floor: the durable limit with the parts read from the server's files (no S3)" ;;
 	esac
 }
 
 # download_table TITLE LOAD_BEFORE TOOL...: the medians of the current data
 # set as a markdown table with its ratios, into $RUN/table-$DS. Sets
 # WALL_<ds>_<tool> style values in the associative arrays WALL and CPU.
-declare -A WALL CPU RSS
+declare -A WALL CPU RSS SCPU
 download_table() {
 	local title=$1 load0=$2 t n best_rclone="" f=$RUN/results-$DS
 	shift 2
@@ -215,6 +227,7 @@ download_table() {
 		((n == RUNS)) || die "$DS: $t has $n results, want $RUNS"
 		WALL[$DS.$t]=$(median "$f" "$t" 2)
 		CPU[$DS.$t]=$(median "$f" "$t" 3)
+		SCPU[$DS.$t]=$(median "$RUN/server-$DS" "$t" 2)
 		RSS[$DS.$t]=$(awk -v t="$t" '$1 == t && $4 > r { r = $4 } END { printf "%d", r }' "$f")
 		if [[ $t == rclone || $t == rclone-t16 ]] && { [[ -z $best_rclone ]] ||
 			awk -v a="${WALL[$DS.$t]}" -v b="${WALL[$DS.$best_rclone]}" 'BEGIN { exit !(a < b) }'; }; then
@@ -228,21 +241,31 @@ download_table() {
 			"median of $RUNS runs, page cache dropped before each$([[ $DROP_CACHES == 1 ]] || echo ' (NOT: DROP_CACHES=0)');" \
 			"load average (1/5/15 min) $load0 before; $(loadavg), memory probe $(memprobe) GB/s after."
 		echo
-		echo "| tool | median s | GB/s | CPU s per GB | peak RSS MiB |"
-		echo "|---|---:|---:|---:|---:|"
+		echo "| tool | median s | GB/s | CPU s per GB | S3 server CPU s per GB | peak RSS MiB |"
+		echo "|---|---:|---:|---:|---:|---:|"
 		for t in "$@"; do
-			awk -v l="$(tool_label "$t")" -v w="${WALL[$DS.$t]}" -v c="${CPU[$DS.$t]}" -v r="${RSS[$DS.$t]}" -v b="$TOTAL_BYTES" \
-				'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %d |\n", l, w, b / 1e9 / w, c / (b / 1e9), r / 1024 }'
+			awk -v l="$(tool_label "$t")" -v w="${WALL[$DS.$t]}" -v c="${CPU[$DS.$t]}" -v s="${SCPU[$DS.$t]}" -v r="${RSS[$DS.$t]}" -v b="$TOTAL_BYTES" \
+				'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %d |\n", l, w, b / 1e9 / w, c / (b / 1e9), s / (b / 1e9), r / 1024 }'
 		done
 		echo
 		local mc=${WALL[$DS.modelcache]:-}
 		if [[ -n $mc ]]; then
 			[[ -z $best_rclone ]] || echo "- $best_rclone time / modelcache time: **$(ratio "${WALL[$DS.$best_rclone]}" "$mc")** (goal >= 1.3)"
-			[[ -z ${WALL[$DS.rclone-sync]:-} ]] || echo "- (rclone + sync) time / modelcache time: $(ratio "${WALL[$DS.rclone-sync]}" "$mc")"
+			[[ -z ${WALL[$DS.rclone-sync]:-} ]] || echo "- (rclone + sync) time / modelcache time: **$(ratio "${WALL[$DS.rclone-sync]}" "$mc")** (goal >= 1.3)"
 			[[ -z ${WALL[$DS.null]:-} ]] || echo "- modelcache speed / server limit: **$(ratio "${WALL[$DS.null]}" "$mc")** (goal >= 0.90)"
 			[[ -z ${WALL[$DS.durable]:-} ]] || echo "- modelcache speed / durable limit: $(ratio "${WALL[$DS.durable]}" "$mc")"
-			[[ -z ${WALL[$DS.floor]:-} ]] || echo "- disk floor time / modelcache time: $(ratio "${WALL[$DS.floor]}" "$mc") (the server's reads and our writes share one disk; 1.00 is as fast as the disk allows)"
-			[[ -z ${WALL[$DS.sdk]:-} ]] || echo "- SDK time / modelcache time: $(ratio "${WALL[$DS.sdk]}" "$mc")"
+			[[ -z ${WALL[$DS.floor]:-} ]] || echo "- disk floor time / modelcache time: **$(ratio "${WALL[$DS.floor]}" "$mc")** (goal >= 0.90; S3 data $S3_STORE_LABEL)"
+			[[ -z ${WALL[$DS.sdk]:-} ]] || echo "- SDK time / modelcache time: **$(ratio "${WALL[$DS.sdk]}" "$mc")** (goal >= 1.0)"
+			# The whole machine's CPU: on a node the S3 server is elsewhere,
+			# here it takes the same cores, and no tool ends before the CPU
+			# it and the server need, spread over every core, is spent.
+			local line="" ncpu
+			ncpu=$(nproc)
+			for t in modelcache durable floor sdk; do
+				[[ -n ${CPU[$DS.$t]:-} ]] || continue
+				line+="$(awk -v t="$t" -v c="${CPU[$DS.$t]}" -v s="${SCPU[$DS.$t]}" -v n="$ncpu" 'BEGIN { printf "%s%s %.2f s", (t == "modelcache" ? "" : ", "), t, (c + s) / n }')"
+			done
+			[[ -z $line ]] || echo "- CPU floor, (the tool's CPU + the S3 server's) / $ncpu CPUs: $line"
 			[[ -z ${WALL[$DS.baseline]:-} ]] || echo "- baseline time / modelcache time: $(ratio "${WALL[$DS.baseline]}" "$mc")"
 			if [[ -n ${CPU[$DS.rclone]:-} ]]; then
 				echo "- CPU per GB: modelcache $(awk -v c="${CPU[$DS.modelcache]}" -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f", c / (b / 1e9) }') s," \

@@ -93,8 +93,8 @@ has() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 
 S3_DATA=$(s3_store)
 case $S3_DATA in
-/dev/shm/*) S3_WHERE="its data on tmpfs ($S3_DATA), as a remote S3 would be" ;;
-*) S3_WHERE="its data on the cache's disk ($S3_DATA)" ;;
+/dev/shm/*) S3_WHERE="its data on tmpfs ($S3_DATA), as a remote S3 would be" S3_STORE_LABEL="in RAM" ;;
+*) S3_WHERE="its data on the cache's disk ($S3_DATA)" S3_STORE_LABEL="on the cache's disk: its reads slow every tool but the floor" ;;
 esac
 export S3_DATA
 "$REPO/hack/tools.sh" bench
