@@ -1,6 +1,6 @@
 // Command modelcache-controller runs modelcache's cluster-wide controllers
-// (a Deployment, not on every node): today the provisioner of the
-// model-cache StorageClass.
+// (a Deployment, not on every node): the provisioner of the model-cache
+// StorageClass and the pod webhook that sends pods to warm nodes.
 package main
 
 import (
@@ -49,6 +49,8 @@ type options struct {
 	kubeconfig  string
 	metricsAddr string
 	verbose     bool
+	webhook     webhookOptions
+	webhookIPs  []string
 }
 
 func newRootCmd() *cobra.Command {
@@ -61,12 +63,21 @@ replica for the whole cluster (the Deployment modelcache-controller), talking
 only to the API server. It needs no privileges, no host paths and no node's
 cache agent.
 
-Today it provisions claims of the model-cache StorageClass (every class whose
+It provisions claims of the model-cache StorageClass (every class whose
 provisioner is --driver-name): each claim becomes a ReadOnlyMany
 PersistentVolume whose attributes carry the model, from the claim annotation
 modelcache.io/model or the StorageClass parameter "model". Nothing is
 allocated; the node's csi-plugin mounts the model when a pod uses the volume.
 A claim that names no model gets a ProvisioningFailed event saying so.
+
+With --webhook-addr it also serves a mutating admission webhook for pods:
+a pod with a modelcache volume (inline, a claim or an ephemeral volume of a
+model-cache class) gets a preferred node affinity for the warm-node labels
+of its models, or a required one with the annotation
+modelcache.io/schedule=require on the pod or its namespace (off: none).
+It never refuses a pod. Its certificate is self-signed and kept in
+--webhook-secret; the CA goes into --webhook-config's caBundle, so no
+cert-manager is needed.
 
 With --leader-election (the default) only the replica holding a Lease in its
 namespace (env POD_NAMESPACE) acts, so the Deployment can run more than one
@@ -85,6 +96,11 @@ through --kubeconfig.`,
 	f.BoolVar(&o.leaderElect, "leader-election", true, "only one replica provisions at a time (a Lease in the pod's namespace)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the API server (default: in-cluster config)")
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":9092", `address for Prometheus /metrics and the probes /healthz and /readyz; "" disables`)
+	f.StringVar(&o.webhook.addr, "webhook-addr", "", `serve the pod webhook (warm-node affinity for pods with modelcache volumes) over TLS here, e.g. ":9443"; "" disables`)
+	f.StringVar(&o.webhook.service, "webhook-service", "modelcache-webhook", "the webhook's Service in the controller's namespace: the names its certificate carries")
+	f.StringSliceVar(&o.webhookIPs, "webhook-ip", nil, "IP addresses the webhook's certificate also carries (a webhook reached by URL)")
+	f.StringVar(&o.webhook.config, "webhook-config", "modelcache", "the MutatingWebhookConfiguration whose caBundle gets the webhook's CA")
+	f.StringVar(&o.webhook.secret, "webhook-secret", "modelcache-webhook-tls", "the Secret in the controller's namespace that keeps the webhook's CA and certificate")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log at debug level, with client-go's and the provisioner library's details (klog -v=4)")
 	return cmd
 }
@@ -107,6 +123,16 @@ func run(ctx context.Context, o options, inCluster func() (*rest.Config, error))
 	}
 	if o.driverName == "" {
 		return errors.New("--driver-name is empty")
+	}
+	for _, s := range o.webhookIPs {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return fmt.Errorf("--webhook-ip %q is not an IP address", s)
+		}
+		o.webhook.ips = append(o.webhook.ips, ip)
+	}
+	if o.webhook.addr != "" && o.webhook.service == "" && len(o.webhook.ips) == 0 {
+		return errors.New("--webhook-addr needs --webhook-service or --webhook-ip: the names the API server reaches the webhook by")
 	}
 	cfg, err := apiConfig(o.kubeconfig, inCluster)
 	if err != nil {
@@ -132,6 +158,15 @@ func run(ctx context.Context, o options, inCluster func() (*rest.Config, error))
 			}
 			return nil
 		})
+	}
+	if o.webhook.addr != "" {
+		l, err := net.Listen("tcp", o.webhook.addr)
+		if err != nil {
+			return fmt.Errorf("webhook: %w", err)
+		}
+		// Every replica serves the webhook (its Service picks any), not
+		// only the leader.
+		g.Go(func() error { return serveWebhook(ctx, l, kube, o.driverName, o.webhook, log) })
 	}
 	log.Info("provisioner starting", "driver", o.driverName, "leaderElection", o.leaderElect,
 		"apiServer", cfg.Host, "version", buildinfo.Version(version))

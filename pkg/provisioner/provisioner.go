@@ -62,16 +62,7 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 	if claim.Spec.DataSource != nil || claim.Spec.DataSourceRef != nil {
 		return nil, fmt.Errorf("a model volume cannot be made from a snapshot or another volume (dataSource)")
 	}
-	attrs := maps.Clone(class.Parameters)
-	if attrs == nil {
-		attrs = map[string]string{}
-	}
-	if v := claim.Annotations[AnnModel]; v != "" {
-		attrs[csi.AttrModel] = v
-	}
-	if v := claim.Annotations[AnnRevision]; v != "" {
-		attrs[csi.AttrRevision] = v
-	}
+	attrs := ClaimAttributes(class.Parameters, claim.Annotations)
 	if strings.TrimSpace(attrs[csi.AttrModel]) == "" {
 		return nil, fmt.Errorf("claim names no model: annotate it with %s: s3://BUCKET/PREFIX, or set parameter model on StorageClass %s",
 			AnnModel, class.Name)
@@ -115,6 +106,23 @@ func (p *Provisioner) volume(o controller.ProvisionOptions) (*v1.PersistentVolum
 			}},
 		},
 	}, nil
+}
+
+// ClaimAttributes are the volume attributes of a claim of a class with
+// params: the class's parameters, with the model and revision the claim's
+// annotations name instead.
+func ClaimAttributes(params, annotations map[string]string) map[string]string {
+	attrs := maps.Clone(params)
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	if v := annotations[AnnModel]; v != "" {
+		attrs[csi.AttrModel] = v
+	}
+	if v := annotations[AnnRevision]; v != "" {
+		attrs[csi.AttrRevision] = v
+	}
+	return attrs
 }
 
 // Delete implements controller.Provisioner: there is no storage asset. The
