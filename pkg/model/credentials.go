@@ -16,10 +16,18 @@ type Credentials struct {
 	SessionToken    string `json:"sessionToken,omitempty"`
 	// Token is a Hub access token (HF_TOKEN), for hf:// refs.
 	Token string `json:"token,omitempty"`
+	// AccountKey (shared key) or SASToken (a shared access signature, the
+	// query string without its '?'): an Azure storage account's, for az://
+	// refs.
+	AccountKey string `json:"accountKey,omitempty"`
+	SASToken   string `json:"sasToken,omitempty"`
 }
 
 // Validate refuses half a key pair, and credentials with nothing in them.
 func (c Credentials) Validate() error {
+	if c.AccountKey != "" || c.SASToken != "" {
+		return c.validateAzure()
+	}
 	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "" {
 		if c.AccessKeyID == "" || c.SecretAccessKey == "" {
 			return errors.New("credentials need both an access key ID and a secret access key (S3), or a token (Hub)")
@@ -37,6 +45,9 @@ func (c Credentials) String() string {
 	if c.AccessKeyID == "" && c.Token != "" {
 		return "{token: redacted}"
 	}
+	if c.AccessKeyID == "" && (c.AccountKey != "" || c.SASToken != "") {
+		return "{azure: redacted}"
+	}
 	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
 }
 
@@ -45,3 +56,14 @@ func (c Credentials) GoString() string { return "model.Credentials" + c.String()
 
 // LogValue is what slog prints.
 func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// validateAzure: an Azure account key or SAS token, one of them, alone.
+func (c Credentials) validateAzure() error {
+	if c.AccountKey != "" && c.SASToken != "" {
+		return errors.New("credentials hold both an Azure account key and a SAS token; give one")
+	}
+	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.SessionToken != "" || c.Token != "" {
+		return errors.New("credentials mix an Azure account key or SAS token with S3 keys or a Hub token; give one kind")
+	}
+	return nil
+}
