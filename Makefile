@@ -23,10 +23,11 @@ build:
 tools:
 	hack/tools.sh
 
-# The tests start bin/versitygw themselves; MODELCACHE_REQUIRE=1 makes them
+# The tests start bin/versitygw (and bin/azurite) themselves; MODELCACHE_REQUIRE=1 makes them
 # fail instead of skip when a part they need is missing.
 test: tools
 	MODELCACHE_VERSITYGW=$(CURDIR)/bin/versitygw MODELCACHE_REQUIRE=1 \
+		MODELCACHE_AZURITE=$(CURDIR)/bin/azurite/node_modules/.bin/azurite-blob \
 		go test -count=1 -timeout 20m ./...
 
 # Each fuzz target for FUZZTIME (their seed corpora in testdata/fuzz also
