@@ -41,7 +41,7 @@ type Ref struct {
 	// whose container is Bucket and prefix Prefix).
 	Account string
 	Bucket  string // S3
-	Prefix string // S3: no leading or trailing slash; may be empty (whole bucket)
+	Prefix  string // S3: no leading or trailing slash; may be empty (whole bucket)
 	// Registry is an OCI registry's HOST[:PORT], lowercase.
 	Registry string
 	// Repo is the Hub repo ("ORG/NAME") and At its revision (branch, tag
