@@ -37,11 +37,8 @@ var ErrInvalidRef = errors.New("model: invalid reference")
 type Ref struct {
 	// Scheme is SchemeHF, SchemeOCI, SchemeAzure, or "" for S3 (s3://).
 	Scheme string
-	// Account is an Azure storage account (az://ACCOUNT/CONTAINER/PREFIX,
-	// whose container is Bucket and prefix Prefix).
-	Account string
-	Bucket  string // S3
-	Prefix  string // S3: no leading or trailing slash; may be empty (whole bucket)
+	Bucket string // S3
+	Prefix string // S3: no leading or trailing slash; may be empty (whole bucket)
 	// Registry is an OCI registry's HOST[:PORT], lowercase.
 	Registry string
 	// Repo is the Hub repo ("ORG/NAME") and At its revision (branch, tag
@@ -62,6 +59,10 @@ type Ref struct {
 	// patterns, see Filter): "*.safetensors,*.json" and "original/" keep
 	// the weights and configs a repo carries, not its .bin duplicates.
 	Include, Exclude string
+
+	// Account is an Azure storage account (az://ACCOUNT/CONTAINER/PREFIX,
+	// whose container is Bucket and prefix Prefix).
+	Account string
 }
 
 // SchemeHF marks a Hugging Face Hub ref, SchemeOCI an OCI artifact's.
