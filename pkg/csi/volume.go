@@ -71,6 +71,8 @@ var secretKeys = map[string][]string{
 	"secretAccessKey": {"secretAccessKey", "AWS_SECRET_ACCESS_KEY"},
 	"sessionToken":    {"sessionToken", "AWS_SESSION_TOKEN"},
 	"token":           {"token", "HF_TOKEN"},
+	"accountKey":      {"accountKey", "AZURE_STORAGE_KEY"},
+	"sasToken":        {"sasToken", "AZURE_STORAGE_SAS_TOKEN"},
 }
 
 // ParseSecrets turns the Secret kubelet passes with a publish into the
@@ -86,9 +88,15 @@ func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 		return ""
 	}
 	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken"),
-		Token: get("token")}
+		Token: get("token"), AccountKey: get("accountKey"), SASToken: get("sasToken")}
 	if c == (agentapi.Credentials{}) {
 		return nil, nil
+	}
+	if c.AccountKey != "" || c.SASToken != "" {
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef): %w (keys accountKey or AZURE_STORAGE_KEY, sasToken or AZURE_STORAGE_SAS_TOKEN)", err)
+		}
+		return &c, nil
 	}
 	if (c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "") && (c.AccessKeyID == "" || c.SecretAccessKey == "") {
 		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3, or %q (or HF_TOKEN) for the Hub",

@@ -149,6 +149,8 @@ func (s Source) kind() string {
 		return "a Hub source (type: hf)"
 	case SourceOCI:
 		return "an OCI registry source (type: oci)"
+	case SourceAzure:
+		return "an Azure Blob Storage source (type: azure)"
 	}
 	return "an S3 source"
 }

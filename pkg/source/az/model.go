@@ -140,3 +140,6 @@ func checkRead(contentRange *string, contentLength *int64, etag *azcore.ETag, f 
 	}
 	return nil
 }
+
+// Service is the account's blob service URL the model is read from.
+func (m *Model) Service() string { return m.c.service }
