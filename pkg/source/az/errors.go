@@ -58,7 +58,7 @@ func (c *Client) statusError(where, op string, status int, code string) error {
 	switch {
 	case status == 401 || status == 403:
 		e.Class = source.ErrAccessDenied
-		e.Msg = fmt.Sprintf("%d: %s may not read this at %s", status, c.creds, c.service)
+		e.Msg = fmt.Sprintf("%d: refused with %s at %s (a wrong or expired credential, or one without read and list permission here)", status, c.creds, c.service)
 		if c.creds == "no credentials" {
 			e.Msg = fmt.Sprintf("%d: not readable anonymously at %s (is the container public?)", status, c.service)
 		}
