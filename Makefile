@@ -41,7 +41,7 @@ FUZZTIME ?= 100000x
 FUZZ_TARGETS := ./pkg/model:FuzzParseRef ./pkg/model:FuzzRelPath ./pkg/model:FuzzDecodeManifest \
 	./pkg/csi:FuzzParseVolumeAttributes ./pkg/csi:FuzzParseSecrets ./pkg/agent:FuzzDecodeRequest \
 	./pkg/fetch:FuzzListObjects ./pkg/model:FuzzFilter ./pkg/source/hf:FuzzTreeEntries \
-	./pkg/source/oci:FuzzManifestFiles
+	./pkg/source/oci:FuzzManifestFiles ./pkg/source/az:FuzzListPage
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
