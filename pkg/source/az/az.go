@@ -178,7 +178,11 @@ func ServiceURL(account, endpoint string) (string, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("az: endpoint %q: want http(s)://HOST[:PORT]", trim(endpoint))
+		shown := trim(endpoint)
+		if err != nil || u.User != nil {
+			shown = "(not shown)"
+		}
+		return "", fmt.Errorf("az: endpoint %s: want http(s)://HOST[:PORT] without credentials or path", shown)
 	}
 	base := u.Scheme + "://" + u.Host
 	host := strings.ToLower(u.Hostname())
