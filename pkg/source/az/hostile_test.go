@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
 	"github.com/modelcache/modelcache/pkg/model"
 	"github.com/modelcache/modelcache/pkg/source"
 	"github.com/modelcache/modelcache/pkg/source/az"
@@ -188,5 +191,34 @@ func TestHostileReads(t *testing.T) {
 		if grew := int64(after.TotalAlloc) - int64(before.TotalAlloc); grew > 16<<20 {
 			t.Errorf("%s: allocated %d MiB", name, grew>>20)
 		}
+	}
+}
+
+// failingToken is an Entra ID credential that cannot get a token.
+type failingToken struct{}
+
+func (failingToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, errors.New("AADSTS700016: no such application")
+}
+
+// An identity that gets no token is access denied, never retried, and no
+// request reaches the service; a token goes over HTTPS only.
+func TestTokenCredentialFailure(t *testing.T) {
+	l := &liar{page: func(string) string { return pageXML("", blobXML("m/a", 3, "0x1")) }}
+	srv := httptest.NewTLSServer(l)
+	defer srv.Close()
+	c, err := az.New(az.Options{Account: "acct", Endpoint: srv.URL, Credential: failingToken{}, HTTPClient: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Model("c", "m").List(context.Background())
+	if !errors.Is(err, source.ErrAccessDenied) || source.Temporary(err) || !strings.Contains(err.Error(), "AADSTS700016") {
+		t.Fatalf("%v", err)
+	}
+	if n := l.requests.Load(); n != 0 {
+		t.Errorf("%d requests without a token", n)
+	}
+	if _, err := az.New(az.Options{Account: "acct", Endpoint: "http://127.0.0.1:10000", Credential: failingToken{}}); err == nil {
+		t.Error("a token credential over plain HTTP was accepted")
 	}
 }
