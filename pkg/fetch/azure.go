@@ -40,13 +40,13 @@ func (f *Fetcher) azureModel(ref model.Ref, creds *model.Credentials) (*az.Model
 		if src.Type != SourceAzure {
 			return nil, invalid("source %q is %s; an az:// ref needs a source of type: azure", ref.Source, src.kind())
 		}
-		if ref.Endpoint != "" && ref.Endpoint != src.Endpoint {
+		if ref.Endpoint != "" && ref.Endpoint != model.AzureEndpoint(src.Account, src.Endpoint) {
 			return nil, invalid("endpoint %s differs from source %q's endpoint %q; drop one of them", ref.Endpoint, ref.Source, src.Endpoint)
 		}
 		if src.Account != "" && src.Account != ref.Account {
 			return nil, invalid("account %s is not source %q's account %s: a source's credentials go to its own account only", ref.Account, ref.Source, src.Account)
 		}
-		o.Endpoint = src.Endpoint
+		o.Endpoint = model.AzureEndpoint(src.Account, src.Endpoint)
 		if creds == nil {
 			if err := f.azureSourceCredential(src, &o); err != nil {
 				return nil, &source.Error{Class: ErrAccessDenied, Where: where, Op: "list", Msg: fmt.Sprintf("source %q: %v", ref.Source, err)}
@@ -191,7 +191,7 @@ func (s Source) validateAzure() error {
 	}
 	if s.Endpoint != "" {
 		var r model.Ref
-		if err := r.SetOption("endpoint", s.Endpoint); err != nil {
+		if err := r.SetOption("endpoint", model.AzureEndpoint(s.Account, s.Endpoint)); err != nil {
 			return err
 		}
 	}

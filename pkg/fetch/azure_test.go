@@ -46,6 +46,8 @@ func TestAzure(t *testing.T) {
 	f, err := fetch.New(map[string]fetch.Source{
 		"blobs": {Type: fetch.SourceAzure, Endpoint: s.Endpoint, Account: s.Account, AccountKey: s.Key},
 		"hub":   {Type: fetch.SourceHub},
+		// The blob endpoint as an Azurite connection string writes it.
+		"conn": {Type: fetch.SourceAzure, Endpoint: s.Service, Account: s.Account, SASToken: s.SAS("models", "rl")},
 	}, fetch.WithPartSize(model.LeafSize), fetch.WithAllowedEndpoints([]string{s.Endpoint}), fetch.WithMaxAttempts(2))
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +74,8 @@ func TestAzure(t *testing.T) {
 		if st2.BytesFetched != 0 {
 			t.Errorf("the selection fetched %d bytes; every file was held", st2.BytesFetched)
 		}
+		m3, _ := listAndFetch(t, f, mustRef(t, "az://"+s.Account+"/models/llama?source=conn&include=*.json"), store)
+		checkTree(t, store, m3, keep("config.json"))
 		if _, err := f.List(ctx, mustRef(t, "az://"+s.Account+"/models/llama?source=blobs&include=*.gguf"), nil); !errors.Is(err, fetch.ErrNotFound) {
 			t.Errorf("a pattern that selects nothing: %v", err)
 		}

@@ -93,3 +93,16 @@ func azureHint(s string) string {
 	}
 	return ""
 }
+
+// AzureEndpoint drops a path that is just "/ACCOUNT" from an endpoint, so
+// the blob endpoint of an Azurite connection string
+// (BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1) names the server:
+// the account is the ref's.
+func AzureEndpoint(account, endpoint string) string {
+	if account != "" {
+		if e, ok := strings.CutSuffix(strings.TrimSuffix(endpoint, "/"), "/"+account); ok && strings.Count(e, "/") == 2 {
+			return e
+		}
+	}
+	return endpoint
+}

@@ -22,6 +22,10 @@ func TestParseAzureRef(t *testing.T) {
 	if s := r.String(); s != "az://devstoreaccount1/models/llama-3/8b?endpoint=http%3A%2F%2F127.0.0.1%3A10000&include=*.json" {
 		t.Errorf("String %q", s)
 	}
+	// Azurite's connection strings name the blob endpoint with the account.
+	if r := mustParse(t, "az://devstoreaccount1/models/m?endpoint=http://127.0.0.1:10000/devstoreaccount1"); r.Endpoint != "http://127.0.0.1:10000" {
+		t.Errorf("endpoint %q", r.Endpoint)
+	}
 	whole, err := model.ParseRef("az://acct/models")
 	if err != nil || whole.Prefix != "" || whole.String() != "az://acct/models" {
 		t.Errorf("a whole container: %+v %v", whole, err)

@@ -201,6 +201,9 @@ func ParseRef(s string) (Ref, error) {
 // SetOption sets one named option (endpoint, region, source, revision) after
 // validating it. It is how volume attributes and flags add to a parsed ref.
 func (r *Ref) SetOption(key, val string) error {
+	if key == "endpoint" && r.Scheme == SchemeAzure {
+		val = AzureEndpoint(r.Account, val)
+	}
 	if key == "region" && r.Scheme == SchemeAzure {
 		return fmt.Errorf("region is not an option of an az:// ref: the account names where the blobs are")
 	}
