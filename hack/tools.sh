@@ -4,7 +4,8 @@
 #   hack/tools.sh         versitygw (the S3 server), etcd (Debian's
 #                         etcd-server, via apt-get) and bin/k8s/kube-apiserver
 #                         (hack/kube-build.sh) for internal/kubetest; helm and
-#                         bin/k8s/kubectl (its kustomize) for internal/charttest
+#                         bin/k8s/kubectl (its kustomize) for internal/charttest;
+#                         bin/azurite (npm) for internal/aztest
 #   hack/tools.sh bench   the same and rclone (the benchmark's baseline)
 #   hack/tools.sh s3      versitygw only (bench/publish.sh: it starts nothing else)
 # The version of a Go tool is read back from the binary's build info
@@ -53,14 +54,14 @@ apt_ensure() {
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null; }
 }
 
-# npm_ensure PACKAGE VERSION: install an npm package into $BIN/hfjs (npm
+# npm_ensure DIR PACKAGE VERSION: install an npm package into $BIN/DIR (npm
 # --prefix, so node_modules lands there and nothing global changes) when it
 # is missing or another version. The version is read back from its
 # package.json, as ensure reads it from a Go binary.
 npm_ensure() {
-	local pkg=$1 version=$2 dir=$BIN/hfjs have=""
+	local dir=$BIN/$1 pkg=$2 version=$3 have=""
 	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-		echo "tools: node and npm missing; install Node.js 20 or later (with npm) for $pkg, which internal/hubtest's oracle test runs" >&2
+		echo "tools: node and npm missing; install Node.js 20 or later (with npm) for $pkg, which the tests run" >&2
 		return 1
 	fi
 	local manifest=$dir/node_modules/$pkg/package.json
@@ -98,7 +99,9 @@ apt_ensure jq jq # hack/kube-build.sh reads the module graph with it
 # internal/charttest: helm lint and helm template of charts/modelcache.
 ensure helm helm.sh/helm/v3/cmd/helm v3.22.0
 # internal/hubtest: the official JS Hub client checks the fixture Hub.
-npm_ensure @huggingface/hub 2.17.5
+npm_ensure hfjs @huggingface/hub 2.17.5
+# internal/aztest: Azurite, the Azure Blob Storage emulator (azurite-blob).
+npm_ensure azurite azurite 3.37.0
 if [[ $mode == bench ]]; then
 	ensure rclone github.com/rclone/rclone v1.76.0
 fi

@@ -90,6 +90,15 @@ rule cmd/modelcache-controller not $ENGINE $AWS
 # informers: the informer factory and the full clientset (every API group's
 # client, informer and lister) would double the agent's cold build.
 rule cmd/cache-agent not k8s.io/client-go/informers 'k8s.io/client-go/kubernetes$'
+# Azure: the SDK (and MSAL, for workload identity) is the fetcher's alone;
+# the plugin and the controller link none of it. azblob v1.8.1+ would bring
+# Apache Arrow (for an opt-in listing format) into the agent: refused.
+AZURE="github.com/Azure/ github.com/AzureAD/"
+rule pkg/source/az only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source" github.com/Azure/azure-sdk-for-go/sdk/ \
+	golang.org/x/net golang.org/x/text
+rule cmd/csi-plugin not $AZURE
+rule cmd/modelcache-controller not $AZURE
+rule cmd/cache-agent not github.com/apache/arrow-go
 
 if ((failed)); then exit 1; fi
 echo "import rules hold (hack/verify-imports.sh)"

@@ -40,7 +40,9 @@ func controllerNamespace() string {
 }
 
 // listerLookup reads claims, classes and namespaces from informers' caches.
-type listerLookup struct{ f informers.SharedInformerFactory }
+type listerLookup struct {
+	f informers.SharedInformerFactory
+}
 
 func (l listerLookup) Claim(ns, name string) (*corev1.PersistentVolumeClaim, error) {
 	return l.f.Core().V1().PersistentVolumeClaims().Lister().PersistentVolumeClaims(ns).Get(name)

@@ -19,6 +19,10 @@ func TestAccessKeyCoversEveryCredential(t *testing.T) {
 		"keys":          {AccessKeyID: "a", SecretAccessKey: "b"},
 		"other secret":  {AccessKeyID: "a", SecretAccessKey: "c"},
 		"session":       {AccessKeyID: "a", SecretAccessKey: "b", SessionToken: "s"},
+		"azure key":     {AccountKey: "a2V5"},
+		"other key":     {AccountKey: "b3RoZXI="},
+		"azure SAS":     {SASToken: "sv=1&sig=a"},
+		"other SAS":     {SASToken: "sv=1&sig=b"},
 	} {
 		k := accessKey(ref, c)
 		if other, ok := seen[k]; ok {

@@ -71,13 +71,16 @@ var secretKeys = map[string][]string{
 	"secretAccessKey": {"secretAccessKey", "AWS_SECRET_ACCESS_KEY"},
 	"sessionToken":    {"sessionToken", "AWS_SESSION_TOKEN"},
 	"token":           {"token", "HF_TOKEN"},
+	"accountKey":      {"accountKey", "AZURE_STORAGE_KEY"},
+	"sasToken":        {"sasToken", "AZURE_STORAGE_SAS_TOKEN"},
 	// A kubernetes.io/dockerconfigjson Secret (the kind imagePullSecrets
 	// name), or the older kubernetes.io/dockercfg: a registry login.
 	"dockerConfig": {".dockerconfigjson", ".dockercfg"},
 }
 
 // ParseSecrets turns the Secret kubelet passes with a publish into the
-// volume's credentials (S3 keys, a Hub token or a docker config); nil when the volume has none. Other keys of the
+// volume's credentials (S3 keys, a Hub token, a docker config or an Azure
+// key or SAS); nil when the volume has none. Other keys of the
 // Secret are ignored. Errors name keys, never values.
 func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 	get := func(name string) string {
@@ -89,13 +92,19 @@ func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 		return ""
 	}
 	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken"),
-		Token: get("token"), DockerConfig: get("dockerConfig")}
+		Token: get("token"), AccountKey: get("accountKey"), SASToken: get("sasToken"), DockerConfig: get("dockerConfig")}
 	if c == (agentapi.Credentials{}) {
 		return nil, nil
 	}
+	if c.AccountKey != "" || c.SASToken != "" {
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef): %w (keys accountKey or AZURE_STORAGE_KEY, sasToken or AZURE_STORAGE_SAS_TOKEN)", err)
+		}
+		return &c, nil
+	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3 or a registry login, %q (or HF_TOKEN) for the Hub, or %q (a kubernetes.io/dockerconfigjson Secret) for a registry",
-			"accessKeyID", "secretAccessKey", "token", ".dockerconfigjson")
+		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3 or a registry login, %q (or HF_TOKEN) for the Hub, %q (a kubernetes.io/dockerconfigjson Secret) for a registry, or %q or %q for Azure",
+			"accessKeyID", "secretAccessKey", "token", ".dockerconfigjson", "accountKey", "sasToken")
 	}
 	return &c, nil
 }

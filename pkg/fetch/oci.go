@@ -89,7 +89,7 @@ func (f *Fetcher) ociModel(ref model.Ref, creds *model.Credentials, at string) (
 // docker config without the registry is oci.ErrNoLogin: the volume brought
 // no login that may read the model.
 func volumeOCILogin(c model.Credentials, registry string) (oci.Login, error) {
-	other := c.Token != "" || c.SessionToken != ""
+	other := c.Token != "" || c.SessionToken != "" || c.AccountKey != "" || c.SASToken != ""
 	switch {
 	case c.DockerConfig != "" && !other && c.AccessKeyID == "" && c.SecretAccessKey == "":
 		l, err := oci.DockerConfigLogin([]byte(c.DockerConfig), registry)
@@ -217,6 +217,8 @@ func (s Source) kind() string {
 		return "a Hub source (type: hf)"
 	case SourceOCI:
 		return "an OCI registry source (type: oci)"
+	case SourceAzure:
+		return "an Azure Blob Storage source (type: azure)"
 	}
 	return "an S3 source"
 }

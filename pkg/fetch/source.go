@@ -24,8 +24,8 @@ import (
 // credentials for it. A ref selects one with ?source=NAME. Its String,
 // GoString and LogValue never show secrets, so a Source can be logged.
 type Source struct {
-	// Type is SourceS3 ("" too), SourceHub (hf:// refs) or SourceOCI
-	// (oci:// refs).
+	// Type is SourceS3 ("" too), SourceHub (hf:// refs), SourceOCI
+	// (oci:// refs) or SourceAzure (az:// refs).
 	Type string
 	// Endpoint of an S3-compatible server (http(s)://HOST[:PORT]); empty
 	// means AWS S3. For a Hub source, a mirror of the Hub's API
@@ -64,6 +64,12 @@ type Source struct {
 	// PlainHTTP talks http:// to an OCI source's registry (one inside the
 	// cluster without TLS); refs without a source always use HTTPS.
 	PlainHTTP bool
+	// Account (an Azure source's storage account; empty: any the ref
+	// names, for an anonymous or Entra ID source), AccountKey or
+	// AccountKeyFile (its shared key), SASToken or SASTokenFile (a shared
+	// access signature): see azure.go. Files are read again for every
+	// listing.
+	Account, AccountKey, AccountKeyFile, SASToken, SASTokenFile string
 	// Namespaces, if set, are the only namespaces whose volumes may use the
 	// source (and so the agent's credentials for it). Empty: every namespace.
 	Namespaces []string
@@ -83,6 +89,12 @@ const credentialReload = 5 * time.Minute
 // Validate checks the endpoint and region and that credentials are given
 // exactly one way.
 func (s Source) Validate() error {
+	if s.Type == SourceAzure {
+		return s.validateAzure()
+	}
+	if s.hasAzure() {
+		return errors.New("account, accountKey, accountKeyFile, sasToken and sasTokenFile are for sources of type: azure")
+	}
 	if s.Type != SourceOCI && (s.Registry != "" || s.Username != "" || s.Password != "" || s.PasswordFile != "" || s.DockerConfigFile != "" || s.PlainHTTP) {
 		return errors.New("registry, username, password, passwordFile, dockerConfigFile and plainHTTP are for sources of type: oci")
 	}
@@ -101,7 +113,7 @@ func (s Source) Validate() error {
 	case SourceOCI:
 		return s.validateOCI()
 	default:
-		return fmt.Errorf("type %q: want s3, hf or oci", s.Type)
+		return fmt.Errorf("type %q: want s3, hf, oci or azure", s.Type)
 	}
 	var r model.Ref
 	if s.Endpoint != "" {
@@ -165,6 +177,9 @@ func (s Source) credentialsKind() string {
 
 // String shows the source without secrets.
 func (s Source) String() string {
+	if s.Type == SourceAzure {
+		return s.azureString()
+	}
 	ep := s.Endpoint
 	if ep == "" {
 		ep = "AWS S3"
@@ -186,6 +201,10 @@ func (s Source) GoString() string { return "fetch.Source" + s.String() }
 
 // LogValue is what slog prints for a Source.
 func (s Source) LogValue() slog.Value {
+	if s.Type == SourceAzure {
+		return slog.GroupValue(slog.String("type", s.Type), slog.String("endpoint", s.Endpoint), slog.String("account", s.Account),
+			slog.String("credentials", s.azureCredentialsKind()))
+	}
 	if s.Type == SourceOCI {
 		return slog.GroupValue(slog.String("type", s.Type), slog.String("registry", s.Registry),
 			slog.Bool("plainHTTP", s.PlainHTTP), slog.String("credentials", s.credentialsKind()))
@@ -259,6 +278,11 @@ type sourcesFile struct {
 		PasswordFile        string   `yaml:"passwordFile"`
 		DockerConfigFile    string   `yaml:"dockerConfigFile"`
 		PlainHTTP           bool     `yaml:"plainHTTP"`
+		Account             string   `yaml:"account"`
+		AccountKey          string   `yaml:"accountKey"`
+		AccountKeyFile      string   `yaml:"accountKeyFile"`
+		SASToken            string   `yaml:"sasToken"`
+		SASTokenFile        string   `yaml:"sasTokenFile"`
 		Namespaces          []string `yaml:"namespaces"`
 	} `yaml:"sources"`
 	Endpoints []string `yaml:"endpoints"`
@@ -294,6 +318,12 @@ type Config struct {
 //	    username: puller                     # optional: anonymous without
 //	    passwordFile: /etc/modelcache/corp/password # or password: …, or instead of
 //	                             # both dockerConfigFile: /etc/modelcache/regcred/.dockerconfigjson
+//	  blobs:                     # for az:// refs with ?source=blobs
+//	    type: azure
+//	    account: mystorage                    # the only account its key goes to
+//	    accountKeyFile: /etc/modelcache/az/key # or accountKey, sasToken(File), anonymous: true;
+//	                                          # none: the agent's workload or managed identity
+//	    endpoint: http://azurite.dev:10000    # optional; default https://ACCOUNT.blob.core.windows.net
 //	endpoints:                   # optional: endpoints a ref may name with ?endpoint=
 //	  - https://s3.partner.example  # (requests are unsigned unless the volume brings keys)
 //
@@ -337,6 +367,8 @@ func loadConfig(path string) (map[string]Source, []string, error) {
 			Anonymous: y.Anonymous, Namespaces: y.Namespaces,
 			Registry: y.Registry, Username: y.Username, Password: y.Password, PasswordFile: absTo(dir, y.PasswordFile), PlainHTTP: y.PlainHTTP,
 			DockerConfigFile: absTo(dir, y.DockerConfigFile)}
+		s.Account, s.AccountKey, s.AccountKeyFile = y.Account, y.AccountKey, absTo(dir, y.AccountKeyFile)
+		s.SASToken, s.SASTokenFile = y.SASToken, absTo(dir, y.SASTokenFile)
 		if err := s.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 		}
@@ -345,6 +377,14 @@ func loadConfig(path string) (map[string]Source, []string, error) {
 		}
 		if s.Type == SourceOCI {
 			if _, err := s.ociLogin(); err != nil {
+				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+			}
+		}
+		if s.Type == SourceAzure && !s.Anonymous {
+			if _, err := readSecret(s.AccountKey, s.AccountKeyFile, "accountKeyFile"); err != nil {
+				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+			}
+			if _, err := readSecret(s.SASToken, s.SASTokenFile, "sasTokenFile"); err != nil {
 				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 			}
 		}

@@ -20,10 +20,18 @@ type Credentials struct {
 	// Secret's .dockerconfigjson), for oci:// refs: its entry for the
 	// ref's registry is the login.
 	DockerConfig string `json:"dockerConfig,omitempty"`
+	// AccountKey (shared key) or SASToken (a shared access signature, the
+	// query string without its '?'): an Azure storage account's, for az://
+	// refs.
+	AccountKey string `json:"accountKey,omitempty"`
+	SASToken   string `json:"sasToken,omitempty"`
 }
 
 // Validate refuses half a key pair, and credentials with nothing in them.
 func (c Credentials) Validate() error {
+	if c.AccountKey != "" || c.SASToken != "" {
+		return c.validateAzure()
+	}
 	if c.AccessKeyID != "" || c.SecretAccessKey != "" || (c.Token == "" && c.DockerConfig == "") {
 		if c.AccessKeyID == "" || c.SecretAccessKey == "" {
 			return errors.New("credentials need both an access key ID and a secret access key (S3, or a registry login), a token (Hub), or a docker config (OCI)")
@@ -44,6 +52,9 @@ func (c Credentials) String() string {
 	if c.AccessKeyID == "" && c.DockerConfig != "" {
 		return "{dockerConfig: redacted}"
 	}
+	if c.AccessKeyID == "" && (c.AccountKey != "" || c.SASToken != "") {
+		return "{azure: redacted}"
+	}
 	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
 }
 
@@ -52,3 +63,14 @@ func (c Credentials) GoString() string { return "model.Credentials" + c.String()
 
 // LogValue is what slog prints.
 func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// validateAzure: an Azure account key or SAS token, one of them, alone.
+func (c Credentials) validateAzure() error {
+	if c.AccountKey != "" && c.SASToken != "" {
+		return errors.New("credentials hold both an Azure account key and a SAS token; give one")
+	}
+	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.SessionToken != "" || c.Token != "" || c.DockerConfig != "" {
+		return errors.New("credentials mix an Azure account key or SAS token with S3 keys, a Hub token or a docker config; give one kind")
+	}
+	return nil
+}

@@ -29,11 +29,13 @@ var ErrInvalidRef = errors.New("model: invalid reference")
 //	oci://REGISTRY/REPO[:TAG|@sha256:HEX][?source=NAME&revision=HEX&include=…&exclude=…]
 //	  the files of an OCI artifact (each layer with a file path annotation
 //	  is a file) at TAG or digest (latest if absent), resolved to its
-//	  manifest digest when listed.
+//	  manifest digest when listed;
+//	az://ACCOUNT/CONTAINER/PREFIX[?endpoint=URL&source=NAME&…] (azure.go)
+//	  every blob under PREFIX/ in an Azure storage container is one file.
 //
 // One string carries everything a volume attribute or annotation needs.
 type Ref struct {
-	// Scheme is SchemeHF, SchemeOCI, or "" for S3 (s3://).
+	// Scheme is SchemeHF, SchemeOCI, SchemeAzure, or "" for S3 (s3://).
 	Scheme string
 	Bucket string // S3
 	Prefix string // S3: no leading or trailing slash; may be empty (whole bucket)
@@ -57,6 +59,10 @@ type Ref struct {
 	// patterns, see Filter): "*.safetensors,*.json" and "original/" keep
 	// the weights and configs a repo carries, not its .bin duplicates.
 	Include, Exclude string
+
+	// Account is an Azure storage account (az://ACCOUNT/CONTAINER/PREFIX,
+	// whose container is Bucket and prefix Prefix).
+	Account string
 }
 
 // SchemeHF marks a Hugging Face Hub ref, SchemeOCI an OCI artifact's.
@@ -141,8 +147,17 @@ func ParseRef(s string) (Ref, error) {
 		if r, msg = parseOCI(rest); msg != "" {
 			return bad("%s", msg)
 		}
+	} else if rest, ok := strings.CutPrefix(s, "az://"); ok {
+		rest, query, _ = strings.Cut(rest, "?")
+		var msg string
+		if r, msg = parseAzure(rest); msg != "" {
+			return bad("%s", msg)
+		}
 	} else {
 		rest, ok := strings.CutPrefix(s, "s3://")
+		if h := azureHint(s); !ok && h != "" {
+			return bad("%s", h)
+		}
 		if !ok {
 			return bad("want s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]")
 		}
@@ -186,6 +201,12 @@ func ParseRef(s string) (Ref, error) {
 // SetOption sets one named option (endpoint, region, source, revision) after
 // validating it. It is how volume attributes and flags add to a parsed ref.
 func (r *Ref) SetOption(key, val string) error {
+	if key == "endpoint" && r.Scheme == SchemeAzure {
+		val = AzureEndpoint(r.Account, val)
+	}
+	if key == "region" && r.Scheme == SchemeAzure {
+		return fmt.Errorf("region is not an option of an az:// ref: the account names where the blobs are")
+	}
 	if (key == "endpoint" || key == "region") && r.Scheme == SchemeOCI {
 		return fmt.Errorf("%s is not an option of an oci:// ref: the registry is part of the ref (oci://REGISTRY/REPO)", key)
 	}
@@ -286,6 +307,8 @@ func (r Ref) String() string {
 			b.WriteByte(':')
 			b.WriteString(r.At)
 		}
+	case SchemeAzure:
+		r.azureString(&b)
 	default:
 		b.WriteString("s3://")
 		b.WriteString(r.Bucket)
@@ -370,6 +393,9 @@ func (r Ref) ID() string {
 // download only within one scope, because an ETag is what a server says,
 // not a property of the bytes: another server can list any ETag it likes.
 func (r Ref) Scope() string {
+	if r.Scheme == SchemeAzure {
+		return r.azureScope()
+	}
 	if r.Scheme == SchemeOCI {
 		if r.Source != "" {
 			return "oci:source=" + r.Source + "/" + r.Registry + "/" + r.Repo
