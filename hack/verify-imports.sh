@@ -16,7 +16,7 @@ M=github.com/modelcache/modelcache
 AWS="github.com/aws/aws-sdk-go-v2 github.com/aws/smithy-go"
 KUBE="k8s.io/ sigs.k8s.io/"
 ENGINE="$M/pkg/cache $M/pkg/fetch $M/pkg/agent"
-UPPER="$M/pkg/agent $M/pkg/csi $M/pkg/prefetch $M/pkg/provisioner $M/cmd"
+UPPER="$M/pkg/agent $M/pkg/csi $M/pkg/prefetch $M/pkg/provisioner $M/pkg/webhook $M/cmd"
 
 failed=0
 # deps PKG: the non-standard packages PKG links, itself excluded.
@@ -78,6 +78,7 @@ rule pkg/fetch not $KUBE google.golang.org/grpc $UPPER
 rule pkg/prefetch not $ENGINE $AWS
 rule pkg/csi not $ENGINE $AWS
 rule pkg/provisioner not $ENGINE $AWS
+rule pkg/webhook not $ENGINE $AWS
 # The plugin runs privileged on every node: it links no store, fetcher,
 # agent engine or AWS SDK (STYLE rule 16). It never talks to the API server
 # either, so it links no client-go: the provisioner, which needs it, is
