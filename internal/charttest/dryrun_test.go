@@ -60,35 +60,7 @@ func TestChartServerDryRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			kinds := map[string]int{}
-			// Cluster-scoped objects first (the Namespace among them, while it
-			// does not exist yet), then the namespace itself, then the rest.
-			for _, pass := range []bool{false, true} {
-				if pass {
-					ensureNamespace(t, srv.Client(t), ns)
-				}
-				for _, o := range objs {
-					m, err := mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
-					if err != nil {
-						t.Fatalf("%s: %v", Key(o), err)
-					}
-					namespaced := m.Scope.Name() == meta.RESTScopeNameNamespace
-					if namespaced != pass {
-						continue
-					}
-					var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
-					if namespaced {
-						ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
-					}
-					_, err = ri.Create(context.Background(), o, metav1.CreateOptions{
-						DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict})
-					if err != nil {
-						t.Errorf("dry-run create %s: %v", Key(o), err)
-						continue
-					}
-					kinds[o.GetKind()]++
-				}
-			}
+			kinds := dryRunAll(t, srv, mapper, dyn, ns, objs)
 			for _, k := range []string{"Namespace", "CSIDriver", "StorageClass", "ServiceAccount", "ClusterRole",
 				"ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet", "Deployment", "Secret"} {
 				if kinds[k] == 0 {
@@ -98,6 +70,78 @@ func TestChartServerDryRun(t *testing.T) {
 			t.Logf("accepted by kube-apiserver (dry run): %v", kinds)
 		})
 	}
+}
+
+// dryRunAll sends objs (cluster-scoped first, then ns, then the
+// namespaced ones) as strict dry-run creates and counts the kinds accepted.
+func dryRunAll(t *testing.T, srv *kubetest.Server, mapper meta.RESTMapper, dyn dynamic.Interface, ns string, objs []*unstructured.Unstructured) map[string]int {
+	t.Helper()
+	kinds := map[string]int{}
+	// Cluster-scoped objects first (the Namespace among them, while it
+	// does not exist yet), then the namespace itself, then the rest.
+	for _, pass := range []bool{false, true} {
+		if pass {
+			ensureNamespace(t, srv.Client(t), ns)
+		}
+		for _, o := range objs {
+			m, err := mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
+			if err != nil {
+				t.Fatalf("%s: %v", Key(o), err)
+			}
+			namespaced := m.Scope.Name() == meta.RESTScopeNameNamespace
+			if namespaced != pass {
+				continue
+			}
+			var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+			if namespaced {
+				ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
+			}
+			_, err = ri.Create(context.Background(), o, metav1.CreateOptions{
+				DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict})
+			if err != nil {
+				t.Errorf("dry-run create %s: %v", Key(o), err)
+				continue
+			}
+			kinds[o.GetKind()]++
+		}
+	}
+	return kinds
+}
+
+// TestKustomizeWebhookDryRun: deploy/webhook (the StorageClass with the
+// pod webhook on) is accepted by a real kube-apiserver, strictly.
+func TestKustomizeWebhookDryRun(t *testing.T) {
+	tl := Find(t)
+	srv := kubetest.Start(t)
+	dc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := tl.Kustomize("deploy/webhook")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := dryRunAll(t, srv, mapper, dyn, namespaceOf(objs), objs)
+	for _, k := range []string{"MutatingWebhookConfiguration", "Service", "Deployment", "ClusterRole", "Role"} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s was accepted (accepted: %v)", k, kinds)
+		}
+	}
+}
+
+// namespaceOf is the namespace of the first namespaced object.
+func namespaceOf(objs []*unstructured.Unstructured) string {
+	for _, o := range objs {
+		if o.GetNamespace() != "" {
+			return o.GetNamespace()
+		}
+	}
+	return "default"
 }
 
 func ensureNamespace(t *testing.T, c kubernetes.Interface, ns string) {

@@ -63,7 +63,7 @@ func nodePatch(node *corev1.Node, ready map[string]string) ([]byte, bool) {
 }
 
 // syncNode patches the node's warm-model labels and annotation: a label for
-// every desired or already labelled model the cache holds, none for others.
+// every model the cache holds (its current revision), none for others.
 func (c *Controller) syncNode(ctx context.Context, node *corev1.Node, desired map[string]*want, models []agentapi.ModelStatus) error {
 	refs := map[string]model.Ref{}
 	for key, w := range desired {
@@ -71,6 +71,14 @@ func (c *Controller) syncNode(ctx context.Context, node *corev1.Node, desired ma
 	}
 	for key := range decodeModels(node.Annotations[AnnotationModels]) {
 		if r, err := model.ParseRef(key); err == nil {
+			refs[r.String()] = r
+		}
+	}
+	// Every model the node holds is labelled, not only the ones workloads
+	// prefetch: a model a pod's volume brought is as warm, and the pod
+	// webhook (pkg/webhook) sends the next pod of it here.
+	for _, m := range models {
+		if r, err := model.ParseRef(m.Ref); err == nil && m.Current && r.Revision == "" {
 			refs[r.String()] = r
 		}
 	}
