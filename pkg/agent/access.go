@@ -33,7 +33,7 @@ func newAccessCache() *k8scache.LRUExpireCache { return k8scache.NewLRUExpireCac
 
 func accessKey(ref model.Ref, c model.Credentials) [sha256.Size]byte {
 	h := sha256.New()
-	for _, s := range []string{ref.Location().String(), c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.Token} {
+	for _, s := range []string{ref.Location().String(), c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.Token, c.ServiceAccountKey} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -18,6 +18,8 @@ func TestAccessKeyCoversEveryCredential(t *testing.T) {
 		"keys":          {AccessKeyID: "a", SecretAccessKey: "b"},
 		"other secret":  {AccessKeyID: "a", SecretAccessKey: "c"},
 		"session":       {AccessKeyID: "a", SecretAccessKey: "b", SessionToken: "s"},
+		"alice gcs key": {ServiceAccountKey: `{"type":"service_account","client_email":"alice"}`},
+		"eve gcs key":   {ServiceAccountKey: `{"type":"service_account","client_email":"eve"}`},
 	} {
 		k := accessKey(ref, c)
 		if other, ok := seen[k]; ok {

@@ -71,10 +71,12 @@ var secretKeys = map[string][]string{
 	"secretAccessKey": {"secretAccessKey", "AWS_SECRET_ACCESS_KEY"},
 	"sessionToken":    {"sessionToken", "AWS_SESSION_TOKEN"},
 	"token":           {"token", "HF_TOKEN"},
+	// A Google service account's JSON key (gs:// refs).
+	"serviceAccountKey": {"serviceAccountKey", "key.json"},
 }
 
 // ParseSecrets turns the Secret kubelet passes with a publish into the
-// volume's credentials (S3 keys or a Hub token); nil when the volume has none. Other keys of the
+// volume's credentials (S3 keys, a Hub token or a GCS service account key); nil when the volume has none. Other keys of the
 // Secret are ignored. Errors name keys, never values.
 func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 	get := func(name string) string {
@@ -86,13 +88,13 @@ func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 		return ""
 	}
 	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken"),
-		Token: get("token")}
+		Token: get("token"), ServiceAccountKey: get("serviceAccountKey")}
 	if c == (agentapi.Credentials{}) {
 		return nil, nil
 	}
-	if (c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "") && (c.AccessKeyID == "" || c.SecretAccessKey == "") {
-		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3, or %q (or HF_TOKEN) for the Hub",
-			"accessKeyID", "secretAccessKey", "token")
+	if (c.AccessKeyID != "" || c.SecretAccessKey != "" || (c.Token == "" && c.ServiceAccountKey == "")) && (c.AccessKeyID == "" || c.SecretAccessKey == "") {
+		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3, %q (or HF_TOKEN) for the Hub, or %q (or key.json) for GCS",
+			"accessKeyID", "secretAccessKey", "token", "serviceAccountKey")
 	}
 	return &c, nil
 }

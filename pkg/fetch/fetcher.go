@@ -23,6 +23,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/oauth2"
 
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -73,6 +74,7 @@ type Fetcher struct {
 	clients    map[string]*target // by source, endpoint, region
 	hub        *http.Client       // the Hub's, on the S3 client's transport
 	defaultCfg *aws.Config        // AWS default chain, loaded on first use
+	gcsADC     oauth2.TokenSource // GCS Application Default Credentials, found on first use
 }
 
 // Option configures a Fetcher.
@@ -239,7 +241,7 @@ func (f *Fetcher) target(ctx context.Context, ref model.Ref, creds *model.Creden
 			Msg: fmt.Sprintf("source %q is not in the agent's sources file (%s)", ref.Source, sourceNames(f.sources))}
 	}
 	endpoint, region, pathStyle := ref.Endpoint, ref.Region, ref.Endpoint != ""
-	if named && (src.Type == SourceHub || src.Type == SourceOCI) {
+	if named && src.Type != "" && src.Type != SourceS3 {
 		return nil, &Error{Class: model.ErrInvalidRef, Bucket: ref.Bucket, Key: ref.Prefix,
 			Msg: fmt.Sprintf("source %q is %s; an s3:// ref needs an S3 source", ref.Source, src.kind())}
 	}

@@ -149,6 +149,8 @@ func (s Source) kind() string {
 		return "a Hub source (type: hf)"
 	case SourceOCI:
 		return "an OCI registry source (type: oci)"
+	case SourceGCS:
+		return "a GCS source (type: gcs)"
 	}
 	return "an S3 source"
 }

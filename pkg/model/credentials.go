@@ -16,13 +16,16 @@ type Credentials struct {
 	SessionToken    string `json:"sessionToken,omitempty"`
 	// Token is a Hub access token (HF_TOKEN), for hf:// refs.
 	Token string `json:"token,omitempty"`
+	// ServiceAccountKey is a Google service account's JSON key, for gs://
+	// refs.
+	ServiceAccountKey string `json:"serviceAccountKey,omitempty"`
 }
 
 // Validate refuses half a key pair, and credentials with nothing in them.
 func (c Credentials) Validate() error {
-	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.Token == "" {
+	if c.AccessKeyID != "" || c.SecretAccessKey != "" || (c.Token == "" && c.ServiceAccountKey == "") {
 		if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-			return errors.New("credentials need both an access key ID and a secret access key (S3), or a token (Hub)")
+			return errors.New("credentials need both an access key ID and a secret access key (S3), a token (Hub), or a service account key (GCS)")
 		}
 	}
 	return nil
@@ -36,6 +39,9 @@ func (c Credentials) String() string {
 	}
 	if c.AccessKeyID == "" && c.Token != "" {
 		return "{token: redacted}"
+	}
+	if c.AccessKeyID == "" && c.ServiceAccountKey != "" {
+		return "{serviceAccountKey: redacted}"
 	}
 	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
 }
