@@ -99,6 +99,8 @@ apt_ensure jq jq # hack/kube-build.sh reads the module graph with it
 ensure helm helm.sh/helm/v3/cmd/helm v3.22.0
 # internal/hubtest: the official JS Hub client checks the fixture Hub.
 npm_ensure @huggingface/hub 2.17.5
+# internal/gcstest: a GCS JSON API server for pkg/source/gcs and gs:// refs.
+ensure fake-gcs-server github.com/fsouza/fake-gcs-server v1.56.1
 if [[ $mode == bench ]]; then
 	ensure rclone github.com/rclone/rclone v1.76.0
 fi

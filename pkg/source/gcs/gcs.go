@@ -23,7 +23,6 @@ package gcs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -52,6 +51,9 @@ type Options struct {
 	// MaxFiles and MaxPages bound a listing (defaults 100,000 and 10,000);
 	// a server that pages on forever fails with source.ErrLimit.
 	MaxFiles, MaxPages int
+	// PageSize is how many objects a listing asks for per page (default
+	// and GCS's maximum 1,000).
+	PageSize int
 	// UserAgent (default "modelcache").
 	UserAgent string
 }
@@ -64,6 +66,7 @@ type Client struct {
 	http     *http.Client
 	maxFiles int
 	maxPages int
+	pageSize int
 	agent    string
 }
 
@@ -78,12 +81,15 @@ func New(o Options) (*Client, error) {
 		return nil, fmt.Errorf("gcs: endpoint %q: want http(s)://HOST[:PORT] without credentials or path", redact(o.Endpoint))
 	}
 	u.Path = ""
-	c := &Client{endpoint: u, ts: o.TokenSource, maxFiles: o.MaxFiles, maxPages: o.MaxPages, agent: o.UserAgent}
+	c := &Client{endpoint: u, ts: o.TokenSource, maxFiles: o.MaxFiles, maxPages: o.MaxPages, pageSize: o.PageSize, agent: o.UserAgent}
 	if c.maxFiles <= 0 {
 		c.maxFiles = 100_000
 	}
 	if c.maxPages <= 0 {
 		c.maxPages = 10_000
+	}
+	if c.pageSize <= 0 || c.pageSize > maxPageSize {
+		c.pageSize = maxPageSize
 	}
 	if c.agent == "" {
 		c.agent = "modelcache"
@@ -190,6 +196,3 @@ func redact(s string) string {
 	}
 	return s
 }
-
-// errTruncated: a body ended before the bytes it announced.
-var errTruncated = errors.New("the body ended early")

@@ -24,8 +24,8 @@ const maxPageBytes = 32 << 20
 // maxPageToken bounds a nextPageToken, which goes back into a URL.
 const maxPageToken = 4 << 10
 
-// pageSize is how many objects a page asks for (GCS's maximum).
-const pageSize = 1000
+// maxPageSize is how many objects a page asks for (GCS's maximum).
+const maxPageSize = 1000
 
 // listPage is one page of objects.list.
 type listPage struct {
@@ -87,7 +87,7 @@ func (c *Client) List(ctx context.Context, bucket, prefix string) ([]model.File,
 		if page > c.maxPages {
 			return nil, limitError(w, "list", fmt.Sprintf("more than %d pages of objects (--max-list-pages)", c.maxPages))
 		}
-		q := url.Values{"prefix": {p}, "maxResults": {strconv.Itoa(pageSize)}, "projection": {"noAcl"},
+		q := url.Values{"prefix": {p}, "maxResults": {strconv.Itoa(c.pageSize)}, "projection": {"noAcl"},
 			"fields": {"items(name,size,generation,md5Hash,crc32c),nextPageToken"}}
 		if token != "" {
 			q.Set("pageToken", token)
