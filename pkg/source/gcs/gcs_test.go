@@ -49,7 +49,7 @@ func TestListAndReadPaginated(t *testing.T) {
 	}
 	want["config.json"] = []byte(`{"a":1}`)
 	s.Put(t, "models", "llama/config.json", want["config.json"])
-	s.Put(t, "models", "llama/dir/", nil)           // a folder placeholder: skipped
+	s.Put(t, "models", "llama/dir/", nil)            // a folder placeholder: skipped
 	s.Put(t, "models", "llama-other/x", []byte("x")) // another prefix that shares the start
 	s.Put(t, "models", "other/y", []byte("y"))
 
