@@ -166,14 +166,11 @@ func (f *Fetcher) checkGCSAccess(ctx context.Context, ref model.Ref, creds *mode
 	if err != nil {
 		return err
 	}
-	l, err := m.List(ctx)
+	man, err := f.listSource(ctx, ref, m) // bounded by --list-timeout, filtered
 	if err != nil {
 		return err
 	}
-	files, err := filterFiles(ref, l.Files)
-	if err != nil {
-		return err
-	}
+	files := man.Files
 	o := srcOrigin{src: m, base: gcsWhere(ref)}
 	return each(ctx, accessHeads, len(files), func(ctx context.Context, i int) error {
 		fl := files[i]
