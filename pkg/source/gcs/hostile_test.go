@@ -205,6 +205,11 @@ func TestOpenRefusesLyingReads(t *testing.T) {
 			w.Header().Set("Content-Range", "bytes 0-4/10")
 			w.WriteHeader(206)
 		}, source.ErrProtocol, "Content-Encoding"},
+		{"transcoded", 0, 10, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Goog-Stored-Content-Encoding", "gzip")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "0123456789abcdef")
+		}, source.ErrProtocol, "X-Goog-Stored-Content-Encoding"},
 		{"gone", 0, 5, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(404) }, source.ErrChanged, "overwritten or deleted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -144,8 +144,13 @@ func checkRead(resp *http.Response, f model.File, gen string, off, end int64) *r
 	if got, ok := hashesAgree(resp.Header, f); !ok {
 		return changed("the object served has %s, listed with %s", clean(got), f.ETag)
 	}
-	if enc := resp.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
-		return bad("the object is served with Content-Encoding %q (stored compressed?); models are cached byte for byte, store them uncompressed", clean(enc))
+	// GCS serves an object stored gzip-encoded decompressed (ignoring the
+	// Range), and says so only in X-Goog-Stored-Content-Encoding: its
+	// bytes would not be the ones listed.
+	for _, h := range []string{"Content-Encoding", "X-Goog-Stored-Content-Encoding"} {
+		if enc := resp.Header.Get(h); enc != "" && enc != "identity" {
+			return bad("the object is stored or served with %s %q; models are cached byte for byte: store them without Content-Encoding", h, clean(enc))
+		}
 	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
