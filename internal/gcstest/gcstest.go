@@ -139,8 +139,18 @@ func (s *Server) CreateBucket(t testing.TB, name string) {
 // returns the generation.
 func (s *Server) Put(t testing.TB, bucket, name string, data []byte) int64 {
 	t.Helper()
-	u := s.Endpoint + "/upload/storage/v1/b/" + url.PathEscape(bucket) + "/o?" +
-		url.Values{"uploadType": {"media"}, "name": {name}}.Encode()
+	return s.PutEncoded(t, bucket, name, data, "")
+}
+
+// PutEncoded uploads data as object name with a Content-Encoding (such as
+// gzip, which GCS then serves decompressed) and returns the generation.
+func (s *Server) PutEncoded(t testing.TB, bucket, name string, data []byte, encoding string) int64 {
+	t.Helper()
+	q := url.Values{"uploadType": {"media"}, "name": {name}}
+	if encoding != "" {
+		q.Set("contentEncoding", encoding)
+	}
+	u := s.Endpoint + "/upload/storage/v1/b/" + url.PathEscape(bucket) + "/o?" + q.Encode()
 	var o struct {
 		Generation string `json:"generation"`
 	}

@@ -2,6 +2,7 @@ package gcs_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -112,6 +113,27 @@ func TestOverwrittenObjectIsChanged(t *testing.T) {
 	s.Delete(t, "models", "m/w.bin")
 	if _, err := read(t, m, f, 0, 1); !errors.Is(err, source.ErrChanged) {
 		t.Fatalf("read of a deleted object: %v; want ErrChanged", err)
+	}
+}
+
+// An object stored gzip-encoded is served decompressed: its bytes are not
+// the ones listed, so it is refused rather than cached.
+func TestGzipStoredObjectRefused(t *testing.T) {
+	s := gcstest.Start(t)
+	s.CreateBucket(t, "models")
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(bytes.Repeat([]byte("config "), 100))
+	zw.Close()
+	s.PutEncoded(t, "models", "m/config.json", z.Bytes(), "gzip")
+	m := client(t, s.Endpoint, gcs.Options{}).Model("models", "m")
+	l, err := m.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := l.Files[0]
+	if _, err := read(t, m, f, 0, f.Size); !errors.Is(err, source.ErrProtocol) || !strings.Contains(err.Error(), "gzip") {
+		t.Fatalf("read of a gzip-stored object: %v; want ErrProtocol naming gzip", err)
 	}
 }
 
