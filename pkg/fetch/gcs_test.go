@@ -2,6 +2,7 @@ package fetch_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/modelcache/modelcache/internal/gcstest"
@@ -376,5 +378,60 @@ func TestGCSLyingServer(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "escaped")); err == nil {
 		t.Error("a file escaped the model")
+	}
+}
+
+// Workload identity: a source without credentials uses the agent's
+// Application Default Credentials, which on GKE come from the metadata
+// server (here a fake one, through GCE_METADATA_HOST). Its tokens go to the
+// source's endpoint, never to an endpoint a ref names.
+func TestGCSWorkloadIdentity(t *testing.T) {
+	var tokens atomic.Int64
+	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Metadata-Flavor", "Google")
+		switch {
+		case r.Header.Get("Metadata-Flavor") != "Google":
+			w.WriteHeader(http.StatusForbidden)
+		case strings.HasPrefix(r.URL.Path, "/computeMetadata/v1/instance/service-accounts/default/token"):
+			tokens.Add(1)
+			claims := base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"` + agentSA + `"}`))
+			fmt.Fprintf(w, `{"access_token":"e30.%s.sig","expires_in":3600,"token_type":"Bearer"}`, claims)
+		case r.URL.Path == "/computeMetadata/v1/project/project-id":
+			io.WriteString(w, "test")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer md.Close()
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(md.URL, "http://"))
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("CLOUDSDK_CONFIG", t.TempDir())
+
+	srv := gcstest.Start(t)
+	srv.CreateBucket(t, "models")
+	srv.Put(t, "models", "m/config.json", []byte("{}"))
+	guard := gcstest.NewGuard(t, srv.Endpoint)
+	guard.Allow("models", agentSA)
+	f, err := fetch.New(map[string]fetch.Source{"gke": {Type: fetch.SourceGCS, Endpoint: guard.URL}},
+		fetch.WithAllowedEndpoints([]string{guard.URL}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := f.List(ctx, mustRef(t, "gs://models/m?source=gke"), nil); err != nil {
+		t.Fatalf("through workload identity: %v", err)
+	}
+	if tokens.Load() == 0 {
+		t.Error("no token was asked of the metadata server")
+	}
+	before := len(guard.Seen())
+	if _, err := f.List(ctx, mustRef(t, "gs://models/m?endpoint="+guard.URL), nil); !errors.Is(err, fetch.ErrAccessDenied) {
+		t.Errorf("a ref's own endpoint: %v, want it refused as anonymous", err)
+	}
+	for _, who := range guard.Seen()[before:] {
+		if who != "" {
+			t.Errorf("the agent's identity %q went to an endpoint a ref names", who)
+		}
 	}
 }
