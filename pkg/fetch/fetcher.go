@@ -137,8 +137,9 @@ func WithListLimits(maxFiles, maxPages int, timeout time.Duration) Option {
 }
 
 // New returns a Fetcher for the named sources. Refs without a source or an
-// endpoint use the AWS default credential chain against AWS S3; refs with
-// an endpoint must name one WithAllowedEndpoints lists.
+// endpoint use the AWS default credential chain against AWS S3 (gs:// refs:
+// Application Default Credentials against GCS); refs with an endpoint must
+// name one WithAllowedEndpoints lists.
 func New(sources map[string]Source, opts ...Option) (*Fetcher, error) {
 	f := &Fetcher{sources: map[string]Source{}, concurrency: DefaultConcurrency, partSize: DefaultPartSize,
 		maxAttempts: DefaultMaxAttempts, backoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second,
