@@ -179,6 +179,26 @@ func TestGCSAccessWithVolumeKey(t *testing.T) {
 			t.Errorf("%s for a gs:// model: %v, want ErrInvalidRef", name, err)
 		}
 	}
+	// A bucket only alice may read: the agent's key is refused, a download
+	// with hers is not.
+	e.srv.CreateBucket(t, "private")
+	e.guard.Allow("private", aliceSA)
+	e.srv.Put(t, "private", "m/w.bin", []byte("alice's weights"))
+	priv := mustRef(t, "gs://private/m?source=gcs")
+	if _, err := e.f.List(ctx, priv, nil); !errors.Is(err, fetch.ErrAccessDenied) {
+		t.Errorf("the agent's key on alice's bucket: %v, want ErrAccessDenied", err)
+	}
+	aliceCreds := &model.Credentials{ServiceAccountKey: alice}
+	m, err := e.f.List(ctx, priv, aliceCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, _, err := e.f.Fetch(ctx, priv, aliceCreds, m, e.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, e.store, full, map[string][]byte{"w.bin": []byte("alice's weights")})
+
 	// The agent's key went with its own requests only, the volumes' with
 	// theirs; nothing went without one.
 	for _, who := range e.guard.Seen() {
