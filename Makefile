@@ -26,7 +26,7 @@ tools:
 # The tests start bin/versitygw (and bin/azurite) themselves; MODELCACHE_REQUIRE=1 makes them
 # fail instead of skip when a part they need is missing.
 test: tools
-	MODELCACHE_VERSITYGW=$(CURDIR)/bin/versitygw MODELCACHE_REQUIRE=1 \
+	MODELCACHE_VERSITYGW=$(CURDIR)/bin/versitygw MODELCACHE_FAKEGCS=$(CURDIR)/bin/fake-gcs-server MODELCACHE_REQUIRE=1 \
 		MODELCACHE_AZURITE=$(CURDIR)/bin/azurite/node_modules/.bin/azurite-blob \
 		go test -count=1 -timeout 20m ./...
 
@@ -41,7 +41,8 @@ FUZZTIME ?= 100000x
 FUZZ_TARGETS := ./pkg/model:FuzzParseRef ./pkg/model:FuzzRelPath ./pkg/model:FuzzDecodeManifest \
 	./pkg/csi:FuzzParseVolumeAttributes ./pkg/csi:FuzzParseSecrets ./pkg/agent:FuzzDecodeRequest \
 	./pkg/fetch:FuzzListObjects ./pkg/model:FuzzFilter ./pkg/source/hf:FuzzTreeEntries \
-	./pkg/source/oci:FuzzManifestFiles ./pkg/source/oci:FuzzDockerConfigLogin ./pkg/source/az:FuzzListPage
+	./pkg/source/oci:FuzzManifestFiles ./pkg/source/oci:FuzzDockerConfigLogin ./pkg/source/az:FuzzListPage \
+	./pkg/source/gcs:FuzzListPage
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

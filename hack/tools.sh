@@ -102,6 +102,8 @@ ensure helm helm.sh/helm/v3/cmd/helm v3.22.0
 npm_ensure hfjs @huggingface/hub 2.17.5
 # internal/aztest: Azurite, the Azure Blob Storage emulator (azurite-blob).
 npm_ensure azurite azurite 3.37.0
+# internal/gcstest: a GCS JSON API server for pkg/source/gcs and gs:// refs.
+ensure fake-gcs-server github.com/fsouza/fake-gcs-server v1.56.1
 if [[ $mode == bench ]]; then
 	ensure rclone github.com/rclone/rclone v1.76.0
 fi

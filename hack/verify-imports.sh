@@ -69,6 +69,10 @@ rule pkg/source/hf only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source"
 # x/sync, nothing else (no docker/cli, no credential helpers).
 rule pkg/source/oci only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source" \
 	oras.land/oras-go/v2 github.com/opencontainers/go-digest github.com/opencontainers/image-spec golang.org/x/sync
+# The GCS client is the JSON API over net/http: x/oauth2 for tokens (and
+# the metadata client it brings for workload identity), not the SDK.
+rule pkg/source/gcs only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source" \
+	golang.org/x/oauth2 cloud.google.com/go/compute/metadata
 # The store knows nothing of S3, Kubernetes or gRPC; the fetcher (which
 # writes into the store) nothing of Kubernetes or gRPC; neither knows who
 # calls it.
@@ -83,7 +87,7 @@ rule pkg/webhook not $ENGINE $AWS
 # agent engine or AWS SDK (STYLE rule 16). It never talks to the API server
 # either, so it links no client-go: the provisioner, which needs it, is
 # cmd/modelcache-controller.
-rule cmd/csi-plugin not $ENGINE $AWS k8s.io/client-go "$M/pkg/provisioner"
+rule cmd/csi-plugin not $ENGINE $AWS k8s.io/client-go "$M/pkg/provisioner" "$M/pkg/source/" cloud.google.com/
 # The controller talks to the API server only: no store, fetcher, agent
 # engine or AWS SDK.
 rule cmd/modelcache-controller not $ENGINE $AWS

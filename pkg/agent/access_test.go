@@ -23,6 +23,8 @@ func TestAccessKeyCoversEveryCredential(t *testing.T) {
 		"other key":     {AccountKey: "b3RoZXI="},
 		"azure SAS":     {SASToken: "sv=1&sig=a"},
 		"other SAS":     {SASToken: "sv=1&sig=b"},
+		"alice gcs key": {ServiceAccountKey: `{"type":"service_account","client_email":"alice"}`},
+		"eve gcs key":   {ServiceAccountKey: `{"type":"service_account","client_email":"eve"}`},
 	} {
 		k := accessKey(ref, c)
 		if other, ok := seen[k]; ok {

@@ -30,6 +30,20 @@ func TestCredentialsNeverPrintTheSecret(t *testing.T) {
 	}
 }
 
+func TestServiceAccountKeyNeverPrints(t *testing.T) {
+	c := agentapi.Credentials{ServiceAccountKey: `{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nsecret-key-bytes"}`}
+	var logs bytes.Buffer
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("x", "creds", c, "ptr", &c)
+	for _, s := range []string{c.String(), fmt.Sprint(c), fmt.Sprintf("%v %+v %#v", c, c, c), fmt.Sprintf("%+v", &agentapi.Access{Credentials: &c}), logs.String()} {
+		if strings.Contains(s, "secret-key-bytes") || strings.Contains(s, "PRIVATE") {
+			t.Errorf("printed the key: %s", s)
+		}
+	}
+	if c.Validate() != nil {
+		t.Errorf("a service account key alone: %v", c.Validate())
+	}
+}
+
 // serve answers every request with status and body on a unix socket.
 func serve(t *testing.T, status int, body any) *agentapi.Client {
 	sock := filepath.Join(t.TempDir(), "agent.sock")

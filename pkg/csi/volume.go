@@ -76,11 +76,13 @@ var secretKeys = map[string][]string{
 	// A kubernetes.io/dockerconfigjson Secret (the kind imagePullSecrets
 	// name), or the older kubernetes.io/dockercfg: a registry login.
 	"dockerConfig": {".dockerconfigjson", ".dockercfg"},
+	// A Google service account's JSON key (gs:// refs).
+	"serviceAccountKey": {"serviceAccountKey", "key.json"},
 }
 
 // ParseSecrets turns the Secret kubelet passes with a publish into the
-// volume's credentials (S3 keys, a Hub token, a docker config or an Azure
-// key or SAS); nil when the volume has none. Other keys of the
+// volume's credentials (S3 keys, a Hub token, a docker config, an Azure
+// key or SAS, or a GCS service account key); nil when the volume has none. Other keys of the
 // Secret are ignored. Errors name keys, never values.
 func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 	get := func(name string) string {
@@ -92,7 +94,8 @@ func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 		return ""
 	}
 	c := agentapi.Credentials{AccessKeyID: get("accessKeyID"), SecretAccessKey: get("secretAccessKey"), SessionToken: get("sessionToken"),
-		Token: get("token"), AccountKey: get("accountKey"), SASToken: get("sasToken"), DockerConfig: get("dockerConfig")}
+		Token: get("token"), AccountKey: get("accountKey"), SASToken: get("sasToken"), DockerConfig: get("dockerConfig"),
+		ServiceAccountKey: get("serviceAccountKey")}
 	if c == (agentapi.Credentials{}) {
 		return nil, nil
 	}
@@ -103,8 +106,8 @@ func ParseSecrets(secrets map[string]string) (*agentapi.Credentials, error) {
 		return &c, nil
 	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3 or a registry login, %q (or HF_TOKEN) for the Hub, %q (a kubernetes.io/dockerconfigjson Secret) for a registry, or %q or %q for Azure",
-			"accessKeyID", "secretAccessKey", "token", ".dockerconfigjson", "accountKey", "sasToken")
+		return nil, fmt.Errorf("the volume's secret (nodePublishSecretRef) needs both %q and %q (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for S3 or a registry login, %q (or HF_TOKEN) for the Hub, %q (a kubernetes.io/dockerconfigjson Secret) for a registry, %q or %q for Azure, or %q (or key.json) for GCS",
+			"accessKeyID", "secretAccessKey", "token", ".dockerconfigjson", "accountKey", "sasToken", "serviceAccountKey")
 	}
 	return &c, nil
 }

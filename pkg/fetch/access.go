@@ -51,6 +51,8 @@ func (f *Fetcher) CheckAccess(ctx context.Context, ref model.Ref, creds *model.C
 		return f.checkOCIAccess(ctx, ref, creds)
 	case model.SchemeAzure:
 		return f.checkAzureAccess(ctx, ref, creds)
+	case model.SchemeGCS:
+		return f.checkGCSAccess(ctx, ref, creds)
 	}
 	t, err := f.target(ctx, ref, creds)
 	if err != nil {

@@ -79,6 +79,12 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, creds *model.Credent
 			return nil, Stats{}, err
 		}
 		o = blobs
+	case model.SchemeGCS:
+		g, err := f.gcsOrigin(ctx, ref, creds)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		o = g
 	default:
 		t, err := f.target(ctx, ref, creds)
 		if err != nil {

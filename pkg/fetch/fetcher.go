@@ -24,6 +24,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/oauth2"
 
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -75,6 +76,7 @@ type Fetcher struct {
 	hub        *http.Client           // the Hub's, on the S3 client's transport
 	defaultCfg *aws.Config            // AWS default chain, loaded on first use
 	azIdentity azcore.TokenCredential // the agent's Entra ID identity, built on first use
+	gcsADC     oauth2.TokenSource     // GCS Application Default Credentials, found on first use
 }
 
 // Option configures a Fetcher.
@@ -137,8 +139,9 @@ func WithListLimits(maxFiles, maxPages int, timeout time.Duration) Option {
 }
 
 // New returns a Fetcher for the named sources. Refs without a source or an
-// endpoint use the AWS default credential chain against AWS S3; refs with
-// an endpoint must name one WithAllowedEndpoints lists.
+// endpoint use the AWS default credential chain against AWS S3 (gs:// refs:
+// Application Default Credentials against GCS); refs with an endpoint must
+// name one WithAllowedEndpoints lists.
 func New(sources map[string]Source, opts ...Option) (*Fetcher, error) {
 	f := &Fetcher{sources: map[string]Source{}, concurrency: DefaultConcurrency, partSize: DefaultPartSize,
 		maxAttempts: DefaultMaxAttempts, backoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second,

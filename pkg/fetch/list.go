@@ -33,6 +33,8 @@ func (f *Fetcher) List(ctx context.Context, ref model.Ref, creds *model.Credenti
 		return f.listOCI(ctx, ref, creds)
 	case model.SchemeAzure:
 		return f.listAzure(ctx, ref, creds)
+	case model.SchemeGCS:
+		return f.listGCS(ctx, ref, creds)
 	}
 	t, err := f.target(ctx, ref, creds)
 	if err != nil {

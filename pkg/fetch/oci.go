@@ -219,6 +219,8 @@ func (s Source) kind() string {
 		return "an OCI registry source (type: oci)"
 	case SourceAzure:
 		return "an Azure Blob Storage source (type: azure)"
+	case SourceGCS:
+		return "a GCS source (type: gcs)"
 	}
 	return "an S3 source"
 }

@@ -25,11 +25,13 @@ import (
 // GoString and LogValue never show secrets, so a Source can be logged.
 type Source struct {
 	// Type is SourceS3 ("" too), SourceHub (hf:// refs), SourceOCI
-	// (oci:// refs) or SourceAzure (az:// refs).
+	// (oci:// refs), SourceAzure (az:// refs) or SourceGCS (gs:// refs).
 	Type string
 	// Endpoint of an S3-compatible server (http(s)://HOST[:PORT]); empty
 	// means AWS S3. For a Hub source, a mirror of the Hub's API
-	// (HF_ENDPOINT); empty means https://huggingface.co.
+	// (HF_ENDPOINT); empty means https://huggingface.co. For a GCS source,
+	// an emulator or mirror of its JSON API; empty means
+	// https://storage.googleapis.com.
 	Endpoint string
 	// Region of the buckets; empty means the ref's region or us-east-1.
 	Region string
@@ -46,6 +48,10 @@ type Source struct {
 	SecretAccessKeyFile string
 	// Anonymous sends unsigned requests (public buckets).
 	Anonymous bool
+	// CredentialsFile is a GCS source's service account JSON key (a
+	// mounted Secret), read again for every listing. Neither it nor
+	// Anonymous: Application Default Credentials (workload identity).
+	CredentialsFile string
 	// Token (HF_TOKEN) or TokenFile: a Hub source's access token for
 	// private and gated repos; the file is read again for every listing.
 	Token, TokenFile string
@@ -80,6 +86,7 @@ const (
 	SourceS3  = "s3"
 	SourceHub = "hf"
 	SourceOCI = "oci"
+	SourceGCS = "gcs"
 )
 
 // credentialReload is how long credentials read from files are trusted
@@ -94,6 +101,9 @@ func (s Source) Validate() error {
 	}
 	if s.hasAzure() {
 		return errors.New("account, accountKey, accountKeyFile, sasToken and sasTokenFile are for sources of type: azure")
+	}
+	if s.Type != SourceGCS && s.CredentialsFile != "" {
+		return errors.New("credentialsFile is for sources of type: gcs")
 	}
 	if s.Type != SourceOCI && (s.Registry != "" || s.Username != "" || s.Password != "" || s.PasswordFile != "" || s.DockerConfigFile != "" || s.PlainHTTP) {
 		return errors.New("registry, username, password, passwordFile, dockerConfigFile and plainHTTP are for sources of type: oci")
@@ -112,8 +122,10 @@ func (s Source) Validate() error {
 		}
 	case SourceOCI:
 		return s.validateOCI()
+	case SourceGCS:
+		return s.validateGCS()
 	default:
-		return fmt.Errorf("type %q: want s3, hf, oci or azure", s.Type)
+		return fmt.Errorf("type %q: want s3, hf, oci, azure or gcs", s.Type)
 	}
 	var r model.Ref
 	if s.Endpoint != "" {
@@ -159,6 +171,10 @@ func (s Source) credentialsKind() string {
 		return "static token"
 	case s.Type == SourceHub:
 		return "no token"
+	case s.Type == SourceGCS && s.CredentialsFile != "":
+		return "service account key from " + s.CredentialsFile
+	case s.Type == SourceGCS && !s.Anonymous:
+		return "Application Default Credentials"
 	case s.Anonymous:
 		return "anonymous"
 	case s.AccessKeyIDFile != "" || s.SecretAccessKeyFile != "":
@@ -189,6 +205,12 @@ func (s Source) String() string {
 			ep = "https://huggingface.co"
 		}
 		return fmt.Sprintf("{type: hf, endpoint: %s, credentials: %s}", ep, s.credentialsKind())
+	}
+	if s.Type == SourceGCS {
+		if ep = s.Endpoint; ep == "" {
+			ep = "https://storage.googleapis.com"
+		}
+		return fmt.Sprintf("{type: gcs, endpoint: %s, credentials: %s}", ep, s.credentialsKind())
 	}
 	if s.Type == SourceOCI {
 		return fmt.Sprintf("{type: oci, registry: %s, plainHTTP: %t, credentials: %s}", s.Registry, s.PlainHTTP, s.credentialsKind())
@@ -270,6 +292,7 @@ type sourcesFile struct {
 		AccessKeyIDFile     string   `yaml:"accessKeyIDFile"`
 		SecretAccessKeyFile string   `yaml:"secretAccessKeyFile"`
 		Anonymous           bool     `yaml:"anonymous"`
+		CredentialsFile     string   `yaml:"credentialsFile"`
 		Token               string   `yaml:"token"`
 		TokenFile           string   `yaml:"tokenFile"`
 		Registry            string   `yaml:"registry"`
@@ -324,6 +347,12 @@ type Config struct {
 //	    accountKeyFile: /etc/modelcache/az/key # or accountKey, sasToken(File), anonymous: true;
 //	                                          # none: the agent's workload or managed identity
 //	    endpoint: http://azurite.dev:10000    # optional; default https://ACCOUNT.blob.core.windows.net
+//	  gcs:                       # for gs:// refs with ?source=gcs
+//	    type: gcs
+//	    credentialsFile: /etc/modelcache/gcs/key.json # optional: a service account key;
+//	                             # without: Application Default Credentials (workload identity)
+//	    # anonymous: true        # or: public buckets, no credentials
+//	    # endpoint: http://fake-gcs:4443 # optional: an emulator or mirror of the JSON API
 //	endpoints:                   # optional: endpoints a ref may name with ?endpoint=
 //	  - https://s3.partner.example  # (requests are unsigned unless the volume brings keys)
 //
@@ -364,7 +393,7 @@ func loadConfig(path string) (map[string]Source, []string, error) {
 		s := Source{Type: y.Type, Token: y.Token, TokenFile: absTo(dir, y.TokenFile), Endpoint: strings.TrimSuffix(y.Endpoint, "/"), Region: y.Region, PathStyle: y.PathStyle,
 			AccessKeyID: y.AccessKeyID, SecretAccessKey: y.SecretAccessKey,
 			AccessKeyIDFile: absTo(dir, y.AccessKeyIDFile), SecretAccessKeyFile: absTo(dir, y.SecretAccessKeyFile),
-			Anonymous: y.Anonymous, Namespaces: y.Namespaces,
+			Anonymous: y.Anonymous, Namespaces: y.Namespaces, CredentialsFile: absTo(dir, y.CredentialsFile),
 			Registry: y.Registry, Username: y.Username, Password: y.Password, PasswordFile: absTo(dir, y.PasswordFile), PlainHTTP: y.PlainHTTP,
 			DockerConfigFile: absTo(dir, y.DockerConfigFile)}
 		s.Account, s.AccountKey, s.AccountKeyFile = y.Account, y.AccountKey, absTo(dir, y.AccountKeyFile)
@@ -385,6 +414,11 @@ func loadConfig(path string) (map[string]Source, []string, error) {
 				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 			}
 			if _, err := readSecret(s.SASToken, s.SASTokenFile, "sasTokenFile"); err != nil {
+				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
+			}
+		}
+		if s.Type == SourceGCS && s.CredentialsFile != "" {
+			if _, err := s.gcsKeyTokens(); err != nil {
 				return nil, nil, fmt.Errorf("fetch: sources file %s: source %q: %w", path, name, err)
 			}
 		}

@@ -25,6 +25,9 @@ type Credentials struct {
 	// refs.
 	AccountKey string `json:"accountKey,omitempty"`
 	SASToken   string `json:"sasToken,omitempty"`
+	// ServiceAccountKey is a Google service account's JSON key, for gs://
+	// refs.
+	ServiceAccountKey string `json:"serviceAccountKey,omitempty"`
 }
 
 // Validate refuses half a key pair, and credentials with nothing in them.
@@ -32,9 +35,9 @@ func (c Credentials) Validate() error {
 	if c.AccountKey != "" || c.SASToken != "" {
 		return c.validateAzure()
 	}
-	if c.AccessKeyID != "" || c.SecretAccessKey != "" || (c.Token == "" && c.DockerConfig == "") {
+	if c.AccessKeyID != "" || c.SecretAccessKey != "" || (c.Token == "" && c.DockerConfig == "" && c.ServiceAccountKey == "") {
 		if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-			return errors.New("credentials need both an access key ID and a secret access key (S3, or a registry login), a token (Hub), or a docker config (OCI)")
+			return errors.New("credentials need both an access key ID and a secret access key (S3, or a registry login), a token (Hub), a docker config (OCI) or a service account key (GCS)")
 		}
 	}
 	return nil
@@ -55,6 +58,9 @@ func (c Credentials) String() string {
 	if c.AccessKeyID == "" && (c.AccountKey != "" || c.SASToken != "") {
 		return "{azure: redacted}"
 	}
+	if c.AccessKeyID == "" && c.ServiceAccountKey != "" {
+		return "{serviceAccountKey: redacted}"
+	}
 	return fmt.Sprintf("{accessKeyID: %s, secret: redacted}", id)
 }
 
@@ -69,7 +75,7 @@ func (c Credentials) validateAzure() error {
 	if c.AccountKey != "" && c.SASToken != "" {
 		return errors.New("credentials hold both an Azure account key and a SAS token; give one")
 	}
-	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.SessionToken != "" || c.Token != "" || c.DockerConfig != "" {
+	if c.AccessKeyID != "" || c.SecretAccessKey != "" || c.SessionToken != "" || c.Token != "" || c.DockerConfig != "" || c.ServiceAccountKey != "" {
 		return errors.New("credentials mix an Azure account key or SAS token with S3 keys, a Hub token or a docker config; give one kind")
 	}
 	return nil

@@ -20,7 +20,8 @@ func FuzzParseRef(f *testing.F) {
 		"s3://b/a/b/c?endpoint=http://127.0.0.1:9000&region=eu-west-1", "s3://bkt", "s3://b/../x", "s3:/x", "hf://org/m@refs/pr/1?include=*.json", "hf://o/m@v1?exclude=original/&source=hub",
 		"s3://b/p?endpoint=http://user:pass@host", "s3://b/p?%zz", "s3://b//p", "s3://b/p?source=a&source=b",
 		"oci://ghcr.io/org/m:v1", "oci://Reg:5000/a/b__c@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-		"oci://reg/m?source=corp&include=*.json", "oci://u:p@reg/m:t", "oci://reg/m:t@sha256:00", "oci://reg/m?region=x"} {
+		"oci://reg/m?source=corp&include=*.json", "oci://u:p@reg/m:t", "oci://reg/m:t@sha256:00", "oci://reg/m?region=x",
+		"gs://models/llama?source=gcs&exclude=*.bin", "gs://a.b_c-d/p%20q?endpoint=http://127.0.0.1:4443", "gs://goog/x", "gs://b/../x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

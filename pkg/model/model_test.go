@@ -22,7 +22,11 @@ func TestParseRef(t *testing.T) {
 			At: "0123456789abcdef0123456789abcdef01234567", Endpoint: "http://mirror:8080"},
 		"hf://org/m@v1.0?include=*.safetensors,+*.json&exclude=original/": {Scheme: model.SchemeHF, Repo: "org/m", At: "v1.0",
 			Include: "*.safetensors,*.json", Exclude: "original/"},
-		"s3://bkt/m?exclude=*.bin":          {Bucket: "bkt", Prefix: "m", Exclude: "*.bin"},
+		"s3://bkt/m?exclude=*.bin":   {Bucket: "bkt", Prefix: "m", Exclude: "*.bin"},
+		"gs://models/llama-3-8b":     {Scheme: model.SchemeGCS, Bucket: "models", Prefix: "llama-3-8b"},
+		"gs://my_bucket.example.com": {Scheme: model.SchemeGCS, Bucket: "my_bucket.example.com"},
+		"gs://b-1/a/b%20c/?source=gcs&endpoint=http://127.0.0.1:4443&include=*.json": {Scheme: model.SchemeGCS, Bucket: "b-1",
+			Prefix: "a/b c", Source: "gcs", Endpoint: "http://127.0.0.1:4443", Include: "*.json"},
 		"oci://ghcr.io/org/models/llama:v1": {Scheme: model.SchemeOCI, Registry: "ghcr.io", Repo: "org/models/llama", At: "v1"},
 		"oci://Registry.Local:5000/m":       {Scheme: model.SchemeOCI, Registry: "registry.local:5000", Repo: "m"},
 		"oci://127.0.0.1:5000/a/b__c-d.e@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": {Scheme: model.SchemeOCI, Registry: "127.0.0.1:5000", Repo: "a/b__c-d.e", At: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
@@ -84,6 +88,19 @@ func TestParseRef(t *testing.T) {
 		"oci://reg/a?endpoint=https://reg":      "not an option of an oci:// ref",
 		"oci://reg/a?region=us-east-1":          "not an option of an oci:// ref",
 		"oci://reg/" + strings.Repeat("a", 256): "repository",
+		"gs://ab/m":                             "3 to 63",
+		"gs://" + strings.Repeat("a", 64):       "3 to 63",
+		"gs://Models/m":                         "lowercase",
+		"gs://-models/m":                        "lowercase",
+		"gs://models-/m":                        "lowercase",
+		"gs://a..b/m":                           "lowercase",
+		"gs://goog-models/m":                    "goog",
+		"gs://my-google-models/m":               "google",
+		"gs://192.168.1.1/m":                    "IP address",
+		"gs://bkt/a/../x":                       `".." segment`,
+		"gs://bkt/m?region=us-east1":            "gs:// ref has none",
+		"gs://u:secret@bkt/m":                   "credentials removed",
+		"gs:/bkt":                               "gs://BUCKET",
 	}
 	for s, frag := range bad {
 		_, err := model.ParseRef(s)
@@ -93,6 +110,20 @@ func TestParseRef(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "secret") {
 			t.Errorf("ParseRef(%q) leaks a secret: %v", s, err)
 		}
+	}
+}
+
+// A gs:// ref and an s3:// ref of one bucket and prefix are two places.
+func TestGCSRef(t *testing.T) {
+	gs, _ := model.ParseRef("gs://models/m")
+	s3, _ := model.ParseRef("s3://models/m")
+	src, _ := model.ParseRef("gs://models/m?source=gcs")
+	ep, _ := model.ParseRef("gs://models/m?endpoint=http://h:1")
+	if gs.Scope() != "gs/models" || src.Scope() != "gs:source=gcs/models" || ep.Scope() != "gs:endpoint=http://h:1/models" || gs.Scope() == s3.Scope() {
+		t.Errorf("scopes %q %q %q (s3 %q)", gs.Scope(), src.Scope(), ep.Scope(), s3.Scope())
+	}
+	if gs.ID() == s3.ID() || gs.String() != "gs://models/m" {
+		t.Errorf("gs %s (%s), s3 %s (%s)", gs, gs.ID(), s3, s3.ID())
 	}
 }
 

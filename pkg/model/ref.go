@@ -1,5 +1,5 @@
-// Package model names models and describes their content: s3://, hf:// and
-// oci:// references, object-key sanitizing, file filters, manifests and the content
+// Package model names models and describes their content: s3://, gs://,
+// hf:// and oci:// references, object-key sanitizing, file filters, manifests and the content
 // digests the cache stores blobs under. It is the leaf of the house: stdlib
 // and xxhash only.
 package model
@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"sort"
@@ -23,6 +24,8 @@ var ErrInvalidRef = errors.New("model: invalid reference")
 //
 //	s3://BUCKET/PREFIX[?endpoint=URL&region=R&source=NAME&revision=HEX&include=…&exclude=…]
 //	  every object under PREFIX/ in BUCKET is one file of the model;
+//	gs://BUCKET/PREFIX[?endpoint=URL&source=NAME&revision=HEX&include=…&exclude=…]
+//	  the same for a Google Cloud Storage bucket;
 //	hf://ORG/NAME[@REV][?endpoint=URL&source=NAME&revision=HEX&include=…&exclude=…]
 //	  the files of a Hugging Face Hub model repo at REV (a branch, tag or
 //	  commit; main if absent), resolved to its commit when listed;
@@ -35,10 +38,10 @@ var ErrInvalidRef = errors.New("model: invalid reference")
 //
 // One string carries everything a volume attribute or annotation needs.
 type Ref struct {
-	// Scheme is SchemeHF, SchemeOCI, SchemeAzure, or "" for S3 (s3://).
+	// Scheme is SchemeHF, SchemeOCI, SchemeAzure, SchemeGCS, or "" for S3 (s3://).
 	Scheme string
-	Bucket string // S3
-	Prefix string // S3: no leading or trailing slash; may be empty (whole bucket)
+	Bucket string // S3, GCS
+	Prefix string // S3, GCS: no leading or trailing slash; may be empty (whole bucket)
 	// Registry is an OCI registry's HOST[:PORT], lowercase.
 	Registry string
 	// Repo is the Hub repo ("ORG/NAME") and At its revision (branch, tag
@@ -47,7 +50,8 @@ type Ref struct {
 	// manifest digest ("" is latest).
 	Repo, At string
 	// Endpoint overrides the S3 endpoint (MinIO and other S3-compatible
-	// servers) or the Hub's (a mirror, HF_ENDPOINT).
+	// servers), the Hub's (a mirror, HF_ENDPOINT) or GCS's (an emulator or
+	// a mirror of its JSON API).
 	Endpoint string
 	// Region of the bucket; empty means the source's or the SDK's default.
 	Region string
@@ -65,10 +69,12 @@ type Ref struct {
 	Account string
 }
 
-// SchemeHF marks a Hugging Face Hub ref, SchemeOCI an OCI artifact's.
+// SchemeHF marks a Hugging Face Hub ref, SchemeOCI an OCI artifact's,
+// SchemeGCS a Google Cloud Storage prefix's (gs://).
 const (
 	SchemeHF  = "hf"
 	SchemeOCI = "oci"
+	SchemeGCS = "gs"
 )
 
 // bucketRE follows the S3 bucket naming rules loosely enough for
@@ -124,7 +130,7 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("%w %s", ErrInvalidRef, msg)
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]", ErrInvalidRef)
+		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]", ErrInvalidRef)
 	}
 	if strings.ContainsRune(s, 0) {
 		return bad("contains a NUL byte")
@@ -155,15 +161,22 @@ func ParseRef(s string) (Ref, error) {
 		}
 	} else {
 		rest, ok := strings.CutPrefix(s, "s3://")
+		if gs, isGS := strings.CutPrefix(s, "gs://"); isGS {
+			rest, ok, r.Scheme = gs, true, SchemeGCS
+		}
 		if h := azureHint(s); !ok && h != "" {
 			return bad("%s", h)
 		}
 		if !ok {
-			return bad("want s3://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]")
+			return bad("want s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]")
 		}
 		rest, query, _ = strings.Cut(rest, "?")
 		bucket, prefix, _ := strings.Cut(rest, "/")
-		if !bucketRE.MatchString(bucket) {
+		if r.Scheme == SchemeGCS {
+			if msg := checkGCSBucket(bucket); msg != "" {
+				return bad("bucket name %q: %s", bucket, msg)
+			}
+		} else if !bucketRE.MatchString(bucket) {
 			return bad("bucket name %q is not valid", bucket)
 		}
 		prefix, err := url.PathUnescape(prefix)
@@ -176,7 +189,7 @@ func ParseRef(s string) (Ref, error) {
 				return bad("prefix %v", err)
 			}
 		}
-		r = Ref{Bucket: bucket, Prefix: prefix}
+		r = Ref{Scheme: r.Scheme, Bucket: bucket, Prefix: prefix}
 	}
 	if query != "" {
 		vals, err := url.ParseQuery(query)
@@ -194,6 +207,9 @@ func ParseRef(s string) (Ref, error) {
 	}
 	if r.Scheme == SchemeHF && r.Region != "" {
 		return bad("region is an S3 option; a Hub ref has none")
+	}
+	if r.Scheme == SchemeGCS && r.Region != "" {
+		return bad("region is an S3 option; a gs:// ref has none (GCS finds the bucket by its name)")
 	}
 	return r, nil
 }
@@ -310,7 +326,11 @@ func (r Ref) String() string {
 	case SchemeAzure:
 		r.azureString(&b)
 	default:
-		b.WriteString("s3://")
+		if r.Scheme == SchemeGCS {
+			b.WriteString("gs://")
+		} else {
+			b.WriteString("s3://")
+		}
 		b.WriteString(r.Bucket)
 		if r.Prefix != "" {
 			b.WriteByte('/')
@@ -402,6 +422,15 @@ func (r Ref) Scope() string {
 		}
 		return "oci/" + r.Registry + "/" + r.Repo
 	}
+	if r.Scheme == SchemeGCS {
+		switch {
+		case r.Source != "":
+			return "gs:source=" + r.Source + "/" + r.Bucket
+		case r.Endpoint != "":
+			return "gs:endpoint=" + r.Endpoint + "/" + r.Bucket
+		}
+		return "gs/" + r.Bucket
+	}
 	if r.Scheme == SchemeHF {
 		switch {
 		case r.Source != "":
@@ -453,4 +482,29 @@ func parseOCI(rest string) (Ref, string) {
 		return Ref{}, fmt.Sprintf("repository %q: want lowercase path components of letters and digits joined by '.', '_' or '-' (oci://REGISTRY/REPO[:TAG|@sha256:HEX])", repo)
 	}
 	return Ref{Scheme: SchemeOCI, Registry: reg, Repo: repo, At: at}, ""
+}
+
+// gcsComponentRE is one dot-separated component of a GCS bucket name.
+var gcsComponentRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+
+// checkGCSBucket follows Google Cloud Storage's bucket naming rules: 3 to
+// 63 characters (222 with dots, 63 per dot-separated part) of lowercase
+// letters, digits, '-', '_' and '.', starting and ending with a letter or
+// digit; not an IP address, not starting with "goog", not holding "google".
+// msg says what is wrong, "" for nothing.
+func checkGCSBucket(b string) string {
+	switch {
+	case len(b) < 3 || len(b) > 222 || (len(b) > 63 && !strings.Contains(b, ".")):
+		return "want 3 to 63 characters (up to 222 with dots)"
+	case strings.HasPrefix(b, "goog") || strings.Contains(b, "google"):
+		return `may not start with "goog" or hold "google"`
+	case net.ParseIP(b) != nil:
+		return "may not be an IP address"
+	}
+	for c := range strings.SplitSeq(b, ".") {
+		if !gcsComponentRE.MatchString(c) {
+			return "want lowercase letters, digits, '-', '_' and '.', each dot-separated part 1 to 63 long, starting and ending with a letter or digit"
+		}
+	}
+	return ""
 }
