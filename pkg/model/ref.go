@@ -130,7 +130,7 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("%w %s", ErrInvalidRef, msg)
 	}
 	if s == "" {
-		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]", ErrInvalidRef)
+		return Ref{}, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, hf://ORG/NAME[@REVISION] or oci://REGISTRY/REPO[:TAG|@sha256:HEX]", ErrInvalidRef)
 	}
 	if strings.ContainsRune(s, 0) {
 		return bad("contains a NUL byte")

@@ -64,7 +64,7 @@ func ParseAnnotation(v string) ([]model.Ref, []error) {
 		}
 	}
 	if len(refs) == 0 && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("%w: empty; want s3://BUCKET/PREFIX or hf://ORG/NAME[, …]", model.ErrInvalidRef))
+		errs = append(errs, fmt.Errorf("%w: empty; want one or more refs (s3://, gs://, az://, hf://, oci://), separated by commas", model.ErrInvalidRef))
 	}
 	return refs, errs
 }
