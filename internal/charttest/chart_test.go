@@ -24,7 +24,8 @@ const namespaceKey = "v1 Namespace /" + namespace
 // drift apart. With its default values (and namespace.create, which only
 // `helm template` users turn on: `helm install` needs the namespace first)
 // it renders deploy/daemonset + deploy/storageclass; with
-// deploy/e2e/values.yaml, the e2e overlay deploy/e2e.
+// deploy/e2e/values.yaml, the e2e overlay deploy/e2e; with webhook.enabled,
+// deploy/daemonset + deploy/webhook.
 func TestChartMatchesKustomize(t *testing.T) {
 	tl := Find(t)
 	for _, tc := range []struct {
@@ -34,6 +35,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}{
 		{"defaults", []string{"deploy/daemonset", "deploy/storageclass"}, nil},
 		{"e2e", []string{"deploy/e2e"}, []string{"-f", tl.Path("deploy/e2e/values.yaml")}},
+		{"webhook", []string{"deploy/daemonset", "deploy/webhook"}, []string{"--set", "webhook.enabled=true"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want, err := tl.Kustomize(tc.kustomize...)
@@ -96,6 +98,7 @@ func TestChartLint(t *testing.T) {
 	for name, args := range map[string][]string{
 		"defaults": nil,
 		"e2e":      {"-f", tl.Path("deploy/e2e/values.yaml")},
+		"webhook":  {"--set", "webhook.enabled=true"},
 	} {
 		out, err := tl.Lint(args...)
 		if err != nil {
