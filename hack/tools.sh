@@ -2,8 +2,8 @@
 # Installs what the tests start, each only if it is missing or another
 # version:
 #   hack/tools.sh         versitygw (the S3 server), etcd (Debian's
-#                         etcd-server, via apt-get) and bin/k8s/kube-apiserver
-#                         (hack/kube-build.sh) for internal/kubetest; helm and
+#                         etcd-server, via apt-get) and bin/k8s/kube-apiserver,
+#                         kube-scheduler (hack/kube-build.sh) for internal/kubetest; helm and
 #                         bin/k8s/kubectl (its kustomize) for internal/charttest;
 #                         bin/azurite (npm) for internal/aztest
 #   hack/tools.sh bench   the same and rclone (the benchmark's baseline)
@@ -95,7 +95,7 @@ apt_ensure etcd etcd-server
 apt_ensure jq jq # hack/kube-build.sh reads the module graph with it
 # kubectl: internal/charttest renders deploy/ with its kustomize, the one
 # `kubectl apply -k` uses; make e2e needs it anyway.
-"$REPO/hack/kube-build.sh" kube-apiserver kubectl
+"$REPO/hack/kube-build.sh" kube-apiserver kubectl kube-scheduler
 # internal/charttest: helm lint and helm template of charts/modelcache.
 ensure helm helm.sh/helm/v3/cmd/helm v3.22.0
 # internal/hubtest: the official JS Hub client checks the fixture Hub.

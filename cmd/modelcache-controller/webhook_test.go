@@ -193,3 +193,132 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
 
 func rand4() string { return strings.ToLower(rand.Text()[:4]) }
+
+// With the real scheduler and two nodes: a pod with a modelcache volume and
+// no affinity of its own lands on the node that holds its model although
+// the other has far more room; with require, a pod whose model no node
+// holds stays Pending until a node has it.
+func TestWebhookSchedulesOntoWarmNodes(t *testing.T) {
+	srv := kubetest.Start(t)
+	kube := srv.Client(t)
+	srv.StartScheduler(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t.Setenv("POD_NAMESPACE", "modelcache-system")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignore, none := admissionregistrationv1.Ignore, admissionregistrationv1.SideEffectClassNone
+	url, timeout := "https://"+l.Addr().String()+webhook.PathMutatePods, int32(5)
+	mustCreate(t, kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "modelcache-system"}})
+	if _, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "modelcache"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name: "pods.modelcache.io", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
+			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			FailurePolicy: &ignore, SideEffects: &none, TimeoutSeconds: &timeout, AdmissionReviewVersions: []string{"v1"},
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}})
+	mustCreate(t, kube, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "ml"}})
+	go serveWebhook(ctx, l, kube, "modelcache.csi.io",
+		webhookOptions{service: "modelcache-webhook", config: "modelcache", secret: "modelcache-webhook-tls", ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
+		slog.New(slog.DiscardHandler))
+	waitFor(t, "the caBundle", func() bool {
+		c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "modelcache", metav1.GetOptions{})
+		return err == nil && len(c.Webhooks[0].ClientConfig.CABundle) > 0
+	})
+
+	llama := "s3://models/llama?source=minio"
+	node := func(name, cpu, mem string, labels map[string]string) {
+		t.Helper()
+		res := corev1.ResourceList{corev1.ResourceCPU: mustQuantity(cpu), corev1.ResourceMemory: mustQuantity(mem), corev1.ResourcePods: mustQuantity("110")}
+		n, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Status = corev1.NodeStatus{Capacity: res, Allocatable: res,
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now()}}}
+		if n, err = kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// The API server's TaintNodesByCondition admission taints a new
+		// node not-ready; the node lifecycle controller that would lift it
+		// does not run here.
+		n.Spec.Taints = nil
+		if _, err := kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node("warm-small", "4", "8Gi", map[string]string{labelKey(t, llama): prefetch.LabelReady})
+	node("cold-big", "64", "256Gi", nil)
+
+	pod := func(name, ref string, annotations map[string]string) *corev1.Pod {
+		t.Helper()
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ml", Annotations: annotations}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "c", Image: "vllm", Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: mustQuantity("1"), corev1.ResourceMemory: mustQuantity("1Gi")}}}},
+			Volumes: []corev1.Volume{{Name: "model", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "modelcache.csi.io",
+				VolumeAttributes: map[string]string{"model": ref}}}}}}}
+		got, err := kube.CoreV1().Pods("ml").Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	nodeOf := func(name string) string {
+		p, err := kube.CoreV1().Pods("ml").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Spec.NodeName
+	}
+
+	// The webhook's informers may not have synced when the first pod comes:
+	// retry with new pods until one is admitted with the affinity.
+	var name string
+	waitFor(t, "a pod admitted with a warm-node affinity", func() bool {
+		name = "prefer-" + rand4()
+		p := pod(name, llama, nil)
+		return p.Spec.Affinity != nil
+	})
+	waitFor(t, "the pod to be scheduled", func() bool { return nodeOf(name) != "" })
+	if n := nodeOf(name); n != "warm-small" {
+		t.Fatalf("the pod went to %s; want warm-small, the node holding its model", n)
+	}
+	// Without the webhook's affinity the scheduler prefers the big node,
+	// which shows the affinity is what decided.
+	off := pod("off", llama, map[string]string{webhook.AnnotationSchedule: "off"})
+	if off.Spec.Affinity != nil {
+		t.Fatalf("schedule=off: %+v", off.Spec.Affinity)
+	}
+	waitFor(t, "the off pod to be scheduled", func() bool { return nodeOf("off") != "" })
+	if n := nodeOf("off"); n != "cold-big" {
+		t.Errorf("schedule=off went to %s; the scheduler alone prefers cold-big", n)
+	}
+
+	// require: no node holds this model yet, so the pod waits.
+	qwen := "hf://Qwen/Qwen3-8B"
+	pod("require", qwen, map[string]string{webhook.AnnotationSchedule: "require"})
+	time.Sleep(3 * time.Second)
+	if n := nodeOf("require"); n != "" {
+		t.Fatalf("a required warm node that does not exist: scheduled to %s", n)
+	}
+	// The model arrives on the big node (the agent labels it).
+	n, err := kube.CoreV1().Nodes().Get(ctx, "cold-big", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Labels = map[string]string{labelKey(t, qwen): prefetch.LabelReady}
+	if _, err := kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the required pod to be scheduled once a node is warm", func() bool { return nodeOf("require") != "" })
+	if n := nodeOf("require"); n != "cold-big" {
+		t.Errorf("the required pod went to %s, want cold-big", n)
+	}
+}
