@@ -231,3 +231,55 @@ current-context: kubetest
 		t.Errorf("CSIDriver after helm uninstall: %v, want NotFound", err)
 	}
 }
+
+// TestExamplesDryRun: every object of deploy/examples whose API the server
+// has (an InferenceService needs KServe's CRDs: skipped) is accepted by a
+// real kube-apiserver as a strict dry-run create.
+func TestExamplesDryRun(t *testing.T) {
+	tl := Find(t)
+	srv := kubetest.Start(t)
+	dc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(tl.Path("deploy/examples/*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	ensureNamespace(t, srv.Client(t), "examples")
+	// No controller-manager here to make the namespace's default ServiceAccount.
+	if _, err := srv.Client(t).CoreV1().ServiceAccounts("examples").Create(context.Background(),
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := Decode(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, o := range objs {
+			m, err := mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
+			if err != nil {
+				t.Logf("%s: %s: not served here (%v)", filepath.Base(f), Key(o), err)
+				continue
+			}
+			var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+			if m.Scope.Name() == meta.RESTScopeNameNamespace {
+				ri = dyn.Resource(m.Resource).Namespace("examples")
+			}
+			if _, err := ri.Create(context.Background(), o, metav1.CreateOptions{
+				DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict}); err != nil {
+				t.Errorf("%s: dry-run create %s: %v", filepath.Base(f), Key(o), err)
+			}
+		}
+	}
+}
