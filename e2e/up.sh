@@ -168,7 +168,7 @@ start etcd etcd --name e2e --data-dir "$VAR/etcd" --listen-client-urls http://12
 waitfor etcd 30 curl -sf http://127.0.0.1:12379/health
 
 start kube-apiserver "$KB/kube-apiserver" --etcd-servers=http://127.0.0.1:12379 --bind-address=127.0.0.1 --secure-port=6443 \
-	--advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+	--advertise-address=127.0.0.1 --endpoint-reconciler-type=none --enable-aggregator-routing=true \
 	--tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt" \
 	--service-account-issuer=https://kubernetes.default.svc.cluster.local --service-account-key-file="$PKI/sa.pub" \
 	--service-account-signing-key-file="$PKI/sa.key" --service-cluster-ip-range=10.96.0.0/16 \
