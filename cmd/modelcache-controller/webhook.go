@@ -91,8 +91,14 @@ func serveWebhook(ctx context.Context, l net.Listener, kube kubernetes.Interface
 
 	m := &webhook.Mutator{DriverName: driver, Lookup: lookup}
 	srv := &http.Server{
-		Handler:           m.Handler(log),
+		Handler: m.Handler(log),
+		// Any pod can reach the Service: slow or idle clients are cut off
+		// (the API server's own timeout for this webhook is 5 s).
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return current.Load(), nil }},
 	}
