@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"k8s.io/client-go/rest"
 
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/model"
@@ -132,14 +133,21 @@ func (p *progressPrinter) done() {
 }
 
 func newStatusCmd(socket *string) *cobra.Command {
-	var output string
+	var output, kubeconfig string
+	var cluster bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show what this node caches: capacity, dedup savings, models, downloads, pins",
+		Short: "Show what this node caches (capacity, dedup savings, models, downloads, pins), or with --cluster which nodes hold which model",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o %q: want table or json", output)
+			}
+			if cluster {
+				return clusterStatus(cmd.Context(), cmd.OutOrStdout(), kubeconfig, output, rest.InClusterConfig)
+			}
+			if kubeconfig != "" {
+				return errors.New("--kubeconfig goes with --cluster: without it, status asks this node's agent over --socket")
 			}
 			st, err := agentapi.NewClient(*socket).Status(cmd.Context())
 			if err != nil {
@@ -155,6 +163,8 @@ func newStatusCmd(socket *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().BoolVar(&cluster, "cluster", false, "show every model some node holds and on which nodes (from the Nodes' warm-model labels), from any machine with a kubeconfig")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --cluster (default: in-cluster config)")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,20 @@ current-context: test
 	}
 	if holder := "workload:deployment/" + ns + "/llm"; !strings.Contains(out, holder) {
 		t.Errorf("status does not show the workload pin %s:\n%s", holder, out)
+	}
+
+	// The cluster view, from the API server alone, names the node.
+	out, err = n.run("status", "--cluster", "--kubeconfig", kubeconfig)
+	if err != nil || !strings.Contains(out, ref) || !strings.Contains(out, nodeName) || !strings.Contains(out, "MODEL") {
+		t.Errorf("status --cluster: %v\n%s", err, out)
+	}
+	out, err = n.run("status", "--cluster", "--kubeconfig", kubeconfig, "-o", "json")
+	var v prefetch.ClusterView
+	if err != nil || json.Unmarshal([]byte(out), &v) != nil ||
+		!slices.ContainsFunc(v.Models, func(m prefetch.ModelNodes) bool { return m.Ref == ref && slices.Contains(m.Ready, nodeName) }) {
+		t.Errorf("status --cluster -o json: %v\n%s", err, out)
+	}
+	if out, err = n.run("status", "--kubeconfig", kubeconfig); err == nil || !strings.Contains(out, "--cluster") {
+		t.Errorf("--kubeconfig without --cluster: %v\n%s", err, out)
 	}
 }
