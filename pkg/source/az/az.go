@@ -29,6 +29,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // Defaults of Options.
@@ -85,7 +87,7 @@ type Client struct {
 // New checks the options and returns a client.
 func New(o Options) (*Client, error) {
 	if !accountRE(o.Account) {
-		return nil, fmt.Errorf("az: account %q: want 3-24 lowercase letters and digits", trim(o.Account))
+		return nil, fmt.Errorf("az: account %q: want 3-24 lowercase letters and digits", source.Trim(o.Account))
 	}
 	service, err := ServiceURL(o.Account, o.Endpoint)
 	if err != nil {
@@ -178,7 +180,7 @@ func ServiceURL(account, endpoint string) (string, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		shown := trim(endpoint)
+		shown := source.Trim(endpoint)
 		if err != nil || u.User != nil {
 			shown = "(not shown)"
 		}
@@ -270,14 +272,6 @@ func (c *capReader) Read(p []byte) (int, error) {
 }
 
 func (c *capReader) Close() error { return c.r.Close() }
-
-// trim keeps a value from the server short in messages.
-func trim(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
 
 func accountRE(s string) bool {
 	if len(s) < 3 || len(s) > 24 {

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strings"
-	"unicode"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
@@ -54,7 +52,7 @@ func unreachable(err error) bool {
 // (x-ms-error-code: ContainerNotFound, AuthorizationFailure, …).
 func (c *Client) statusError(where, op string, status int, code string) error {
 	e := &source.Error{Where: where, Op: op}
-	code = clean(code)
+	code = source.Clean(code)
 	switch {
 	case status == 401 || status == 403:
 		e.Class = source.ErrAccessDenied
@@ -90,19 +88,4 @@ func (c *Client) statusError(where, op string, status int, code string) error {
 		e.Msg += " (" + code + ")"
 	}
 	return e
-}
-
-// clean keeps what a server says printable and short in messages and logs.
-func clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return -1
-	}, s)
-	return trim(strings.TrimSpace(s))
-}
-
-func protocolError(where, op, format string, a ...any) error {
-	return &source.Error{Class: source.ErrProtocol, Where: where, Op: op, Msg: fmt.Sprintf(format, a...)}
 }

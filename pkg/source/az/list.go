@@ -50,7 +50,7 @@ func (m *Model) List(ctx context.Context) (source.Listing, error) {
 					continue
 				}
 				if seen[f.Path] {
-					return source.Listing{}, protocolError(where, "list", "%q is listed twice", f.Path)
+					return source.Listing{}, source.ProtocolError(where, "list", "%q is listed twice", f.Path)
 				}
 				if len(files) == m.c.o.MaxFiles {
 					return source.Listing{}, &source.Error{Class: source.ErrLimit, Where: where, Op: "list",
@@ -66,7 +66,7 @@ func (m *Model) List(ctx context.Context) (source.Listing, error) {
 		}
 		if next != "" && next == marker {
 			// A server that says "more" with the same marker would loop forever.
-			return source.Listing{}, protocolError(where, "list", "the listing gives the same continuation marker twice")
+			return source.Listing{}, source.ProtocolError(where, "list", "the listing gives the same continuation marker twice")
 		}
 		marker = next
 	}
@@ -99,14 +99,14 @@ func fileOf(prefix string, it *container.BlobItem) (model.File, bool, error) {
 		if p.ContentLength != nil {
 			n = *p.ContentLength
 		}
-		return model.File{}, false, fmt.Errorf("%q: a size of %d bytes", trim(rel), n)
+		return model.File{}, false, fmt.Errorf("%q: a size of %d bytes", source.Trim(rel), n)
 	}
 	etag := ""
 	if p.ETag != nil {
 		etag = strings.Trim(string(*p.ETag), `"`)
 	}
 	if etag == "" || len(etag) > 256 || strings.ContainsAny(etag, "\"\r\n\x00") {
-		return model.File{}, false, fmt.Errorf("%q: ETag %q", trim(rel), trim(etag))
+		return model.File{}, false, fmt.Errorf("%q: ETag %q", source.Trim(rel), source.Trim(etag))
 	}
 	return model.File{Path: rel, Size: *p.ContentLength, ETag: etag}, true, nil
 }

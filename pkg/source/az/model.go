@@ -116,7 +116,7 @@ func (e *readError) at(where string) error {
 // bytes at f.ETag.
 func checkRead(contentRange *string, contentLength *int64, etag *azcore.ETag, f model.File, off, end int64) *readError {
 	if etag != nil && strings.Trim(string(*etag), `"`) != f.ETag {
-		return &readError{source.ErrChanged, fmt.Sprintf("the service sent ETag %s, listed was %q", trim(string(*etag)), f.ETag)}
+		return &readError{source.ErrChanged, fmt.Sprintf("the service sent ETag %s, listed was %q", source.Trim(string(*etag)), f.ETag)}
 	}
 	if contentRange == nil {
 		// The service answers every ranged read with 206 and its range.
@@ -125,7 +125,7 @@ func checkRead(contentRange *string, contentLength *int64, etag *azcore.ETag, f 
 	from, to, total, ok := source.ParseContentRange(*contentRange)
 	switch {
 	case !ok:
-		return &readError{source.ErrProtocol, fmt.Sprintf("Content-Range %q", trim(*contentRange))}
+		return &readError{source.ErrProtocol, fmt.Sprintf("Content-Range %q", source.Trim(*contentRange))}
 	case total >= 0 && total != f.Size:
 		return &readError{source.ErrChanged, fmt.Sprintf("the blob is %d bytes, listed with %d", total, f.Size)}
 	case from != off || to != end-1:

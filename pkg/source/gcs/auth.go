@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // ReadOnlyScope is the OAuth2 scope tokens are asked for: reading objects
@@ -43,7 +45,7 @@ func ServiceAccountTokenSource(key []byte) (oauth2.TokenSource, error) {
 	}
 	switch {
 	case k.Type != "service_account":
-		return nil, fmt.Errorf("the key's type is %q: only service_account keys are taken (workload identity needs no key: leave it out and use a source without credentials)", trim(clean(k.Type)))
+		return nil, fmt.Errorf("the key's type is %q: only service_account keys are taken (workload identity needs no key: leave it out and use a source without credentials)", source.Trim(source.Clean(k.Type)))
 	case k.ClientEmail == "":
 		return nil, errors.New("the service account key has no client_email")
 	case !strings.Contains(k.PrivateKey, "PRIVATE KEY"):

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"unicode"
 
 	"golang.org/x/oauth2"
 
@@ -31,9 +30,9 @@ func statusError(where, op string, resp *http.Response, gone bool) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	var msg, reason string
 	if json.Unmarshal(b, &body) == nil {
-		msg = clean(body.Error.Message)
+		msg = source.Clean(body.Error.Message)
 		if len(body.Error.Errors) > 0 {
-			reason = clean(body.Error.Errors[0].Reason)
+			reason = source.Clean(body.Error.Errors[0].Reason)
 		}
 	}
 	e := &source.Error{Where: where, Op: op}
@@ -58,7 +57,7 @@ func statusError(where, op string, resp *http.Response, gone bool) error {
 		e.Msg = fmt.Sprintf("%d from the server", st)
 	case st >= 300 && st < 400:
 		e.Class = source.ErrProtocol
-		e.Msg = fmt.Sprintf("%d: a redirect (to %q), which is not followed", st, clean(resp.Header.Get("Location")))
+		e.Msg = fmt.Sprintf("%d: a redirect (to %q), which is not followed", st, source.Clean(resp.Header.Get("Location")))
 	default:
 		e.Class = source.ErrProtocol
 		e.Msg = fmt.Sprintf("unexpected %d from the server", st)
@@ -70,27 +69,6 @@ func statusError(where, op string, resp *http.Response, gone bool) error {
 		e.Msg += ": " + msg
 	}
 	return e
-}
-
-// clean keeps what a server says printable and short in our messages and
-// logs.
-func clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return -1
-	}, s)
-	return trim(strings.TrimSpace(s))
-}
-
-// transportError is a request that got no answer: the caller's context
-// ended (returned as is), or the network failed (worth another try).
-func transportError(ctx context.Context, where, op string, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return &source.Error{Class: source.ErrUnreachable, Temporary: true, Where: where, Op: op, Msg: "no answer", Err: err}
 }
 
 // tokenError is a token that could not be had: refused by the token
@@ -107,18 +85,10 @@ func tokenError(ctx context.Context, where, op string, err error) error {
 			Msg: fmt.Sprintf("no access token: the token service answered %d", re.Response.StatusCode)}
 	}
 	return &source.Error{Class: source.ErrUnreachable, Temporary: true, Where: where, Op: op,
-		Msg: "no access token: " + clean(firstLine(err.Error()))}
+		Msg: "no access token: " + source.Clean(firstLine(err.Error()))}
 }
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
-}
-
-func protocolError(where, op, format string, a ...any) error {
-	return &source.Error{Class: source.ErrProtocol, Where: where, Op: op, Msg: fmt.Sprintf(format, a...)}
-}
-
-func limitError(where, op, msg string) error {
-	return &source.Error{Class: source.ErrLimit, Where: where, Op: op, Msg: msg}
 }

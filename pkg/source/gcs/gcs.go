@@ -22,15 +22,15 @@ package gcs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // DefaultEndpoint is Google Cloud Storage's JSON API.
@@ -78,7 +78,7 @@ func New(o Options) (*Client, error) {
 	u, err := url.Parse(o.Endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("gcs: endpoint %q: want http(s)://HOST[:PORT] without credentials or path", redact(o.Endpoint))
+		return nil, fmt.Errorf("gcs: endpoint %q: want http(s)://HOST[:PORT] without credentials or path", source.Redact(o.Endpoint))
 	}
 	u.Path = ""
 	c := &Client{endpoint: u, ts: o.TokenSource, maxFiles: o.MaxFiles, maxPages: o.MaxPages, pageSize: o.PageSize, agent: o.UserAgent}
@@ -132,7 +132,7 @@ func (c *Client) objectURL(bucket, name string, q url.Values) string {
 func (c *Client) do(ctx context.Context, rawURL, where, op string, header http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return nil, protocolError(where, op, "build request: %v", err)
+		return nil, source.ProtocolError(where, op, "build request: %v", err)
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -147,28 +147,16 @@ func (c *Client) do(ctx context.Context, rawURL, where, op string, header http.H
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, transportError(ctx, where, op, err)
+		return nil, source.TransportError(ctx, where, op, err)
 	}
 	return resp, nil
-}
-
-// decodeJSON decodes at most limit bytes of JSON into v.
-func decodeJSON(r io.Reader, limit int64, where, op string, v any) error {
-	lr := &io.LimitedReader{R: r, N: limit + 1}
-	if err := json.NewDecoder(lr).Decode(v); err != nil {
-		if lr.N <= 0 {
-			return limitError(where, op, fmt.Sprintf("an answer of more than %d bytes", limit))
-		}
-		return protocolError(where, op, "the answer is not the JSON expected: %v", err)
-	}
-	return nil
 }
 
 // ValidBucket checks a bucket name enough to keep it one path segment
 // (model.ParseRef applies GCS's naming rules to refs).
 func ValidBucket(b string) error {
 	if b == "" || len(b) > 222 || strings.ContainsAny(b, "/?#%\\\x00") || b == "." || b == ".." {
-		return fmt.Errorf("gcs: bucket %q is not a bucket name", trim(b))
+		return fmt.Errorf("gcs: bucket %q is not a bucket name", source.Trim(b))
 	}
 	return nil
 }
@@ -177,22 +165,6 @@ func where(bucket, prefix string) string {
 	s := "gs://" + bucket
 	if prefix != "" {
 		s += "/" + prefix
-	}
-	return s
-}
-
-// trim keeps a value from the server short in messages.
-func trim(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
-
-func redact(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		u.User = url.User("REDACTED")
-		return u.String()
 	}
 	return s
 }

@@ -55,11 +55,11 @@ var intRE = regexp.MustCompile(`^(0|[1-9][0-9]{0,18})$`)
 func (n *flexInt) UnmarshalJSON(b []byte) error {
 	b = bytes.Trim(b, `"`)
 	if !intRE.Match(b) {
-		return fmt.Errorf("%q is not a non-negative integer", trim(string(b)))
+		return fmt.Errorf("%q is not a non-negative integer", source.Trim(string(b)))
 	}
 	v, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil {
-		return fmt.Errorf("%q is not a 64-bit integer", trim(string(b)))
+		return fmt.Errorf("%q is not a 64-bit integer", source.Trim(string(b)))
 	}
 	n.v, n.set = v, true
 	return nil
@@ -85,7 +85,7 @@ func (c *Client) List(ctx context.Context, bucket, prefix string) ([]model.File,
 	token := ""
 	for page := 1; ; page++ {
 		if page > c.maxPages {
-			return nil, limitError(w, "list", fmt.Sprintf("more than %d pages of objects (--max-list-pages)", c.maxPages))
+			return nil, source.LimitError(w, "list", fmt.Sprintf("more than %d pages of objects (--max-list-pages)", c.maxPages))
 		}
 		q := url.Values{"prefix": {p}, "maxResults": {strconv.Itoa(c.pageSize)}, "projection": {"noAcl"},
 			"fields": {"items(name,size,generation,md5Hash,crc32c),nextPageToken"}}
@@ -99,17 +99,17 @@ func (c *Client) List(ctx context.Context, bucket, prefix string) ([]model.File,
 		for _, o := range pg.Items {
 			f, ok, err := fileOf(prefix, o)
 			if err != nil {
-				return nil, protocolError(w, "list", "%v", err)
+				return nil, source.ProtocolError(w, "list", "%v", err)
 			}
 			if !ok {
 				continue
 			}
 			if seen[f.Path] {
-				return nil, protocolError(w, "list", "%q listed twice", f.Path)
+				return nil, source.ProtocolError(w, "list", "%q listed twice", f.Path)
 			}
 			seen[f.Path] = true
 			if len(files) == c.maxFiles {
-				return nil, limitError(w, "list", fmt.Sprintf("more than %d files (--max-files)", c.maxFiles))
+				return nil, source.LimitError(w, "list", fmt.Sprintf("more than %d files (--max-files)", c.maxFiles))
 			}
 			files = append(files, f)
 		}
@@ -117,7 +117,7 @@ func (c *Client) List(ctx context.Context, bucket, prefix string) ([]model.File,
 			break
 		}
 		if len(pg.NextPageToken) > maxPageToken || pg.NextPageToken == token {
-			return nil, protocolError(w, "list", "page %d: a nextPageToken of %d bytes that leads nowhere new", page, len(pg.NextPageToken))
+			return nil, source.ProtocolError(w, "list", "page %d: a nextPageToken of %d bytes that leads nowhere new", page, len(pg.NextPageToken))
 		}
 		token = pg.NextPageToken
 	}
@@ -138,7 +138,7 @@ func (c *Client) listPage(ctx context.Context, u, w string) (*listPage, error) {
 		return nil, statusError(w, "list", resp, false)
 	}
 	var pg listPage
-	if err := decodeJSON(resp.Body, maxPageBytes, w, "list", &pg); err != nil {
+	if err := source.DecodeJSON(resp.Body, maxPageBytes, w, "list", &pg); err != nil {
 		return nil, err
 	}
 	return &pg, nil
@@ -148,7 +148,7 @@ func (c *Client) listPage(ctx context.Context, u, w string) (*listPage, error) {
 func fileOf(prefix string, o object) (model.File, bool, error) {
 	rel, skip, err := model.RelPath(prefix, o.Name)
 	if err != nil {
-		return model.File{}, false, fmt.Errorf("object %q: not a relative path inside the model", trim(o.Name))
+		return model.File{}, false, fmt.Errorf("object %q: not a relative path inside the model", source.Trim(o.Name))
 	}
 	if skip {
 		return model.File{}, false, nil
@@ -177,13 +177,13 @@ func etag(o object) (string, error) {
 	if o.MD5 != "" {
 		b, err := base64.StdEncoding.DecodeString(o.MD5)
 		if err != nil || len(b) != md5.Size {
-			return "", fmt.Errorf("md5Hash %q is not a base64 MD5", trim(o.MD5))
+			return "", fmt.Errorf("md5Hash %q is not a base64 MD5", source.Trim(o.MD5))
 		}
 		return gen + "/md5:" + hex.EncodeToString(b), nil
 	}
 	b, err := base64.StdEncoding.DecodeString(o.CRC32C)
 	if err != nil || len(b) != 4 {
-		return "", fmt.Errorf("neither md5Hash nor crc32c (%q) names its content", trim(o.CRC32C))
+		return "", fmt.Errorf("neither md5Hash nor crc32c (%q) names its content", source.Trim(o.CRC32C))
 	}
 	return gen + "/crc32c:" + hex.EncodeToString(b), nil
 }

@@ -76,7 +76,7 @@ func (c *Client) Stat(ctx context.Context, bucket, name string, f model.File) er
 		return statusError(w, "stat", resp, true)
 	}
 	var o object
-	if err := decodeJSON(resp.Body, 1<<20, w, "stat", &o); err != nil {
+	if err := source.DecodeJSON(resp.Body, 1<<20, w, "stat", &o); err != nil {
 		return err
 	}
 	if tag, err := etag(o); err != nil || o.Size.v != f.Size || tag != f.ETag {
@@ -90,7 +90,7 @@ func (c *Client) Stat(ctx context.Context, bucket, name string, f model.File) er
 func generation(f model.File) (string, error) {
 	gen, _, ok := parseETag(f.ETag)
 	if !ok {
-		return "", fmt.Errorf("%q is not a GCS version token (list the model first)", trim(f.ETag))
+		return "", fmt.Errorf("%q is not a GCS version token (list the model first)", source.Trim(f.ETag))
 	}
 	return gen, nil
 }
@@ -139,24 +139,24 @@ func checkRead(resp *http.Response, f model.File, gen string, off, end int64) *r
 		return &readErr{class: source.ErrProtocol, msg: fmt.Sprintf(format, a...)}
 	}
 	if g := resp.Header.Get("X-Goog-Generation"); g != "" && g != gen {
-		return changed("asked for generation %s, got %s", gen, clean(g))
+		return changed("asked for generation %s, got %s", gen, source.Clean(g))
 	}
 	if got, ok := hashesAgree(resp.Header, f); !ok {
-		return changed("the object served has %s, listed with %s", clean(got), f.ETag)
+		return changed("the object served has %s, listed with %s", source.Clean(got), f.ETag)
 	}
 	// GCS serves an object stored gzip-encoded decompressed (ignoring the
 	// Range), and says so only in X-Goog-Stored-Content-Encoding: its
 	// bytes would not be the ones listed.
 	for _, h := range []string{"Content-Encoding", "X-Goog-Stored-Content-Encoding"} {
 		if enc := resp.Header.Get(h); enc != "" && enc != "identity" {
-			return bad("the object is stored or served with %s %q; models are cached byte for byte: store them without Content-Encoding", h, clean(enc))
+			return bad("the object is stored or served with %s %q; models are cached byte for byte: store them without Content-Encoding", h, source.Clean(enc))
 		}
 	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		from, to, total, ok := source.ParseContentRange(resp.Header.Get("Content-Range"))
 		if !ok {
-			return bad("206 with Content-Range %q", clean(resp.Header.Get("Content-Range")))
+			return bad("206 with Content-Range %q", source.Clean(resp.Header.Get("Content-Range")))
 		}
 		if total != f.Size {
 			return changed("the object is %d bytes now, %d when listed", total, f.Size)

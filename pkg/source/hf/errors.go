@@ -1,14 +1,11 @@
 package hf
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
-	"unicode"
 
 	"github.com/modelcache/modelcache/pkg/source"
 )
@@ -17,15 +14,15 @@ import (
 // X-Error-Code (RepoNotFound, GatedRepo, RevisionNotFound, EntryNotFound)
 // and explains it in X-Error-Message or a JSON {"error": …} body.
 func statusError(where, op string, resp *http.Response) error {
-	code := clean(resp.Header.Get("X-Error-Code"))
-	msg := clean(resp.Header.Get("X-Error-Message"))
+	code := source.Clean(resp.Header.Get("X-Error-Code"))
+	msg := source.Clean(resp.Header.Get("X-Error-Message"))
 	if msg == "" {
 		var body struct {
 			Error string `json:"error"`
 		}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 		if json.Unmarshal(b, &body) == nil {
-			msg = clean(body.Error)
+			msg = source.Clean(body.Error)
 		}
 	}
 	e := &source.Error{Where: where, Op: op}
@@ -67,35 +64,6 @@ func statusError(where, op string, resp *http.Response) error {
 		e.Msg += ": " + msg
 	}
 	return e
-}
-
-// clean keeps what a server says printable and short in our messages and
-// logs.
-func clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return -1
-	}, s)
-	return trim(strings.TrimSpace(s))
-}
-
-// transportError is a request that got no answer: the caller's context
-// ended (returned as is), or the network failed (worth another try).
-func transportError(ctx context.Context, where, op string, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return &source.Error{Class: source.ErrUnreachable, Temporary: true, Where: where, Op: op, Msg: "no answer", Err: err}
-}
-
-func protocolError(where, op, format string, a ...any) error {
-	return &source.Error{Class: source.ErrProtocol, Where: where, Op: op, Msg: fmt.Sprintf(format, a...)}
-}
-
-func limitError(where, op, msg string) error {
-	return &source.Error{Class: source.ErrLimit, Where: where, Op: op, Msg: msg}
 }
 
 // errTruncated: a body ended before the bytes it announced.

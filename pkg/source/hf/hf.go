@@ -13,15 +13,15 @@ package hf
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // DefaultEndpoint is the public Hub.
@@ -67,7 +67,7 @@ func New(o Options) (*Client, error) {
 	u, err := url.Parse(o.Endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("hf: endpoint %q: want http(s)://HOST[:PORT] without credentials or path", redact(o.Endpoint))
+		return nil, fmt.Errorf("hf: endpoint %q: want http(s)://HOST[:PORT] without credentials or path", source.Redact(o.Endpoint))
 	}
 	u.Path = ""
 	if strings.ContainsAny(o.Token, "\r\n \t") {
@@ -154,10 +154,10 @@ func (c *Client) Resolve(ctx context.Context, repo, revision string) (string, er
 		return "", err
 	}
 	if !commitRE.MatchString(info.SHA) {
-		return "", protocolError(where, "resolve", "the Hub answered commit %q, not 40 hex digits", trim(info.SHA))
+		return "", source.ProtocolError(where, "resolve", "the Hub answered commit %q, not 40 hex digits", source.Trim(info.SHA))
 	}
 	if commitRE.MatchString(revision) && info.SHA != revision {
-		return "", protocolError(where, "resolve", "asked for commit %s, the Hub answered %s", revision, info.SHA)
+		return "", source.ProtocolError(where, "resolve", "asked for commit %s, the Hub answered %s", revision, info.SHA)
 	}
 	return info.SHA, nil
 }
@@ -193,46 +193,19 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, header http.
 func (c *Client) getJSON(ctx context.Context, u *url.URL, where, op string, limit int64, v any) error {
 	resp, err := c.do(ctx, http.MethodGet, u, http.Header{"Accept": {"application/json"}})
 	if err != nil {
-		return transportError(ctx, where, op, err)
+		return source.TransportError(ctx, where, op, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return statusError(where, op, resp)
 	}
-	return decodeJSON(resp.Body, limit, where, op, v)
-}
-
-func decodeJSON(r io.Reader, limit int64, where, op string, v any) error {
-	lr := &io.LimitedReader{R: r, N: limit + 1}
-	if err := json.NewDecoder(lr).Decode(v); err != nil {
-		if lr.N <= 0 {
-			return limitError(where, op, fmt.Sprintf("an answer of more than %d bytes", limit))
-		}
-		return protocolError(where, op, "the answer is not the JSON expected: %v", err)
-	}
-	return nil
+	return source.DecodeJSON(resp.Body, limit, where, op, v)
 }
 
 func where(repo, revision string) string {
 	s := "hf://" + repo
 	if revision != "" {
 		s += "@" + revision
-	}
-	return s
-}
-
-// trim keeps a value from the server short in messages.
-func trim(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
-
-func redact(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		u.User = url.User("REDACTED")
-		return u.String()
 	}
 	return s
 }

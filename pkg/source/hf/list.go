@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // maxPageBytes bounds one page of the tree API: the Hub sends at most
@@ -43,7 +44,7 @@ func (c *Client) List(ctx context.Context, repo, commit string) ([]model.File, e
 	seen := map[string]bool{}
 	for page := 1; next != nil; page++ {
 		if page > c.maxPages {
-			return nil, limitError(where, "list", fmt.Sprintf("more than %d pages of files (--max-list-pages)", c.maxPages))
+			return nil, source.LimitError(where, "list", fmt.Sprintf("more than %d pages of files (--max-list-pages)", c.maxPages))
 		}
 		entries, link, err := c.treePage(ctx, next, where)
 		if err != nil {
@@ -52,22 +53,22 @@ func (c *Client) List(ctx context.Context, repo, commit string) ([]model.File, e
 		for _, e := range entries {
 			f, ok, err := fileOf(e)
 			if err != nil {
-				return nil, protocolError(where, "list", "%v", err)
+				return nil, source.ProtocolError(where, "list", "%v", err)
 			}
 			if !ok {
 				continue
 			}
 			if seen[f.Path] {
-				return nil, protocolError(where, "list", "%q listed twice", f.Path)
+				return nil, source.ProtocolError(where, "list", "%q listed twice", f.Path)
 			}
 			seen[f.Path] = true
 			if len(files) == c.maxFiles {
-				return nil, limitError(where, "list", fmt.Sprintf("more than %d files (--max-files)", c.maxFiles))
+				return nil, source.LimitError(where, "list", fmt.Sprintf("more than %d files (--max-files)", c.maxFiles))
 			}
 			files = append(files, f)
 		}
 		if next, err = c.nextPage(next, link, base); err != nil {
-			return nil, protocolError(where, "list", "%v", err)
+			return nil, source.ProtocolError(where, "list", "%v", err)
 		}
 	}
 	return files, nil
@@ -76,14 +77,14 @@ func (c *Client) List(ctx context.Context, repo, commit string) ([]model.File, e
 func (c *Client) treePage(ctx context.Context, u *url.URL, where string) ([]treeEntry, string, error) {
 	resp, err := c.do(ctx, http.MethodGet, u, http.Header{"Accept": {"application/json"}})
 	if err != nil {
-		return nil, "", transportError(ctx, where, "list", err)
+		return nil, "", source.TransportError(ctx, where, "list", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return nil, "", statusError(where, "list", resp)
 	}
 	var entries []treeEntry
-	if err := decodeJSON(resp.Body, maxPageBytes, where, "list", &entries); err != nil {
+	if err := source.DecodeJSON(resp.Body, maxPageBytes, where, "list", &entries); err != nil {
 		return nil, "", err
 	}
 	return entries, resp.Header.Get("Link"), nil
@@ -96,11 +97,11 @@ func fileOf(e treeEntry) (model.File, bool, error) {
 		return model.File{}, false, nil
 	case "file":
 	default:
-		return model.File{}, false, fmt.Errorf("entry %q of type %q", trim(e.Path), trim(e.Type))
+		return model.File{}, false, fmt.Errorf("entry %q of type %q", source.Trim(e.Path), source.Trim(e.Type))
 	}
 	rel, skip, err := model.RelPath("", e.Path)
 	if err != nil || skip {
-		return model.File{}, false, fmt.Errorf("file path %q: not a relative path inside the model", trim(e.Path))
+		return model.File{}, false, fmt.Errorf("file path %q: not a relative path inside the model", source.Trim(e.Path))
 	}
 	if e.Size < 0 || e.Size > model.MaxFileSize {
 		return model.File{}, false, fmt.Errorf("%q: a size of %d bytes", rel, e.Size)
@@ -108,7 +109,7 @@ func fileOf(e treeEntry) (model.File, bool, error) {
 	f := model.File{Path: rel, Size: e.Size}
 	if e.LFS != nil {
 		if !sha256RE.MatchString(e.LFS.OID) {
-			return model.File{}, false, fmt.Errorf("%q: LFS oid %q is not a SHA-256", rel, trim(e.LFS.OID))
+			return model.File{}, false, fmt.Errorf("%q: LFS oid %q is not a SHA-256", rel, source.Trim(e.LFS.OID))
 		}
 		if e.LFS.Size != e.Size {
 			return model.File{}, false, fmt.Errorf("%q: listed as %d bytes, its LFS object as %d", rel, e.Size, e.LFS.Size)
@@ -118,7 +119,7 @@ func fileOf(e treeEntry) (model.File, bool, error) {
 		return f, true, nil
 	}
 	if !gitOIDRE.MatchString(e.OID) {
-		return model.File{}, false, fmt.Errorf("%q: git oid %q is not a blob id", rel, trim(e.OID))
+		return model.File{}, false, fmt.Errorf("%q: git oid %q is not a blob id", rel, source.Trim(e.OID))
 	}
 	f.ETag = e.OID
 	return f, true, nil
@@ -139,10 +140,10 @@ func (c *Client) nextPage(cur *url.URL, link, base string) (*url.URL, error) {
 		}
 		u, err := cur.Parse(target[1 : len(target)-1])
 		if err != nil {
-			return nil, fmt.Errorf("next page link %q: %v", trim(target), err)
+			return nil, fmt.Errorf("next page link %q: %v", source.Trim(target), err)
 		}
 		if !c.sameOrigin(u) || u.EscapedPath() != base || u.User != nil {
-			return nil, fmt.Errorf("next page link %q leaves %s%s", trim(u.Redacted()), c.endpoint, base)
+			return nil, fmt.Errorf("next page link %q leaves %s%s", source.Trim(u.Redacted()), c.endpoint, base)
 		}
 		return u, nil
 	}

@@ -42,14 +42,14 @@ func (c *Client) Open(ctx context.Context, repo, commit string, f model.File, of
 	h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, end-1)}, "Accept-Encoding": {"identity"}}
 	resp, err := c.do(ctx, http.MethodGet, u, h)
 	if err != nil {
-		return nil, transportError(ctx, where, "read", err)
+		return nil, source.TransportError(ctx, where, "read", err)
 	}
 	if err := checkRead(resp, f, off, end); err != nil {
 		resp.Body.Close()
 		if se, ok := err.(statusErr); ok {
 			return nil, statusError(where, "read", se.resp)
 		}
-		return nil, protocolError(where, "read", "%v", err)
+		return nil, source.ProtocolError(where, "read", "%v", err)
 	}
 	r := source.ExactReader(resp.Body, end-off)
 	if f.Digest == "" && off == 0 && end == f.Size && f.Size <= maxGitCheck && gitOIDRE.MatchString(f.ETag) {
@@ -93,7 +93,7 @@ func checkRead(resp *http.Response, f model.File, off, end int64) error {
 	case http.StatusPartialContent:
 		from, to, total, ok := source.ParseContentRange(resp.Header.Get("Content-Range"))
 		if !ok {
-			return fmt.Errorf("206 with Content-Range %q", trim(resp.Header.Get("Content-Range")))
+			return fmt.Errorf("206 with Content-Range %q", source.Trim(resp.Header.Get("Content-Range")))
 		}
 		if total != f.Size {
 			return fmt.Errorf("the file is %d bytes now, %d when listed", total, f.Size)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // MaxDockerConfigBytes bounds a docker config (a Secret's
@@ -122,7 +124,7 @@ func configHosts(auths map[string]dockerAuth) string {
 			hosts = append(hosts, "…")
 			break
 		}
-		hosts = append(hosts, trim(configHost(k)))
+		hosts = append(hosts, source.Trim(configHost(k)))
 	}
 	slices.Sort(hosts)
 	return strings.Join(hosts, ", ")

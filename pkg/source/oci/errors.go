@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strings"
-	"unicode"
 
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -86,27 +84,11 @@ func (c *Client) statusError(where, op string, status int, codes errcode.Errors)
 		if i == 3 {
 			break
 		}
-		e.Msg += " (" + clean(ce.Code)
-		if m := clean(ce.Message); m != "" {
+		e.Msg += " (" + source.Clean(ce.Code)
+		if m := source.Clean(ce.Message); m != "" {
 			e.Msg += ": " + m
 		}
 		e.Msg += ")"
 	}
 	return e
-}
-
-// clean keeps what a server says printable and short in our messages and
-// logs.
-func clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return -1
-	}, s)
-	return trim(strings.TrimSpace(s))
-}
-
-func protocolError(where, op, format string, a ...any) error {
-	return &source.Error{Class: source.ErrProtocol, Where: where, Op: op, Msg: fmt.Sprintf(format, a...)}
 }

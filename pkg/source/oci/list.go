@@ -76,7 +76,7 @@ func (c *Client) List(ctx context.Context, repo, at string) (string, []model.Fil
 		ref = "latest"
 	}
 	if strings.Contains(ref, ":") && !digestRE.MatchString(ref) {
-		return "", nil, fmt.Errorf("oci: %s: %q is neither a tag nor a sha256 digest", where, trim(ref))
+		return "", nil, fmt.Errorf("oci: %s: %q is neither a tag nor a sha256 digest", where, source.Trim(ref))
 	}
 	desc, rc, err := r.Manifests().FetchReference(ctx, ref)
 	if err != nil {
@@ -100,10 +100,10 @@ func (c *Client) List(ctx context.Context, repo, at string) (string, []model.Fil
 	sum := sha256.Sum256(body)
 	got := "sha256:" + hex.EncodeToString(sum[:])
 	if want := string(desc.Digest); want != got {
-		return "", nil, protocolError(where, "resolve", "the registry names the manifest %s, its bytes are %s", trim(want), got)
+		return "", nil, source.ProtocolError(where, "resolve", "the registry names the manifest %s, its bytes are %s", source.Trim(want), got)
 	}
 	if digestRE.MatchString(at) && got != at {
-		return "", nil, protocolError(where, "resolve", "asked for manifest %s, the registry sent %s", at, got)
+		return "", nil, source.ProtocolError(where, "resolve", "asked for manifest %s, the registry sent %s", at, got)
 	}
 	files, err := c.files(where, desc.MediaType, body)
 	if err != nil {
@@ -116,13 +116,13 @@ func (c *Client) List(ctx context.Context, repo, at string) (string, []model.Fil
 func (c *Client) files(where, contentType string, body []byte) ([]model.File, error) {
 	var m manifest
 	if err := json.NewDecoder(bytes.NewReader(body)).Decode(&m); err != nil {
-		return nil, protocolError(where, "list", "the manifest is not the JSON expected: %v", err)
+		return nil, source.ProtocolError(where, "list", "the manifest is not the JSON expected: %v", err)
 	}
 	mt := m.MediaType
 	if ct, _, err := mime.ParseMediaType(contentType); err == nil && mt == "" {
 		mt = ct
 	} else if err == nil && ct != mt && ct != "application/json" {
-		return nil, protocolError(where, "list", "the manifest says it is %q, the registry that it is %q", trim(mt), trim(ct))
+		return nil, source.ProtocolError(where, "list", "the manifest says it is %q, the registry that it is %q", source.Trim(mt), source.Trim(ct))
 	}
 	switch mt {
 	case MediaTypeManifest, MediaTypeDockerManifest:
@@ -130,10 +130,10 @@ func (c *Client) files(where, contentType string, body []byte) ([]model.File, er
 		return nil, indexError(where, m)
 	default:
 		return nil, &source.Error{Class: model.ErrInvalidRef, Where: where, Op: "list",
-			Msg: fmt.Sprintf("a manifest of type %q; want an OCI image manifest (%s) or a Docker v2 one", clean(mt), MediaTypeManifest)}
+			Msg: fmt.Sprintf("a manifest of type %q; want an OCI image manifest (%s) or a Docker v2 one", source.Clean(mt), MediaTypeManifest)}
 	}
 	if m.SchemaVersion != 2 {
-		return nil, protocolError(where, "list", "schemaVersion %d, want 2", m.SchemaVersion)
+		return nil, source.ProtocolError(where, "list", "schemaVersion %d, want 2", m.SchemaVersion)
 	}
 	var files []model.File
 	seen := map[string]bool{}
@@ -144,13 +144,13 @@ func (c *Client) files(where, contentType string, body []byte) ([]model.File, er
 				se.Where = where
 				return nil, se
 			}
-			return nil, protocolError(where, "list", "layer %d: %v", i, err)
+			return nil, source.ProtocolError(where, "list", "layer %d: %v", i, err)
 		}
 		if !ok {
 			continue
 		}
 		if seen[f.Path] {
-			return nil, protocolError(where, "list", "%q is the path of two layers", f.Path)
+			return nil, source.ProtocolError(where, "list", "%q is the path of two layers", f.Path)
 		}
 		seen[f.Path] = true
 		if len(files) == c.maxFiles {
@@ -174,7 +174,7 @@ func fileOf(l descriptor) (model.File, bool, error) {
 			continue
 		}
 		if path != "" && v != path {
-			return model.File{}, false, fmt.Errorf("two file paths, %q and %q", trim(path), trim(v))
+			return model.File{}, false, fmt.Errorf("two file paths, %q and %q", source.Trim(path), source.Trim(v))
 		}
 		path = v
 	}
@@ -183,7 +183,7 @@ func fileOf(l descriptor) (model.File, bool, error) {
 	}
 	rel, skip, err := model.RelPath("", path)
 	if err != nil || skip {
-		return model.File{}, false, fmt.Errorf("file path %q: not a relative path inside the model", trim(path))
+		return model.File{}, false, fmt.Errorf("file path %q: not a relative path inside the model", source.Trim(path))
 	}
 	if why := archive(l); why != "" {
 		return model.File{}, false, &source.Error{Class: model.ErrInvalidRef, Op: "list",
@@ -195,9 +195,9 @@ func fileOf(l descriptor) (model.File, bool, error) {
 	if !digestRE.MatchString(l.Digest) {
 		alg, _, _ := strings.Cut(l.Digest, ":")
 		if alg != "sha256" && alg != "" && len(alg) < 20 {
-			return model.File{}, false, fmt.Errorf("%q: digest algorithm %q is not supported (only sha256)", rel, clean(alg))
+			return model.File{}, false, fmt.Errorf("%q: digest algorithm %q is not supported (only sha256)", rel, source.Clean(alg))
 		}
-		return model.File{}, false, fmt.Errorf("%q: digest %q is not sha256: and 64 lowercase hex digits", rel, trim(l.Digest))
+		return model.File{}, false, fmt.Errorf("%q: digest %q is not sha256: and 64 lowercase hex digits", rel, source.Trim(l.Digest))
 	}
 	hx := strings.TrimPrefix(l.Digest, "sha256:")
 	return model.File{Path: rel, Size: l.Size, ETag: hx, Digest: model.Digest(model.DigestAlgorithm + ":" + hx)}, true, nil
@@ -218,9 +218,9 @@ func archive(l descriptor) string {
 	for tok := range strings.FieldsFuncSeq(sub, func(r rune) bool { return r == '.' || r == '+' || r == ';' }) {
 		switch tok {
 		case "tar":
-			return fmt.Sprintf("a tar archive (%s)", clean(l.MediaType))
+			return fmt.Sprintf("a tar archive (%s)", source.Clean(l.MediaType))
 		case "gzip", "gz", "tgz", "zstd", "zst", "bzip2", "xz", "lz4":
-			return fmt.Sprintf("compressed (%s)", clean(l.MediaType))
+			return fmt.Sprintf("compressed (%s)", source.Clean(l.MediaType))
 		}
 	}
 	return ""
@@ -243,7 +243,7 @@ func indexError(where string, m manifest) error {
 		}
 		p := "oci://" + base + "@" + d.Digest
 		if d.Platform != nil {
-			p += " (" + clean(d.Platform.OS+"/"+d.Platform.Architecture+strings.TrimSuffix("/"+d.Platform.Variant, "/")) + ")"
+			p += " (" + source.Clean(d.Platform.OS+"/"+d.Platform.Architecture+strings.TrimSuffix("/"+d.Platform.Variant, "/")) + ")"
 		}
 		picks = append(picks, p)
 	}

@@ -27,6 +27,8 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/modelcache/modelcache/pkg/source"
 )
 
 // MaxManifestBytes bounds a manifest (and an index): distribution caps
@@ -72,7 +74,7 @@ type Client struct {
 func New(o Options) (*Client, error) {
 	reg := registry.Reference{Registry: o.Registry}
 	if o.Registry == "" || strings.ContainsAny(o.Registry, "/@?#") || reg.ValidateRegistry() != nil {
-		return nil, fmt.Errorf("oci: registry %q: want HOST[:PORT]", trim(o.Registry))
+		return nil, fmt.Errorf("oci: registry %q: want HOST[:PORT]", source.Trim(o.Registry))
 	}
 	if o.IdentityToken == "" && (o.Username == "") != (o.Password == "") {
 		return nil, errors.New("oci: a username needs a password and the other way round")
@@ -127,7 +129,7 @@ func (c *Client) Registry() string { return c.registry }
 func (c *Client) repository(repo string) (*remote.Repository, error) {
 	ref := registry.Reference{Registry: c.registry, Repository: repo}
 	if err := ref.ValidateRepository(); err != nil || len(repo) > 255 {
-		return nil, fmt.Errorf("oci: repository %q: want lowercase path components (the distribution spec's name grammar)", trim(repo))
+		return nil, fmt.Errorf("oci: repository %q: want lowercase path components (the distribution spec's name grammar)", source.Trim(repo))
 	}
 	return &remote.Repository{Client: c.auth, Reference: ref, PlainHTTP: c.plain,
 		ManifestMediaTypes: acceptManifests, MaxMetadataBytes: MaxManifestBytes}, nil
@@ -140,14 +142,6 @@ func (c *Client) where(repo, at string) string {
 		s += "@" + at
 	case at != "":
 		s += ":" + at
-	}
-	return s
-}
-
-// trim keeps a value from the server short in messages.
-func trim(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
 	}
 	return s
 }

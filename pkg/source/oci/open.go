@@ -29,7 +29,7 @@ func (c *Client) Open(ctx context.Context, repo string, f model.File, off, end i
 		return nil, err
 	}
 	if !hexRE.MatchString(f.ETag) || (f.Digest != "" && string(f.Digest) != "sha256:"+f.ETag) {
-		return nil, fmt.Errorf("oci: read %s: the file's ETag %q is not its sha256 digest %q as listed", where, trim(f.ETag), trim(string(f.Digest)))
+		return nil, fmt.Errorf("oci: read %s: the file's ETag %q is not its sha256 digest %q as listed", where, source.Trim(f.ETag), source.Trim(string(f.Digest)))
 	}
 	if off < 0 || end < off || end > f.Size {
 		return nil, fmt.Errorf("oci: read %s: range [%d, %d) of a %d-byte file", where, off, end, f.Size)
@@ -59,7 +59,7 @@ func (c *Client) Open(ctx context.Context, repo string, f model.File, off, end i
 		if st, ok := err.(statusErr); ok {
 			return nil, c.statusError(where, "read", st.status, readCodes(resp))
 		}
-		return nil, protocolError(where, "read", "%v", err)
+		return nil, source.ProtocolError(where, "read", "%v", err)
 	}
 	return source.ExactReader(resp.Body, end-off), nil
 }
@@ -76,7 +76,7 @@ func checkRead(resp *http.Response, f model.File, off, end int64) error {
 	case http.StatusPartialContent:
 		from, to, total, ok := source.ParseContentRange(resp.Header.Get("Content-Range"))
 		if !ok {
-			return fmt.Errorf("206 with Content-Range %q", trim(resp.Header.Get("Content-Range")))
+			return fmt.Errorf("206 with Content-Range %q", source.Trim(resp.Header.Get("Content-Range")))
 		}
 		if total >= 0 && total != f.Size {
 			return fmt.Errorf("the blob is %d bytes, the manifest says %d", total, f.Size)
@@ -95,7 +95,7 @@ func checkRead(resp *http.Response, f model.File, off, end int64) error {
 		return statusErr{resp.StatusCode}
 	}
 	if d := resp.Header.Get("Docker-Content-Digest"); d != "" && d != "sha256:"+f.ETag {
-		return fmt.Errorf("the registry serves blob %s for %s", trim(d), "sha256:"+f.ETag)
+		return fmt.Errorf("the registry serves blob %s for %s", source.Trim(d), "sha256:"+f.ETag)
 	}
 	return nil
 }
