@@ -34,15 +34,7 @@ func TestMain(m *testing.M) { kubetest.Main(m) }
 func TestChartServerDryRun(t *testing.T) {
 	tl := Find(t)
 	srv := kubetest.Start(t)
-	dc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mapper, dyn := dryRunClients(t, srv)
 	// The example sources of deploy/ as inline sources, so the Secret is sent too.
 	sources := filepath.Join(t.TempDir(), "sources.yaml")
 	if err := os.WriteFile(sources, exampleSources(t, tl), 0o600); err != nil {
@@ -70,6 +62,21 @@ func TestChartServerDryRun(t *testing.T) {
 			t.Logf("accepted by kube-apiserver (dry run): %v", kinds)
 		})
 	}
+}
+
+// dryRunClients are what a dry run of arbitrary objects needs: a mapper
+// from kinds to resources (by discovery) and a dynamic client.
+func dryRunClients(t *testing.T, srv *kubetest.Server) (meta.RESTMapper, dynamic.Interface) {
+	t.Helper()
+	dc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), dyn
 }
 
 // dryRunAll sends objs (cluster-scoped first, then ns, then the
@@ -113,15 +120,7 @@ func dryRunAll(t *testing.T, srv *kubetest.Server, mapper meta.RESTMapper, dyn d
 func TestKustomizeWebhookDryRun(t *testing.T) {
 	tl := Find(t)
 	srv := kubetest.Start(t)
-	dc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mapper, dyn := dryRunClients(t, srv)
 	objs, err := tl.Kustomize("deploy/webhook")
 	if err != nil {
 		t.Fatal(err)
@@ -238,15 +237,7 @@ current-context: kubetest
 func TestExamplesDryRun(t *testing.T) {
 	tl := Find(t)
 	srv := kubetest.Start(t)
-	dc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mapper, dyn := dryRunClients(t, srv)
 	files, err := filepath.Glob(tl.Path("deploy/examples/*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples: %v", err)
