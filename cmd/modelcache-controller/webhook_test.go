@@ -34,25 +34,7 @@ func TestWebhookWithAPIServer(t *testing.T) {
 	defer cancel()
 	t.Setenv("POD_NAMESPACE", "modelcache-system")
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ignore, none := admissionregistrationv1.Ignore, admissionregistrationv1.SideEffectClassNone
-	url, timeout := "https://"+l.Addr().String()+webhook.PathMutatePods, int32(5)
-	mustCreate(t, kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "modelcache-system"}})
-	_, err = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "modelcache"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name: "pods.modelcache.io", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
-			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			FailurePolicy: &ignore, SideEffects: &none, TimeoutSeconds: &timeout, AdmissionReviewVersions: []string{"v1"},
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	done := startWebhook(ctx, t, kube)
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: "ml"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "strict", Annotations: map[string]string{webhook.AnnotationSchedule: "require"}}},
@@ -64,17 +46,6 @@ func TestWebhookWithAPIServer(t *testing.T) {
 	mustCreate(t, kube, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "model-cache"}, Provisioner: "modelcache.csi.io",
 		Parameters: map[string]string{"source": "minio"}})
 
-	done := make(chan error, 1)
-	go func() {
-		done <- serveWebhook(ctx, l, kube, "modelcache.csi.io",
-			webhookOptions{service: "modelcache-webhook", config: "modelcache", secret: "modelcache-webhook-tls", ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
-			slog.New(slog.DiscardHandler))
-	}()
-	// Ready once the caBundle is in (Ensure runs before serving).
-	waitFor(t, "the caBundle", func() bool {
-		c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "modelcache", metav1.GetOptions{})
-		return err == nil && len(c.Webhooks[0].ClientConfig.CABundle) > 0
-	})
 	s, err := kube.CoreV1().Secrets("modelcache-system").Get(ctx, "modelcache-webhook-tls", metav1.GetOptions{})
 	if err != nil || s.Type != corev1.SecretTypeTLS {
 		t.Fatalf("the certificate Secret: %v", err)
@@ -151,6 +122,44 @@ func TestWebhookWithAPIServer(t *testing.T) {
 	}
 }
 
+// startWebhook makes the namespace modelcache-system and the webhook
+// configuration (reached by URL on a loopback port), serves the webhook
+// until ctx ends, and returns once the controller has written the CA into
+// the configuration (Ensure runs before serving). done gets serveWebhook's
+// result.
+func startWebhook(ctx context.Context, t *testing.T, kube kubernetes.Interface) (done chan error) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignore, none := admissionregistrationv1.Ignore, admissionregistrationv1.SideEffectClassNone
+	url, timeout := "https://"+l.Addr().String()+webhook.PathMutatePods, int32(5)
+	mustCreate(t, kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "modelcache-system"}})
+	if _, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "modelcache"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name: "pods.modelcache.io", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
+			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			FailurePolicy: &ignore, SideEffects: &none, TimeoutSeconds: &timeout, AdmissionReviewVersions: []string{"v1"},
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() {
+		done <- serveWebhook(ctx, l, kube, "modelcache.csi.io",
+			webhookOptions{service: "modelcache-webhook", config: "modelcache", secret: "modelcache-webhook-tls", ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
+			slog.New(slog.DiscardHandler))
+	}()
+	waitFor(t, "the caBundle", func() bool {
+		c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "modelcache", metav1.GetOptions{})
+		return err == nil && len(c.Webhooks[0].ClientConfig.CABundle) > 0
+	})
+	return done
+}
+
 func labelKey(t *testing.T, ref string) string {
 	t.Helper()
 	r, err := model.ParseRef(ref)
@@ -205,33 +214,9 @@ func TestWebhookSchedulesOntoWarmNodes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	t.Setenv("POD_NAMESPACE", "modelcache-system")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ignore, none := admissionregistrationv1.Ignore, admissionregistrationv1.SideEffectClassNone
-	url, timeout := "https://"+l.Addr().String()+webhook.PathMutatePods, int32(5)
-	mustCreate(t, kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "modelcache-system"}})
-	if _, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "modelcache"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name: "pods.modelcache.io", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
-			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			FailurePolicy: &ignore, SideEffects: &none, TimeoutSeconds: &timeout, AdmissionReviewVersions: []string{"v1"},
-		}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	startWebhook(ctx, t, kube)
 	mustCreate(t, kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}})
 	mustCreate(t, kube, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "ml"}})
-	go serveWebhook(ctx, l, kube, "modelcache.csi.io",
-		webhookOptions{service: "modelcache-webhook", config: "modelcache", secret: "modelcache-webhook-tls", ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
-		slog.New(slog.DiscardHandler))
-	waitFor(t, "the caBundle", func() bool {
-		c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "modelcache", metav1.GetOptions{})
-		return err == nil && len(c.Webhooks[0].ClientConfig.CABundle) > 0
-	})
 
 	llama := "s3://models/llama?source=minio"
 	node := func(name, cpu, mem string, labels map[string]string) {
