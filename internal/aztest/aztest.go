@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -53,17 +51,8 @@ type Server struct {
 // MODELCACHE_REQUIRE=1.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := os.Getenv("MODELCACHE_AZURITE")
-	if bin == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			t.Fatalf("aztest: %v", err)
-		}
-		bin = filepath.Join(root, "bin", "azurite", "node_modules", ".bin", "azurite-blob")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		testenv.Missing(t, fmt.Sprintf("aztest: %s not found; run `make tools` (installs azurite %s into ./bin/azurite with npm) or set MODELCACHE_AZURITE", bin, Version))
-	}
+	bin := testenv.Tool(t, "MODELCACHE_AZURITE", "bin/azurite/node_modules/.bin/azurite-blob",
+		"Azurite: run `make tools` (installs azurite "+Version+" into ./bin/azurite with npm)")
 	if _, err := exec.LookPath("node"); err != nil {
 		testenv.Missing(t, "aztest: node not found; Azurite needs Node.js")
 	}

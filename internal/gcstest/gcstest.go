@@ -21,9 +21,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,18 +103,7 @@ func waitReady(endpoint string, exited <-chan struct{}) error {
 }
 
 func binaryPath(t testing.TB) string {
-	bin := os.Getenv("MODELCACHE_FAKEGCS")
-	if bin == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			t.Fatalf("gcstest: %v", err)
-		}
-		bin = filepath.Join(root, "bin", "fake-gcs-server")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		testenv.Missing(t, fmt.Sprintf("gcstest: GCS server binary %s not found; run `make tools` (installs fake-gcs-server into ./bin) or set MODELCACHE_FAKEGCS", bin))
-	}
-	return bin
+	return testenv.Tool(t, "MODELCACHE_FAKEGCS", "bin/fake-gcs-server", "the GCS server: run `make tools` (installs fake-gcs-server into ./bin)")
 }
 
 func freePort() (int, error) {

@@ -16,17 +16,7 @@ import (
 // kubelet runs them). Missing: skipped, or failed under MODELCACHE_REQUIRE=1.
 func (s *Server) StartScheduler(t testing.TB) {
 	t.Helper()
-	bin := os.Getenv("MODELCACHE_KUBE_SCHEDULER")
-	if bin == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			t.Fatalf("kubetest: %v", err)
-		}
-		bin = filepath.Join(root, "bin", "k8s", "kube-scheduler")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		testenv.Missing(t, "kubetest: missing "+bin+" (`make tools` builds it with hack/kube-build.sh)")
-	}
+	bin := testenv.Tool(t, "MODELCACHE_KUBE_SCHEDULER", "bin/k8s/kube-scheduler", "`make tools` builds it with hack/kube-build.sh")
 	kc := filepath.Join(t.TempDir(), "scheduler.kubeconfig")
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config

@@ -94,19 +94,7 @@ func Start(t testing.TB) *Server {
 }
 
 func binaryPath(t testing.TB) string {
-	bin := os.Getenv("MODELCACHE_VERSITYGW")
-	if bin == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			t.Fatalf("s3test: %v", err)
-		}
-		bin = filepath.Join(root, "bin", "versitygw")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("s3test: S3 server binary %s not found; run `make tools` (installs versitygw into ./bin) or set MODELCACHE_VERSITYGW", bin)
-		testenv.Missing(t, msg)
-	}
-	return bin
+	return testenv.Tool(t, "MODELCACHE_VERSITYGW", "bin/versitygw", "the S3 server: run `make tools` (installs versitygw into ./bin)")
 }
 
 func freePort() (int, error) {

@@ -7,6 +7,7 @@ package testenv
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,4 +41,24 @@ func Missing(t testing.TB, msg string) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// Tool is the path of a program a test runs: $env if set, else
+// <repo>/rel (e.g. bin/versitygw, which `make tools` installs). A missing
+// program is Missing, with a message naming it, hint (how to get it) and
+// env.
+func Tool(t testing.TB, env, rel, hint string) string {
+	t.Helper()
+	bin := os.Getenv(env)
+	if bin == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin = filepath.Join(root, filepath.FromSlash(rel))
+	}
+	if _, err := os.Stat(bin); err != nil {
+		Missing(t, fmt.Sprintf("%s not found; %s, or set %s", bin, hint, env))
+	}
+	return bin
 }
