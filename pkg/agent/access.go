@@ -35,7 +35,7 @@ func newAccessCache() *k8scache.LRUExpireCache { return k8scache.NewLRUExpireCac
 
 // Every field of the credentials goes into the key (by reflection, so a
 // field a new scheme adds can never be left out of it; all are strings,
-// which TestAccessKeyCoversEveryCredential checks), each prefixed with its
+// which TestAccessKeyEveryField checks), each prefixed with its
 // length so no two values run together: two volumes share an answer only
 // if they bring the same everything.
 func accessKey(ref model.Ref, c model.Credentials) [sha256.Size]byte {

@@ -90,6 +90,12 @@ func (c *Certs) Ensure(ctx context.Context) (*tls.Certificate, error) {
 			return nil, fmt.Errorf("webhook certificate: generated chain unreadable (%v)", err)
 		}
 		caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[1].Raw})
+		if s != nil {
+			// A renewal keeps the old CA, while it lasts, in the bundle: a
+			// replica still serving the old certificate (until its next
+			// check, CheckInterval) stays trusted.
+			caPEM = append(caPEM, stillValid(s.Data["ca.crt"], now())...)
+		}
 		data := map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM, "ca.crt": caPEM}
 		if s == nil {
 			_, err = secrets.Create(ctx, &corev1.Secret{
@@ -147,6 +153,22 @@ func (c *Certs) usable(s *corev1.Secret, now time.Time) (*tls.Certificate, error
 		return nil, errors.New("no ca.crt")
 	}
 	return &p, nil
+}
+
+// stillValid is the PEM of the certificates in bundle that have not
+// expired at now.
+func stillValid(bundle []byte, now time.Time) []byte {
+	certs, err := certutil.ParseCertsPEM(bundle)
+	if err != nil {
+		return nil
+	}
+	var out []byte
+	for _, c := range certs {
+		if now.Before(c.NotAfter) {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+	}
+	return out
 }
 
 // setCABundle writes ca into every webhook of the configuration that does
