@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
 	typedappsv1 "k8s.io/client-go/kubernetes/typed/apps/v1"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -78,7 +79,11 @@ func startPrefetch(ctx context.Context, cfg *rest.Config, o *prefetchOptions, a 
 	if err != nil {
 		return fmt.Errorf("prefetch: %w", err)
 	}
-	c, err := prefetch.New(client, agentAdapter{a, o.WarmPageCache}, prefetch.Options{NodeName: o.NodeName, Logger: log})
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("prefetch: %w", err)
+	}
+	c, err := prefetch.New(client, agentAdapter{a, o.WarmPageCache}, prefetch.Options{NodeName: o.NodeName, Logger: log, Resources: dyn})
 	if err != nil {
 		return err
 	}
@@ -134,6 +139,7 @@ func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unp
 
 func (x agentAdapter) Models() []agentapi.ModelStatus { return x.a.Status().Models }
 func (x agentAdapter) Changed() <-chan struct{}       { return x.a.Changed() }
+func (x agentAdapter) Status() agentapi.StatusReport  { return x.a.Status() }
 func (x agentAdapter) AllowedIn(ref model.Ref, ns string) error {
 	return x.a.AllowedIn(ref, ns)
 }

@@ -57,7 +57,7 @@ func newRootCmd() *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
 		Use:   "modelcache-controller",
-		Short: "Cluster-wide controllers of modelcache: provisions claims of the model-cache StorageClass",
+		Short: "Cluster-wide controllers of modelcache: claims of the model-cache StorageClass, ModelCache status, the pod webhook",
 		Long: `modelcache-controller runs modelcache's cluster-wide controllers: one active
 replica for the whole cluster (the Deployment modelcache-controller), talking
 only to the API server. It needs no privileges, no host paths and no node's
@@ -78,6 +78,10 @@ modelcache.io/schedule=require on the pod or its namespace (off: none).
 It never refuses a pod. Its certificate is self-signed and kept in
 --webhook-secret; the CA goes into --webhook-config's caBundle, so no
 cert-manager is needed.
+
+It keeps the status of every ModelCache (modelcache.io/v1alpha1, deploy/crds):
+the nodes its placement matches, how many hold the model and at which
+revision, from the ModelCacheNode each node's agent writes.
 
 With --leader-election (the default) only the replica holding a Lease in its
 namespace (env POD_NAMESPACE) acts, so the Deployment can run more than one
@@ -171,6 +175,7 @@ func run(ctx context.Context, o options, inCluster func() (*rest.Config, error))
 	log.Info("provisioner starting", "driver", o.driverName, "leaderElection", o.leaderElect,
 		"apiServer", cfg.Host, "version", buildinfo.Version(version))
 	g.Go(func() error { provisioner.Run(ctx, kube, o.driverName, o.leaderElect); return nil })
+	g.Go(func() error { return runStatus(ctx, cfg, kube, o.leaderElect, log) })
 	return g.Wait()
 }
 

@@ -73,10 +73,10 @@ func (tl Tools) Chart() string { return filepath.Join(tl.Root, "charts", "modelc
 // Path joins a slash-separated path under the repository.
 func (tl Tools) Path(rel string) string { return filepath.Join(tl.Root, filepath.FromSlash(rel)) }
 
-// Template runs `helm template` on the chart for Release in namespace with
+// Template runs `helm template --include-crds` on the chart for Release in namespace with
 // the extra arguments (--set, -f, …) and decodes the objects.
 func (tl Tools) Template(namespace string, args ...string) ([]*unstructured.Unstructured, error) {
-	out, err := tl.helm(append([]string{"template", Release, tl.Chart(), "--namespace", namespace}, args...)...)
+	out, err := tl.helm(append([]string{"template", Release, tl.Chart(), "--namespace", namespace, "--include-crds"}, args...)...)
 	if err != nil {
 		return nil, err
 	}

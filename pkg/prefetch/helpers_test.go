@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/modelcache/modelcache/internal/kubetest"
@@ -53,6 +54,7 @@ func (x agentAdapter) Unpin(ref model.Ref, holder string) error { return x.a.Unp
 func (x agentAdapter) Models() []agentapi.ModelStatus           { return x.a.Status().Models }
 func (x agentAdapter) Changed() <-chan struct{}                 { return x.a.Changed() }
 func (x agentAdapter) AllowedIn(ref model.Ref, ns string) error { return x.a.AllowedIn(ref, ns) }
+func (x agentAdapter) Status() agentapi.StatusReport            { return x.a.Status() }
 
 // env is a real API server (shared by the package's tests), a real S3
 // server with a bucket "models", and a namespace of the test's own.
@@ -61,6 +63,9 @@ type env struct {
 	s3   *s3test.Server
 	gate *s3test.Proxy // in front of s3: the nodes' source "gated"
 	ns   string
+	// dyn, once useModelCaches set it, makes the nodes' controllers watch
+	// ModelCaches and report on ModelCacheNodes.
+	dyn dynamic.Interface
 }
 
 func newEnv(t *testing.T) *env {
@@ -104,6 +109,8 @@ type node struct {
 	fetcher *fetch.Fetcher // the agent's: lists a model's current revision
 	resync  time.Duration  // of the next startController; 300 ms if zero
 	stop    func()         // stops the controller
+	// resources, if set, is the controller's Options.Resources.
+	resources dynamic.Interface
 }
 
 // startNode creates the Node object and runs an agent and a prefetch
@@ -135,7 +142,7 @@ func (e *env) startNodeCapacity(t *testing.T, suffix string, labels map[string]s
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{name: name, agent: agent.New(store, f, nil, nil), store: store, fetcher: f}
+	n := &node{name: name, agent: agent.New(store, f, nil, nil), store: store, fetcher: f, resources: e.dyn}
 	t.Cleanup(func() {
 		n.stop()
 		n.agent.Close()
@@ -155,7 +162,8 @@ func (n *node) startController(t *testing.T, client kubernetes.Interface, namesp
 		resync = 300 * time.Millisecond
 	}
 	c, err := prefetch.New(client, agentAdapter{n.agent}, prefetch.Options{NodeName: n.name, Namespace: namespace,
-		Resync: resync, RetryAfter: 500 * time.Millisecond, SyncTimeout: 20 * time.Second})
+		Resync: resync, RetryAfter: 500 * time.Millisecond, SyncTimeout: 20 * time.Second,
+		Resources: n.resources, ReportInterval: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func (c *Controller) pinHolders(w *want, rev string, models []agentapi.ModelStat
 		if waited[holder] {
 			r = res
 		}
-		c.recorder.Event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, r))
+		c.event(wl.obj, corev1.EventTypeNormal, ReasonDone, c.doneMessage(w.ref, rev, models, r))
 	}
 }
 

@@ -44,6 +44,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedappsv1 "k8s.io/client-go/kubernetes/typed/apps/v1"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -130,6 +131,16 @@ type Options struct {
 	Logger *slog.Logger
 	// Component names the event source (default "modelcache-agent").
 	Component string
+	// Resources, when set, is the client for modelcache.io resources: the
+	// controller then also fetches the models of the ModelCaches whose
+	// placement matches the node, and keeps the node's ModelCacheNode
+	// report (see report.go). Nil, or their CRDs not installed: workloads
+	// only.
+	Resources dynamic.Interface
+	// ReportInterval is the least time between two writes of the node's
+	// report that differ only in download progress (default 15s). A model
+	// becoming ready, failing, starting or going is written at once.
+	ReportInterval time.Duration
 }
 
 // Controller is the prefetch controller of one node. Create it with New and
@@ -148,12 +159,19 @@ type Controller struct {
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
 
-	kick chan struct{}
+	kick       chan struct{}
+	reportKick chan struct{} // a reconcile ended: the node report may change
 
 	mu      sync.Mutex
 	desired map[string]*want // by canonical ref: what the last reconcile wanted
 	tasks   map[string]*task // by canonical ref
 	invalid map[string]bool  // uid + annotation value already reported as invalid
+	// refused: the ModelCaches (by holder) whose model this node will not
+	// fetch, and why; the node report carries them to their status.
+	refused map[string]error
+
+	modelCaches toolscache.SharedIndexInformer // nil without Options.Resources
+	report      reportState
 }
 
 // want is one desired model and the workloads that name it.
@@ -168,7 +186,8 @@ type workload struct {
 	obj       runtime.Object
 	meta      metav1.Object
 	template  *corev1.PodTemplateSpec
-	annotated string
+	annotated string // the prefetch annotation, or a ModelCache's spec.model
+	revision  string // a ModelCache's spec.revision
 }
 
 func (w *workload) holder() string {
@@ -198,8 +217,11 @@ func New(client Client, agent Agent, opts Options) (*Controller, error) {
 	if opts.Component == "" {
 		opts.Component = "modelcache-agent"
 	}
+	if opts.ReportInterval <= 0 {
+		opts.ReportInterval = 15 * time.Second
+	}
 	c := &Controller{client: client, agent: agent, opts: opts, log: opts.Logger.With("controller", "prefetch", "node", opts.NodeName),
-		kick: make(chan struct{}, 1), desired: map[string]*want{}, tasks: map[string]*task{}, invalid: map[string]bool{}}
+		kick: make(chan struct{}, 1), reportKick: make(chan struct{}, 1), desired: map[string]*want{}, tasks: map[string]*task{}, invalid: map[string]bool{}}
 
 	ns, apps := opts.Namespace, client.AppsV1()
 	deployments := newInformer(&appsv1.Deployment{},
@@ -232,6 +254,9 @@ func New(client Client, agent Agent, opts Options) (*Controller, error) {
 	c.statefulSets = appslisters.NewStatefulSetLister(statefulSets.GetIndexer())
 	c.nodes = corelisters.NewNodeLister(node.GetIndexer())
 	c.informers = []toolscache.SharedIndexInformer{deployments, statefulSets, node}
+	if opts.Resources != nil {
+		c.modelCaches = modelCacheInformer(opts.Resources, ns)
+	}
 
 	workloadChanged := toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { c.trigger() },
@@ -258,6 +283,11 @@ func New(client Client, agent Agent, opts Options) (*Controller, error) {
 	}
 	if _, err := node.AddEventHandler(nodeChanged); err != nil {
 		return nil, err
+	}
+	if c.modelCaches != nil {
+		if _, err := c.modelCaches.AddEventHandler(workloadChanged); err != nil {
+			return nil, err
+		}
 	}
 
 	c.broadcaster = record.NewBroadcaster()
@@ -294,9 +324,18 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer cancel()
 	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
 	defer c.broadcaster.Shutdown()
+	informers := c.informers
+	if c.modelCaches != nil {
+		if served, why := c.modelCachesServed(ctx, c.opts.SyncTimeout); served {
+			informers = append(informers, c.modelCaches)
+		} else {
+			c.log.Warn("cannot watch modelcaches.modelcache.io (is the CRD installed, and may the agent list them?): ModelCaches are ignored", "err", why)
+			c.modelCaches = nil
+		}
+	}
 	var running sync.WaitGroup
-	synced := make([]toolscache.InformerSynced, len(c.informers))
-	for i, inf := range c.informers {
+	synced := make([]toolscache.InformerSynced, len(informers))
+	for i, inf := range informers {
 		synced[i] = inf.HasSynced
 		running.Go(func() { inf.RunWithContext(ctx) })
 	}
@@ -313,7 +352,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w within %s: can the agent list and watch deployments, statefulsets and its node?", ErrCacheSync, c.opts.SyncTimeout)
 	}
-	c.log.Info("prefetch controller started", "namespace", c.opts.Namespace, "resync", c.opts.Resync)
+	c.log.Info("prefetch controller started", "namespace", c.opts.Namespace, "resync", c.opts.Resync, "modelCaches", c.modelCaches != nil)
+	if c.opts.Resources != nil {
+		running.Go(func() { c.runReport(ctx) })
+	}
 	t := time.NewTicker(c.opts.Resync)
 	defer t.Stop()
 	// An agent that says when its cache changed gets its labels fixed at
@@ -401,6 +443,15 @@ func (c *Controller) reconcile(ctx context.Context) {
 	if err := c.syncNode(ctx, node, desired, c.agent.Models()); err != nil {
 		c.log.Error("update node labels", "err", err)
 	}
+	c.kickReport()
+}
+
+// kickReport asks for the node report to be looked at again.
+func (c *Controller) kickReport() {
+	select {
+	case c.reportKick <- struct{}{}:
+	default:
+	}
 }
 
 // desiredState lists annotated workloads that fit node and the models they
@@ -425,6 +476,8 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 			ws = append(ws, &workload{kind: "statefulset", obj: s, meta: s, template: &s.Spec.Template, annotated: v})
 		}
 	}
+	mcs, refused := c.modelCacheWorkloads()
+	ws = append(ws, mcs...)
 	desired := map[string]*want{}
 	live := map[string]bool{}
 	for _, w := range ws {
@@ -432,7 +485,7 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 			continue
 		}
 		live[invalidKey(w)] = true
-		refs, errs := ParseAnnotation(w.annotated)
+		refs, errs := w.refs()
 		// A workload may not make the node fetch with a source kept for
 		// other namespaces.
 		kept := refs[:0]
@@ -444,7 +497,10 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 			kept = append(kept, r)
 		}
 		refs = kept
-		if len(errs) > 0 {
+		switch {
+		case len(errs) > 0 && w.kind == kindModelCache:
+			refused[w.holder()] = errors.Join(errs...)
+		case len(errs) > 0:
 			c.reportInvalid(w, errs)
 		}
 		if ok, why := Fits(&w.template.Spec, node); !ok {
@@ -460,6 +516,7 @@ func (c *Controller) desiredState(node *corev1.Node) map[string]*want {
 		}
 	}
 	c.mu.Lock()
+	c.refused = refused
 	for k := range c.invalid {
 		if !live[k] {
 			delete(c.invalid, k) // fixed or deleted: report again if it comes back
@@ -486,5 +543,5 @@ func (c *Controller) reportInvalid(w *workload, errs []error) {
 	}
 	msg := fmt.Sprintf("invalid %s annotation: %s", AnnotationPrefetch, strings.Join(msgs, "; "))
 	c.log.Warn("invalid prefetch annotation", "workload", w.holder(), "err", msg)
-	c.recorder.Event(w.obj, corev1.EventTypeWarning, ReasonFailed, msg)
+	c.event(w.obj, corev1.EventTypeWarning, ReasonFailed, msg)
 }

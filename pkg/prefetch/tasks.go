@@ -59,6 +59,7 @@ func (c *Controller) startTask(ctx context.Context, key string, ref model.Ref) {
 		res, err := c.agent.Ensure(ctx, ref, 0)
 		if err == nil && !res.Ready {
 			c.log.Info("prefetch started", "ref", key)
+			c.kickReport() // the report says it is fetching
 			// Holders are marked under the lock that joinTask takes too, so
 			// each one gets exactly one PrefetchStarted.
 			c.mu.Lock()
@@ -72,7 +73,7 @@ func (c *Controller) startTask(ctx context.Context, key string, ref model.Ref) {
 			}
 			c.mu.Unlock()
 			for _, o := range objs {
-				c.recorder.Event(o, corev1.EventTypeNormal, ReasonStarted, c.startedMessage(key))
+				c.event(o, corev1.EventTypeNormal, ReasonStarted, c.startedMessage(key))
 			}
 			// Wait as long as it takes; ctx ends it when the controller stops.
 			res, err = c.agent.Ensure(ctx, ref, 365*24*time.Hour)
@@ -113,7 +114,7 @@ func (c *Controller) joinTask(key string, t *task, w *want) {
 	}
 	c.mu.Unlock()
 	for _, o := range objs {
-		c.recorder.Event(o, corev1.EventTypeNormal, ReasonStarted, c.startedMessage(key))
+		c.event(o, corev1.EventTypeNormal, ReasonStarted, c.startedMessage(key))
 	}
 }
 
@@ -132,6 +133,14 @@ func (c *Controller) eventToHolders(key, typ, reason, msg string) {
 	}
 	c.mu.Unlock()
 	for _, o := range objs {
-		c.recorder.Event(o, typ, reason, msg)
+		c.event(o, typ, reason, msg)
+	}
+}
+
+// event records an event on obj; ModelCaches (obj nil) get none: their
+// status says it, and a thousand nodes' events on one object would be noise.
+func (c *Controller) event(obj runtime.Object, typ, reason, msg string) {
+	if obj != nil {
+		c.recorder.Event(obj, typ, reason, msg)
 	}
 }
