@@ -9,7 +9,7 @@ BUILD_CMDS := $(foreach c,$(COMMANDS),$(if $(wildcard cmd/$(c)/*.go),$(c)))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build tools test verify demo bench clean image image-check e2e fuzz
+.PHONY: all build tools test verify demo bench clean image image-check e2e fuzz scale
 
 all: build
 
@@ -68,6 +68,11 @@ demo:
 # Every figure of the bench in one run (bench/run.sh runs bench/publish.sh last).
 bench:
 	bench/run.sh
+
+# What ModelCache status costs a 1,000-node cluster's API server (writes
+# per minute, controller CPU), into docs/benchmarks/scale-DATE.md.
+scale: tools
+	hack/scale.sh
 
 # The modelcache image (cache-agent, csi-plugin, modelcache-controller) as an
 # OCI image-layout tar holding an image index for linux/amd64 and linux/arm64

@@ -17,17 +17,7 @@ import (
 func (s *Server) StartScheduler(t testing.TB) {
 	t.Helper()
 	bin := testenv.Tool(t, "MODELCACHE_KUBE_SCHEDULER", "bin/k8s/kube-scheduler", "`make tools` builds it with hack/kube-build.sh")
-	kc := filepath.Join(t.TempDir(), "scheduler.kubeconfig")
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: kubetest, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: admin, user: {token: %q}}]
-contexts: [{name: kubetest, context: {cluster: kubetest, user: admin}}]
-current-context: kubetest
-`, s.Config.Host, s.Config.BearerToken)
-	if err := os.WriteFile(kc, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kc := s.Kubeconfig(t)
 	var last error
 	for range 3 {
 		port, err := freePort()
@@ -47,4 +37,32 @@ current-context: kubetest
 		p.stop()
 	}
 	t.Fatalf("kubetest: %v", last)
+}
+
+// Kubeconfig writes a kubeconfig of the server's administrator into a
+// temporary file of t and returns its path, for another process.
+func (s *Server) Kubeconfig(t testing.TB) string {
+	t.Helper()
+	kc := filepath.Join(t.TempDir(), "admin.kubeconfig")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: kubetest, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: kubetest, context: {cluster: kubetest, user: admin}}]
+current-context: kubetest
+`, s.Config.Host, s.Config.BearerToken)
+	if err := os.WriteFile(kc, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+// PID is the process ID of the server's etcd or kube-apiserver (0: none).
+func (s *Server) PID(name string) int {
+	for _, p := range s.procs {
+		if p.name == name {
+			return p.cmd.Process.Pid
+		}
+	}
+	return 0
 }

@@ -120,22 +120,29 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("modelcache status controller started")
 	resync := time.NewTicker(c.opts.Resync)
 	defer resync.Stop()
-	// Changes are gathered for a second, then one pass covers them all.
+	// Changes are gathered for a second, then one pass covers them all: the
+	// timer is armed by the first change, not pushed back by the next ones
+	// (a rollout changes something every few milliseconds).
 	gather := time.NewTimer(0)
 	defer gather.Stop()
+	armed := true
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.kick:
-			gather.Reset(time.Second)
+			if !armed {
+				gather.Reset(time.Second)
+				armed = true
+			}
 			continue
 		case <-resync.C:
 		case <-gather.C:
+			armed = false
 		}
-		again := c.pass(ctx, nodes.Lister().List, caches.Lister().List, reports.Lister().List)
-		if again > 0 {
+		if again := c.pass(ctx, nodes.Lister().List, caches.Lister().List, reports.Lister().List); again > 0 && !armed {
 			gather.Reset(again)
+			armed = true
 		}
 	}
 }

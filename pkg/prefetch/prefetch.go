@@ -159,8 +159,7 @@ type Controller struct {
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
 
-	kick       chan struct{}
-	reportKick chan struct{} // a reconcile ended: the node report may change
+	kick chan struct{}
 
 	mu      sync.Mutex
 	desired map[string]*want // by canonical ref: what the last reconcile wanted
@@ -171,7 +170,7 @@ type Controller struct {
 	refused map[string]error
 
 	modelCaches toolscache.SharedIndexInformer // nil without Options.Resources
-	report      reportState
+	reporter    *Reporter                      // nil without Options.Resources
 }
 
 // want is one desired model and the workloads that name it.
@@ -221,7 +220,7 @@ func New(client Client, agent Agent, opts Options) (*Controller, error) {
 		opts.ReportInterval = 15 * time.Second
 	}
 	c := &Controller{client: client, agent: agent, opts: opts, log: opts.Logger.With("controller", "prefetch", "node", opts.NodeName),
-		kick: make(chan struct{}, 1), reportKick: make(chan struct{}, 1), desired: map[string]*want{}, tasks: map[string]*task{}, invalid: map[string]bool{}}
+		kick: make(chan struct{}, 1), desired: map[string]*want{}, tasks: map[string]*task{}, invalid: map[string]bool{}}
 
 	ns, apps := opts.Namespace, client.AppsV1()
 	deployments := newInformer(&appsv1.Deployment{},
@@ -256,6 +255,7 @@ func New(client Client, agent Agent, opts Options) (*Controller, error) {
 	c.informers = []toolscache.SharedIndexInformer{deployments, statefulSets, node}
 	if opts.Resources != nil {
 		c.modelCaches = modelCacheInformer(opts.Resources, ns)
+		c.reporter = NewReporter(opts.Resources, opts.NodeName, opts.ReportInterval, c.log, c.nodeUID, c.nodeReport)
 	}
 
 	workloadChanged := toolscache.ResourceEventHandlerFuncs{
@@ -353,8 +353,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("%w within %s: can the agent list and watch deployments, statefulsets and its node?", ErrCacheSync, c.opts.SyncTimeout)
 	}
 	c.log.Info("prefetch controller started", "namespace", c.opts.Namespace, "resync", c.opts.Resync, "modelCaches", c.modelCaches != nil)
-	if c.opts.Resources != nil {
-		running.Go(func() { c.runReport(ctx) })
+	if c.reporter != nil {
+		running.Go(func() { c.reporter.Run(ctx) })
 	}
 	t := time.NewTicker(c.opts.Resync)
 	defer t.Stop()
@@ -448,9 +448,8 @@ func (c *Controller) reconcile(ctx context.Context) {
 
 // kickReport asks for the node report to be looked at again.
 func (c *Controller) kickReport() {
-	select {
-	case c.reportKick <- struct{}{}:
-	default:
+	if c.reporter != nil {
+		c.reporter.Kick()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/modelcache/modelcache/pkg/agentapi"
 	"github.com/modelcache/modelcache/pkg/apis/v1alpha1"
@@ -27,8 +29,21 @@ type StatusReporter interface {
 	Status() agentapi.StatusReport
 }
 
-// reportState is what the node's ModelCacheNode last said.
-type reportState struct {
+// Reporter keeps one node's ModelCacheNode: the report is written at once
+// when its shape changes (a model ready, evicted, failed, started), and
+// while something is fetching, its progress at most every interval; with
+// nothing changing it writes nothing. Writes are merge patches of the
+// status (one request), and the object is created on the first, owned by
+// the Node so that it goes with it.
+type Reporter struct {
+	res      dynamic.NamespaceableResourceInterface
+	node     string
+	owner    func() (types.UID, error)
+	report   func() v1alpha1.ModelCacheNodeStatus
+	interval time.Duration
+	log      *slog.Logger
+	kick     chan struct{}
+
 	last      v1alpha1.ModelCacheNodeStatus
 	lastShape string // last's JSON with progress left out
 	fetching  bool   // last has downloads in progress
@@ -37,105 +52,144 @@ type reportState struct {
 	disabled  bool      // the API server does not serve ModelCacheNodes
 }
 
-// runReport keeps the node's ModelCacheNode in step until ctx ends: after
-// each reconcile (models ready, evicted, failed, wanted: written at once if
-// the report's shape changed), and every ReportInterval while something is
-// fetching (progress) or a write failed.
-func (c *Controller) runReport(ctx context.Context) {
-	t := time.NewTicker(c.opts.ReportInterval)
+// NewReporter returns the reporter of node: report says what the node holds
+// now, owner gives its Node's UID. Run it, and Kick it when the report may
+// have changed.
+func NewReporter(dyn dynamic.Interface, node string, interval time.Duration, log *slog.Logger,
+	owner func() (types.UID, error), report func() v1alpha1.ModelCacheNodeStatus) *Reporter {
+	return &Reporter{res: dyn.Resource(v1alpha1.ModelCacheNodes), node: node, owner: owner, report: report,
+		interval: interval, log: log, kick: make(chan struct{}, 1)}
+}
+
+// Kick asks Run to look at the report again.
+func (r *Reporter) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// minGap is the least time between two writes of a report: changes that
+// come together (two downloads ending, an eviction making room for the next)
+// go out in one write.
+const minGap = time.Second
+
+// Run writes the report until ctx ends: on each Kick if its shape changed
+// (at most every minGap), and every interval while something is fetching or
+// a write failed.
+func (r *Reporter) Run(ctx context.Context) {
+	t := time.NewTicker(r.interval)
 	defer t.Stop()
+	gap := time.NewTimer(0)
+	defer gap.Stop()
+	<-gap.C
+	pending := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.reportKick:
-			c.writeReport(ctx, false)
+		case <-r.kick:
+			if wait := minGap - time.Since(r.written); wait > 0 {
+				if !pending {
+					gap.Reset(wait)
+					pending = true
+				}
+				continue
+			}
+			r.write(ctx, false)
+		case <-gap.C:
+			pending = false
+			r.write(ctx, false)
 		case <-t.C:
-			c.writeReport(ctx, true)
+			r.write(ctx, true)
 		}
 	}
 }
 
-// writeReport writes the node's report if its shape changed, or, on a tick,
-// if its progress did.
-func (c *Controller) writeReport(ctx context.Context, tick bool) {
-	st := &c.report
-	if st.disabled {
+// write writes the report if its shape changed, or, on a tick, if its
+// progress did.
+func (r *Reporter) write(ctx context.Context, tick bool) {
+	if r.disabled {
 		return
 	}
-	if tick && !st.fetching && st.failedAt.IsZero() && !st.written.IsZero() {
-		return // nothing moves between reconciles
+	if tick && !r.fetching && r.failedAt.IsZero() && !r.written.IsZero() {
+		return // nothing moves between kicks
 	}
-	cur := c.nodeReport()
+	cur := r.report()
 	shape := reportShape(cur)
 	now := time.Now()
-	if !st.written.IsZero() && st.failedAt.IsZero() && shape == st.lastShape {
-		if !tick || equalJSON(cur, st.last) || now.Sub(st.written) < c.opts.ReportInterval/2 {
+	if !r.written.IsZero() && r.failedAt.IsZero() && shape == r.lastShape {
+		if !tick || equalJSON(cur, r.last) || now.Sub(r.written) < r.interval/2 {
 			return // progress only: on the ticks
 		}
 	}
-	if err := c.putReport(ctx, cur); err != nil {
+	if err := r.put(ctx, cur); err != nil {
 		if ctx.Err() != nil {
 			return // stopping
 		}
 		if apierrors.IsNotFound(err) && isCRDMissing(err) {
-			c.log.Warn("the API server does not serve modelcachenodes.modelcache.io (CRD not installed): no node report", "err", err)
-			st.disabled = true
+			r.log.Warn("the API server does not serve modelcachenodes.modelcache.io (CRD not installed): no node report", "err", err)
+			r.disabled = true
 			return
 		}
-		c.log.Error("write node report", "err", err)
-		st.failedAt = now
+		r.log.Error("write node report", "err", err)
+		r.failedAt = now
 		return
 	}
-	st.last, st.lastShape, st.written, st.failedAt = cur, shape, now, time.Time{}
-	st.fetching = slices.ContainsFunc(cur.Models, func(m v1alpha1.NodeModel) bool { return m.State == v1alpha1.StateFetching })
+	r.last, r.lastShape, r.written, r.failedAt = cur, shape, now, time.Time{}
+	r.fetching = slices.ContainsFunc(cur.Models, func(m v1alpha1.NodeModel) bool { return m.State == v1alpha1.StateFetching })
 }
 
 // isCRDMissing tells a 404 for the resource itself from one for the object.
 func isCRDMissing(err error) bool {
-	var se apierrors.APIStatus
-	if s, ok := err.(apierrors.APIStatus); ok {
-		se = s
-	} else {
+	s, ok := err.(apierrors.APIStatus)
+	if !ok {
 		return false
 	}
-	d := se.Status().Details
+	d := s.Status().Details
 	return d == nil || d.Name == ""
 }
 
-// putReport patches the node's ModelCacheNode's status, or creates it owned
-// by the Node (so it goes when the Node goes).
-func (c *Controller) putReport(ctx context.Context, status v1alpha1.ModelCacheNodeStatus) error {
-	res := c.opts.Resources.Resource(v1alpha1.ModelCacheNodes)
+// put patches the node's ModelCacheNode's status, or creates it.
+func (r *Reporter) put(ctx context.Context, status v1alpha1.ModelCacheNodeStatus) error {
 	// A merge patch replaces lists whole: the report is exactly status.
 	patch, err := json.Marshal(map[string]any{"status": status})
 	if err != nil {
 		return err
 	}
-	_, err = res.Patch(ctx, c.opts.NodeName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "modelcache-agent"})
+	_, err = r.res.Patch(ctx, r.node, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "modelcache-agent"})
 	if !apierrors.IsNotFound(err) || isCRDMissing(err) {
 		return err
 	}
-	node, err := c.nodes.Get(c.opts.NodeName)
+	uid, err := r.owner()
 	if err != nil {
-		return fmt.Errorf("read node for its report's owner: %w", err)
+		return fmt.Errorf("node report's owner: %w", err)
 	}
 	obj := v1alpha1.ModelCacheNode{
 		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.Group + "/" + v1alpha1.Version, Kind: v1alpha1.KindModelCacheNode},
-		ObjectMeta: metav1.ObjectMeta{Name: c.opts.NodeName, OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}},
+		ObjectMeta: metav1.ObjectMeta{Name: r.node, OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "v1", Kind: "Node", Name: r.node, UID: uid}}},
 		Status: status,
 	}
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&obj)
 	if err != nil {
 		return err
 	}
-	_, err = res.Create(ctx, &unstructured.Unstructured{Object: u}, metav1.CreateOptions{FieldManager: "modelcache-agent"})
+	_, err = r.res.Create(ctx, &unstructured.Unstructured{Object: u}, metav1.CreateOptions{FieldManager: "modelcache-agent"})
 	if apierrors.IsAlreadyExists(err) {
 		// Created in between (a restart): the next tick patches it.
 		return fmt.Errorf("create node report: %w", err)
 	}
 	return err
+}
+
+// nodeUID is the UID of the controller's Node, the owner of its report.
+func (c *Controller) nodeUID() (types.UID, error) {
+	n, err := c.nodes.Get(c.opts.NodeName)
+	if err != nil {
+		return "", err
+	}
+	return n.UID, nil
 }
 
 // nodeReport is what this node holds, fetches, and failed to prefetch.
