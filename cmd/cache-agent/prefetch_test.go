@@ -14,9 +14,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/modelcache/modelcache/internal/kubetest"
 	"github.com/modelcache/modelcache/internal/s3test"
+	"github.com/modelcache/modelcache/pkg/apis/v1alpha1"
 	"github.com/modelcache/modelcache/pkg/model"
 	"github.com/modelcache/modelcache/pkg/prefetch"
 )
@@ -27,6 +29,7 @@ import (
 // and with --prefetch-warm-page-cache read into the page cache.
 func TestServePrefetch(t *testing.T) {
 	ks := kubetest.Start(t)
+	ks.InstallCRDs(t)
 	kube := ks.Client(t)
 	srv := s3test.Start(t)
 	srv.CreateBucket(t, "models")
@@ -44,7 +47,8 @@ current-context: test
 		t.Fatal(err)
 	}
 	nodeName := fmt.Sprintf("cli-node-%d", time.Now().UnixNano()%100000)
-	if _, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName,
+		Labels: map[string]string{"kubernetes.io/hostname": nodeName}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kube.CoreV1().Nodes().Delete(context.Background(), nodeName, metav1.DeleteOptions{}) })
@@ -62,6 +66,17 @@ current-context: test
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "s", Image: "example.com/s:1"}}}}},
 	}
 	if _, err := kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A ModelCache of the same model, for this node only: the agent pins
+	// it for the ModelCache too and says so in its ModelCacheNode.
+	mc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.Group + "/" + v1alpha1.Version, "kind": v1alpha1.KindModelCache,
+		"metadata": map[string]any{"name": "llm-cache", "namespace": ns},
+		"spec":     map[string]any{"model": ref, "nodeSelector": map[string]any{"kubernetes.io/hostname": nodeName}},
+	}}
+	dyn := ks.Dynamic(t)
+	if _, err := dyn.Resource(v1alpha1.ModelCaches).Namespace(ns).Create(ctx, mc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -99,17 +114,42 @@ current-context: test
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	out, err := n.run("status")
-	if err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
+	var out string
+	for _, holder := range []string{"workload:deployment/" + ns + "/llm", "workload:modelcache/" + ns + "/llm-cache"} {
+		for {
+			if out, err = n.run("status"); err != nil {
+				t.Fatalf("status: %v\n%s", err, out)
+			}
+			if strings.Contains(out, holder) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status does not show the pin %s:\n%s", holder, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
-	if holder := "workload:deployment/" + ns + "/llm"; !strings.Contains(out, holder) {
-		t.Errorf("status does not show the workload pin %s:\n%s", holder, out)
+	// The node's report names the model, ready.
+	for {
+		rep, err := dyn.Resource(v1alpha1.ModelCacheNodes).Get(ctx, nodeName, metav1.GetOptions{})
+		if err == nil {
+			models, _, _ := unstructured.NestedSlice(rep.Object, "status", "models")
+			if len(models) == 1 && models[0].(map[string]any)["state"] == v1alpha1.StateReady && models[0].(map[string]any)["ref"] == ref {
+				break
+			}
+			err = fmt.Errorf("report %v", rep.Object["status"])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ModelCacheNode %s: %v", nodeName, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
-	// The cluster view, from the API server alone, names the node.
+	// The cluster view, from the API server alone, names the node and
+	// lists the ModelCache (no status controller runs here: no READY yet).
 	out, err = n.run("status", "--cluster", "--kubeconfig", kubeconfig)
-	if err != nil || !strings.Contains(out, ref) || !strings.Contains(out, nodeName) || !strings.Contains(out, "MODEL") {
+	if err != nil || !strings.Contains(out, ref) || !strings.Contains(out, nodeName) || !strings.Contains(out, "MODEL") ||
+		!strings.Contains(out, "ModelCaches:") || !strings.Contains(out, "llm-cache") {
 		t.Errorf("status --cluster: %v\n%s", err, out)
 	}
 	out, err = n.run("status", "--cluster", "--kubeconfig", kubeconfig, "-o", "json")
