@@ -5,8 +5,9 @@
 # reporter and patches its Node's warm labels, and the real status
 # controller (its own process) keeps one ModelCache per model. Prints the
 # API server's writes per minute (rollout and steady) and the controller's
-# CPU, and writes them to docs/benchmarks/scale-DATE.md. Needs the test
-# tools (make tools): etcd and kube-apiserver.
+# CPU, writes them to docs/benchmarks/scale-DATE.md, and puts the summary
+# in README.md's "make scale" block. Needs the test tools (make tools): etcd
+# and kube-apiserver.
 #
 #   SCALE_FETCH=10s     one model's download on a node
 #   SCALE_PARALLEL=2    downloads at once on a node (--max-downloads)
@@ -20,9 +21,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export SCALE_NODES=${SCALE_NODES:-1000} SCALE_MODELS=${SCALE_MODELS:-20}
 export SCALE_FETCH=${SCALE_FETCH:-10s} SCALE_PARALLEL=${SCALE_PARALLEL:-2}
 export SCALE_ROLLOUT=${SCALE_ROLLOUT:-60s} SCALE_STEADY=${SCALE_STEADY:-60s} SCALE_INTERVAL=${SCALE_INTERVAL:-15s}
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-SCALE_OUT=$out MODELCACHE_REQUIRE=1 go test -count=1 -timeout 30m -run '^TestWriteRate$' -v ./pkg/modelstatus
+out=$(mktemp) summary=$(mktemp)
+trap 'rm -f "$out" "$summary"' EXIT
+SCALE_OUT=$out SCALE_SUMMARY=$summary MODELCACHE_REQUIRE=1 go test -count=1 -timeout 30m -run '^TestWriteRate$' -v ./pkg/modelstatus
 
 dated=$REPO/docs/benchmarks/scale-$(date -u +%Y-%m-%dT%H%MZ).md
 {
@@ -35,3 +36,15 @@ dated=$REPO/docs/benchmarks/scale-$(date -u +%Y-%m-%dT%H%MZ).md
 	cat "$out"
 } >"$dated"
 echo "wrote $dated"
+
+# The README quotes the summary, with a link to the report.
+readme=$REPO/README.md
+begin='<!-- make scale writes this block -->' end='<!-- end of make scale block -->'
+grep -qF "$begin" "$readme" || die "README.md has no make scale block"
+text="$(cat "$summary") ([${dated#"$REPO"/}](${dated#"$REPO"/}), $(date -u +%Y-%m-%d))"
+awk -v b="$begin" -v e="$end" -v t="$text" '
+	$0 == b { print; print t; skip = 1; next }
+	$0 == e { skip = 0 }
+	!skip' "$readme" >"$readme.tmp"
+mv "$readme.tmp" "$readme"
+echo "updated README.md: $text"
