@@ -16,7 +16,7 @@ M=github.com/modelcache/modelcache
 AWS="github.com/aws/aws-sdk-go-v2 github.com/aws/smithy-go"
 KUBE="k8s.io/ sigs.k8s.io/"
 ENGINE="$M/pkg/cache $M/pkg/fetch $M/pkg/agent"
-UPPER="$M/pkg/agent $M/pkg/csi $M/pkg/prefetch $M/pkg/provisioner $M/pkg/webhook $M/cmd"
+UPPER="$M/pkg/agent $M/pkg/csi $M/pkg/prefetch $M/pkg/provisioner $M/pkg/webhook $M/pkg/modelstatus $M/cmd"
 
 failed=0
 # deps PKG: the non-standard packages PKG links, itself excluded.
@@ -78,8 +78,12 @@ rule pkg/source/gcs only github.com/cespare/xxhash "$M/pkg/model" "$M/pkg/source
 # calls it.
 rule pkg/cache not $AWS $KUBE google.golang.org/grpc "$M/pkg/fetch" $UPPER
 rule pkg/fetch not $KUBE google.golang.org/grpc $UPPER
+# The API types are a leaf: Kubernetes' API machinery and nothing of ours,
+# so every side (agent, controller, CLI) can read them.
+rule pkg/apis/v1alpha1 not "$M/" $AWS google.golang.org/grpc k8s.io/client-go
 # Callers of the agent talk to it through pkg/agentapi, never to its engine.
 rule pkg/prefetch not $ENGINE $AWS
+rule pkg/modelstatus not $ENGINE $AWS
 rule pkg/csi not $ENGINE $AWS
 rule pkg/provisioner not $ENGINE $AWS
 rule pkg/webhook not $ENGINE $AWS
