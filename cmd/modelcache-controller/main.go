@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -146,6 +147,10 @@ func run(ctx context.Context, o options, inCluster func() (*rest.Config, error))
 	if err != nil {
 		return fmt.Errorf("API client for %s: %w", cfg.Host, err)
 	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("API client for %s: %w", cfg.Host, err)
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if o.metricsAddr != "" {
@@ -170,12 +175,12 @@ func run(ctx context.Context, o options, inCluster func() (*rest.Config, error))
 		}
 		// Every replica serves the webhook (its Service picks any), not
 		// only the leader.
-		g.Go(func() error { return serveWebhook(ctx, l, kube, o.driverName, o.webhook, log) })
+		g.Go(func() error { return serveWebhook(ctx, l, kube, dyn, o.driverName, o.webhook, log) })
 	}
 	log.Info("provisioner starting", "driver", o.driverName, "leaderElection", o.leaderElect,
 		"apiServer", cfg.Host, "version", buildinfo.Version(version))
 	g.Go(func() error { provisioner.Run(ctx, kube, o.driverName, o.leaderElect); return nil })
-	g.Go(func() error { return runStatus(ctx, cfg, kube, o.leaderElect, log) })
+	g.Go(func() error { return runStatus(ctx, kube, dyn, o.leaderElect, log) })
 	return g.Wait()
 }
 

@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
@@ -23,11 +22,7 @@ const statusLease = "modelcache-status"
 // runStatus keeps the ModelCaches' status until ctx ends: with leader
 // election, only while this replica holds statusLease. Without the CRDs
 // installed it logs so and does nothing.
-func runStatus(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, leaderElect bool, log *slog.Logger) error {
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+func runStatus(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interface, leaderElect bool, log *slog.Logger) error {
 	served, err := modelstatus.Served(ctx, dyn)
 	if err != nil {
 		log.Error("cannot read ModelCaches; their status is not kept", "err", err)

@@ -15,9 +15,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/modelcache/modelcache/pkg/model"
+	"github.com/modelcache/modelcache/pkg/modelstatus"
 	"github.com/modelcache/modelcache/pkg/webhook"
 )
 
@@ -39,9 +42,18 @@ func controllerNamespace() string {
 	return "modelcache-system"
 }
 
-// listerLookup reads claims, classes and namespaces from informers' caches.
+// listerLookup reads claims, classes and namespaces from informers' caches,
+// and models' sizes from the nodes' reports (nil without the CRDs).
 type listerLookup struct {
-	f informers.SharedInformerFactory
+	f     informers.SharedInformerFactory
+	sizes *modelstatus.Sizes
+}
+
+func (l listerLookup) ModelSize(ref model.Ref) (int64, bool) {
+	if l.sizes == nil {
+		return 0, false
+	}
+	return l.sizes.ModelSize(ref)
 }
 
 func (l listerLookup) Claim(ns, name string) (*corev1.PersistentVolumeClaim, error) {
@@ -62,7 +74,7 @@ func (l listerLookup) Namespace(name string) (*corev1.Namespace, error) {
 
 // serveWebhook serves the pod webhook over TLS on l until ctx ends, with
 // a certificate kept in the controller's Secret (webhook.Certs).
-func serveWebhook(ctx context.Context, l net.Listener, kube kubernetes.Interface, driver string, o webhookOptions, log *slog.Logger) error {
+func serveWebhook(ctx context.Context, l net.Listener, kube kubernetes.Interface, dyn dynamic.Interface, driver string, o webhookOptions, log *slog.Logger) error {
 	ns := controllerNamespace()
 	certs := &webhook.Certs{Client: kube, Namespace: ns, Secret: o.secret, Webhook: o.config, IPs: o.ips}
 	if o.service != "" {
@@ -76,7 +88,16 @@ func serveWebhook(ctx context.Context, l net.Listener, kube kubernetes.Interface
 	current.Store(pair)
 
 	f := informers.NewSharedInformerFactory(kube, 10*time.Minute)
-	lookup := listerLookup{f}
+	lookup := listerLookup{f: f}
+	// Models' sizes weigh the preferred terms; without the CRDs every model
+	// weighs the same.
+	if served, err := modelstatus.Served(ctx, dyn); served {
+		if lookup.sizes, err = modelstatus.NewSizes(ctx, dyn); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("webhook: no ModelCacheNodes to read (CRDs not installed, or no access): every model weighs the same", "err", err)
+	}
 	// Touch each lister so the factory starts its informer.
 	f.Core().V1().PersistentVolumeClaims().Informer()
 	f.Storage().V1().StorageClasses().Informer()

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +16,11 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/modelcache/modelcache/internal/kubetest"
+	"github.com/modelcache/modelcache/pkg/apis/v1alpha1"
 	"github.com/modelcache/modelcache/pkg/model"
 	"github.com/modelcache/modelcache/pkg/prefetch"
 	"github.com/modelcache/modelcache/pkg/webhook"
@@ -34,7 +38,7 @@ func TestWebhookWithAPIServer(t *testing.T) {
 	defer cancel()
 	t.Setenv("POD_NAMESPACE", "modelcache-system")
 
-	done := startWebhook(ctx, t, kube)
+	done := startWebhook(ctx, t, srv)
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: "ml"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "strict", Annotations: map[string]string{webhook.AnnotationSchedule: "require"}}},
@@ -127,8 +131,9 @@ func TestWebhookWithAPIServer(t *testing.T) {
 // until ctx ends, and returns once the controller has written the CA into
 // the configuration (Ensure runs before serving). done gets serveWebhook's
 // result.
-func startWebhook(ctx context.Context, t *testing.T, kube kubernetes.Interface) (done chan error) {
+func startWebhook(ctx context.Context, t *testing.T, ks *kubetest.Server) (done chan error) {
 	t.Helper()
+	kube := ks.Client(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -147,9 +152,11 @@ func startWebhook(ctx context.Context, t *testing.T, kube kubernetes.Interface) 
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	ks.InstallCRDs(t)
+	dyn := ks.Dynamic(t)
 	done = make(chan error, 1)
 	go func() {
-		done <- serveWebhook(ctx, l, kube, "modelcache.csi.io",
+		done <- serveWebhook(ctx, l, kube, dyn, "modelcache.csi.io",
 			webhookOptions{service: "modelcache-webhook", config: "modelcache", secret: "modelcache-webhook-tls", ips: []net.IP{net.IPv4(127, 0, 0, 1)}},
 			slog.New(slog.DiscardHandler))
 	}()
@@ -214,7 +221,7 @@ func TestWebhookSchedulesOntoWarmNodes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	t.Setenv("POD_NAMESPACE", "modelcache-system")
-	startWebhook(ctx, t, kube)
+	startWebhook(ctx, t, srv)
 	mustCreate(t, kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}})
 	mustCreate(t, kube, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "ml"}})
 
@@ -242,13 +249,15 @@ func TestWebhookSchedulesOntoWarmNodes(t *testing.T) {
 	node("warm-small", "4", "8Gi", map[string]string{labelKey(t, llama): prefetch.LabelReady})
 	node("cold-big", "64", "256Gi", nil)
 
-	pod := func(name, ref string, annotations map[string]string) *corev1.Pod {
+	pod := func(name, ref string, annotations map[string]string, more ...string) *corev1.Pod {
 		t.Helper()
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ml", Annotations: annotations}, Spec: corev1.PodSpec{
 			Containers: []corev1.Container{{Name: "c", Image: "vllm", Resources: corev1.ResourceRequirements{
-				Requests: corev1.ResourceList{corev1.ResourceCPU: mustQuantity("1"), corev1.ResourceMemory: mustQuantity("1Gi")}}}},
-			Volumes: []corev1.Volume{{Name: "model", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "modelcache.csi.io",
-				VolumeAttributes: map[string]string{"model": ref}}}}}}}
+				Requests: corev1.ResourceList{corev1.ResourceCPU: mustQuantity("1"), corev1.ResourceMemory: mustQuantity("1Gi")}}}}}}
+		for i, r := range append([]string{ref}, more...) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: fmt.Sprintf("model-%d", i), VolumeSource: corev1.VolumeSource{
+				CSI: &corev1.CSIVolumeSource{Driver: "modelcache.csi.io", VolumeAttributes: map[string]string{"model": r}}}})
+		}
 		got, err := kube.CoreV1().Pods("ml").Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -305,5 +314,44 @@ func TestWebhookSchedulesOntoWarmNodes(t *testing.T) {
 	waitFor(t, "the required pod to be scheduled once a node is warm", func() bool { return nodeOf("require") != "" })
 	if n := nodeOf("require"); n != "cold-big" {
 		t.Errorf("the required pod went to %s, want cold-big", n)
+	}
+
+	// Weighed by size: a pod of both models, llama (15 GiB, on warm-small)
+	// and qwen (60 MiB, on cold-big, as the nodes' reports say), goes where
+	// the big one is, though the scheduler alone prefers cold-big.
+	report(t, srv, "warm-small", llama, 15<<30)
+	report(t, srv, "cold-big", qwen, 60<<20)
+	waitFor(t, "a pod of both models admitted with weights by size", func() bool {
+		name = "sized-" + rand4()
+		p := pod(name, llama, nil, qwen)
+		var weights []int32
+		if p.Spec.Affinity != nil {
+			for _, term := range p.Spec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+				weights = append(weights, term.Weight)
+			}
+		}
+		return slices.Contains(weights, 100) && slices.Contains(weights, 1)
+	})
+	waitFor(t, "the two-model pod to be scheduled", func() bool { return nodeOf(name) != "" })
+	if n := nodeOf(name); n != "warm-small" {
+		t.Errorf("the pod of a 15 GiB and a 60 MiB model went to %s; want warm-small, which holds the big one", n)
+	}
+}
+
+// report writes node's ModelCacheNode as its agent would: ref ready, size bytes.
+func report(t *testing.T, ks *kubetest.Server, node, ref string, size int64) {
+	t.Helper()
+	r, err := model.ParseRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.Group + "/" + v1alpha1.Version, "kind": v1alpha1.KindModelCacheNode,
+		"metadata": map[string]any{"name": node},
+		"status": map[string]any{"models": []any{map[string]any{"ref": r.Location().String(), "revision": "0123456789abcdef",
+			"current": true, "state": v1alpha1.StateReady, "bytes": size}}},
+	}}
+	if _, err := ks.Dynamic(t).Resource(v1alpha1.ModelCacheNodes).Create(context.Background(), u, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

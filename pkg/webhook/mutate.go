@@ -14,6 +14,7 @@
 package webhook
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -37,11 +38,21 @@ const (
 	ModeOff     = "off"
 )
 
-// preferWeight is the weight of each model's preferred term: high, so a
-// warm node wins over the scheduler's spreading and resource scores (which
-// sum to at most 100 per plugin), yet equal for every model, since a
-// model's size is not known when the pod is admitted.
+// preferWeight is the weight of the biggest model's preferred term: high,
+// so a warm node wins over the scheduler's spreading and resource scores
+// (which sum to at most 100 per plugin). A smaller model weighs in
+// proportion to its size (at least 1), when a Sizer knows the sizes: a node
+// holding the 15 GiB base model beats one holding only its 100 MiB adapter.
+// A model of unknown size weighs preferWeight.
 const preferWeight = 100
+
+// Sizer is a Lookup that also knows how big a model is: the nodes' reports
+// (ModelCacheNode), in the controller.
+type Sizer interface {
+	// ModelSize is the size of the revision some node holds of ref's
+	// location, and false if no node reports one.
+	ModelSize(ref model.Ref) (int64, bool)
+}
 
 // Lookup reads what a pod's volumes refer to: listers in the controller.
 // A missing object is (nil, nil) or an error; either way the volume is
@@ -77,6 +88,7 @@ func (m *Mutator) Affinity(pod *corev1.Pod, namespace string) (*corev1.Affinity,
 		}
 	}
 	slices.Sort(keys)
+	weights := m.weights(refs)
 	aff := &corev1.Affinity{}
 	if pod.Spec.Affinity != nil {
 		aff = pod.Spec.Affinity.DeepCopy()
@@ -88,7 +100,7 @@ func (m *Mutator) Affinity(pod *corev1.Pod, namespace string) (*corev1.Affinity,
 	if mode == ModeRequire {
 		changed = require(aff.NodeAffinity, keys)
 	} else {
-		changed = prefer(aff.NodeAffinity, keys)
+		changed = prefer(aff.NodeAffinity, keys, weights)
 	}
 	return aff, changed, warnings
 }
@@ -166,8 +178,30 @@ func (m *Mutator) claimAttributes(annotations map[string]string, class *string) 
 	return attrs, true, nil
 }
 
-// prefer adds a preferred term for each key not preferred already.
-func prefer(na *corev1.NodeAffinity, keys []string) bool {
+// weights are the preferred terms' weights by label key (see preferWeight).
+func (m *Mutator) weights(refs []model.Ref) map[string]int32 {
+	out := map[string]int32{}
+	sizer, ok := m.Lookup.(Sizer)
+	if !ok {
+		return out
+	}
+	sizes := map[string]int64{}
+	var largest int64
+	for _, r := range refs {
+		if n, ok := sizer.ModelSize(r); ok && n > 0 {
+			sizes[prefetch.LabelKey(r)] = n
+			largest = max(largest, n)
+		}
+	}
+	for k, n := range sizes {
+		out[k] = int32(max(1, min(preferWeight, n*preferWeight/largest)))
+	}
+	return out
+}
+
+// prefer adds a preferred term for each key not preferred already, of its
+// weight (preferWeight if it has none).
+func prefer(na *corev1.NodeAffinity, keys []string, weights map[string]int32) bool {
 	changed := false
 	for _, k := range keys {
 		if slices.ContainsFunc(na.PreferredDuringSchedulingIgnoredDuringExecution, func(t corev1.PreferredSchedulingTerm) bool {
@@ -176,7 +210,7 @@ func prefer(na *corev1.NodeAffinity, keys []string) bool {
 			continue
 		}
 		na.PreferredDuringSchedulingIgnoredDuringExecution = append(na.PreferredDuringSchedulingIgnoredDuringExecution,
-			corev1.PreferredSchedulingTerm{Weight: preferWeight, Preference: corev1.NodeSelectorTerm{
+			corev1.PreferredSchedulingTerm{Weight: cmp.Or(weights[k], preferWeight), Preference: corev1.NodeSelectorTerm{
 				MatchExpressions: []corev1.NodeSelectorRequirement{warm(k)}}})
 		changed = true
 	}

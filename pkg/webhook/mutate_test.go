@@ -175,3 +175,51 @@ func TestBadVolumeWarns(t *testing.T) {
 		t.Errorf("changed %t, affinity %v, warnings %q", changed, aff, w)
 	}
 }
+
+// sizedLookup is a Lookup that knows models' sizes by ref location.
+type sizedLookup struct {
+	fakeLookup
+	sizes map[string]int64 // ref.ID() → bytes
+}
+
+func (s sizedLookup) ModelSize(r model.Ref) (int64, bool) {
+	n, ok := s.sizes[r.ID()]
+	return n, ok
+}
+
+// With sizes known, each model weighs in proportion to its size, the
+// biggest 100 and none under 1; a model no node reports weighs 100.
+func TestWeightsBySize(t *testing.T) {
+	base, lora, unknown := "s3://models/llama?source=minio", "s3://models/llama-lora?source=minio", "s3://models/new?source=minio"
+	id := func(ref string) string {
+		r, err := model.ParseRef(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.ID()
+	}
+	m := &Mutator{DriverName: driver, Lookup: sizedLookup{lookup(), map[string]int64{
+		id(base): 15 << 30, id(lora): 60 << 20}}}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{inline("base", base), inline("lora", lora), inline("new", unknown)}}}
+	aff, changed, warnings := m.Affinity(pod, "ml")
+	if !changed || len(warnings) != 0 {
+		t.Fatalf("changed %v, warnings %v", changed, warnings)
+	}
+	got := map[string]int32{}
+	for _, term := range aff.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+		got[term.Preference.MatchExpressions[0].Key] = term.Weight
+	}
+	want := map[string]int32{key(t, base): 100, key(t, lora): 1, key(t, unknown): 100}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("weight of %s = %d, want %d (all: %v)", k, got[k], w, got)
+		}
+	}
+
+	// One model alone weighs 100 whatever its size.
+	pod = &corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{inline("lora", lora)}}}
+	aff, _, _ = m.Affinity(pod, "ml")
+	if w := aff.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].Weight; w != 100 {
+		t.Errorf("a lone model weighs %d, want 100", w)
+	}
+}
