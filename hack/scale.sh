@@ -21,6 +21,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export SCALE_NODES=${SCALE_NODES:-1000} SCALE_MODELS=${SCALE_MODELS:-20}
 export SCALE_FETCH=${SCALE_FETCH:-10s} SCALE_PARALLEL=${SCALE_PARALLEL:-2}
 export SCALE_ROLLOUT=${SCALE_ROLLOUT:-60s} SCALE_STEADY=${SCALE_STEADY:-60s} SCALE_INTERVAL=${SCALE_INTERVAL:-15s}
+# The commit measured is the one at the start.
+commit="$(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet || echo ' (with uncommitted changes)')"
 out=$(mktemp) summary=$(mktemp)
 trap 'rm -f "$out" "$summary"' EXIT
 SCALE_OUT=$out SCALE_SUMMARY=$summary MODELCACHE_REQUIRE=1 go test -count=1 -timeout 30m -run '^TestWriteRate$' -v ./pkg/modelstatus
@@ -30,7 +32,7 @@ dated=$REPO/docs/benchmarks/scale-$(date -u +%Y-%m-%dT%H%MZ).md
 	echo "## make scale, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
 	echo "Machine: $(nproc) cores, $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
-	echo "commit $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet || echo ' (with uncommitted changes)'). API server, etcd, the"
+	echo "commit $commit. API server, etcd, the"
 	echo "simulated nodes and the controller share the machine."
 	echo
 	cat "$out"
