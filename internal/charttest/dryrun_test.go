@@ -237,6 +237,7 @@ current-context: kubetest
 func TestExamplesDryRun(t *testing.T) {
 	tl := Find(t)
 	srv := kubetest.Start(t)
+	srv.InstallCRDs(t) // the ModelCache example
 	mapper, dyn := dryRunClients(t, srv)
 	files, err := filepath.Glob(tl.Path("deploy/examples/*.yaml"))
 	if err != nil || len(files) == 0 {
