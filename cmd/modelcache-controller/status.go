@@ -42,14 +42,21 @@ func runStatus(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Inter
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
-	var runErr error
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-		Lock: lock, Name: statusLease, ReleaseOnCancel: true,
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) { runErr = c.Run(ctx) },
-			OnStoppedLeading: func() { log.Info("no longer keeping ModelCache status (lease lost or stopping)") },
-		},
-	})
-	return runErr
+	// A lost lease (an API server that did not answer in time) is not the
+	// end: stand for election again until ctx ends.
+	for ctx.Err() == nil {
+		var runErr error
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock: lock, Name: statusLease, ReleaseOnCancel: true,
+			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) { runErr = c.Run(ctx) },
+				OnStoppedLeading: func() { log.Info("no longer keeping ModelCache status (lease lost or stopping)") },
+			},
+		})
+		if runErr != nil {
+			return runErr
+		}
+	}
+	return nil
 }
