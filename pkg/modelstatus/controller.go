@@ -108,12 +108,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer nodesF.Shutdown()
 	defer dynF.Shutdown()
 	for typ, ok := range nodesF.WaitForCacheSync(ctx.Done()) {
-		if !ok {
+		if !ok && ctx.Err() == nil {
 			return fmt.Errorf("modelcache status: %v cache did not sync", typ)
 		}
 	}
 	for gvr, ok := range dynF.WaitForCacheSync(ctx.Done()) {
-		if !ok {
+		if !ok && ctx.Err() == nil {
 			return fmt.Errorf("modelcache status: %s cache did not sync", gvr.Resource)
 		}
 	}
