@@ -16,6 +16,14 @@
 //	(6a) deleting pods unmounts and unpins                                      TestModelVolumes/delete-unpins
 //	(6b) removing the annotation unpins, removes nothing in use                 TestPrefetch
 //
+// Issue 15's shared ReadOnlyMany claim (KServe's storageUri: pvc://NAME/),
+// with the sources file's namespaces rules, in namespaces of its own:
+//
+//	one claim, three pods: all read the model, one download, a pin each     TestSharedClaim (claim_test.go) (a)
+//	another namespace's source, model warm: PermissionDenied event, no mount TestSharedClaim (b)
+//	the namespace's own source, same prefix: runs, one copy on disk         TestSharedClaim (c)
+//	deleting the pods unmounts and unpins                                    TestSharedClaim (d)
+//
 // A new test gets everything through newEnv(t): the clientset, the S3
 // client (upload a testModel), the agent's socket on the host (pinsOn), the
 // kubelet root (mountsOf). Use a bucket or prefix of its own.

@@ -164,6 +164,22 @@ sources:
     pathStyle: true
     accessKeyID: $S3_ACCESS
     secretAccessKey: $S3_SECRET
+  # TestSharedClaim (e2e/claim_test.go): the same server and keys as local,
+  # each for one namespace only (the test creates and deletes both).
+  team-a:
+    endpoint: $VGW_ENDPOINT
+    region: us-east-1
+    pathStyle: true
+    accessKeyID: $S3_ACCESS
+    secretAccessKey: $S3_SECRET
+    namespaces: [e2e-claim-a]
+  team-b:
+    endpoint: $VGW_ENDPOINT
+    region: us-east-1
+    pathStyle: true
+    accessKeyID: $S3_ACCESS
+    secretAccessKey: $S3_SECRET
+    namespaces: [e2e-claim-b]
   hub:
     type: hf
     endpoint: $HUB_ENDPOINT
