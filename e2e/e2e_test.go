@@ -24,6 +24,10 @@
 //	the namespace's own source, same prefix: runs, one copy on disk         TestSharedClaim (c)
 //	deleting the pods unmounts and unpins                                    TestSharedClaim (d)
 //
+// Issue 15's ModelCache, with no Deployment: kubectl get modelcaches shows
+// READY 1/1 and the revision; the agent pins it; delete unpins   TestModelCache (modelcache_test.go)
+// The pod webhook's warm-node affinity                              TestWebhook (webhook_test.go)
+//
 // A new test gets everything through newEnv(t): the clientset, the S3
 // client (upload a testModel), the agent's socket on the host (pinsOn), the
 // kubelet root (mountsOf). Use a bucket or prefix of its own.

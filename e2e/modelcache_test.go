@@ -47,7 +47,7 @@ spec:
 	row := regexp.MustCompile(`(?m)^tiny\s+\S+\s+1/1\s+[0-9a-f]{16}\s+[0-9.]+ [KMG]?i?B\s`)
 	var table string
 	e.waitFor(t, 2*time.Minute, "kubectl get modelcaches: tiny 1/1 with a revision", func() error {
-		out, err := e.kubectl(ctx, "get", "modelcaches", "-n", e.ns)
+		out, err := e.kubectl(ctx, "get", "modelcaches")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
@@ -64,7 +64,7 @@ spec:
 	if out, err := e.kubectl(ctx, "get", "modelcachenodes", e.nodeName(t)); err != nil {
 		t.Errorf("kubectl get modelcachenodes: %v\n%s", err, out)
 	}
-	out, err := e.kubectl(ctx, "get", "modelcache", "tiny", "-n", e.ns, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")
+	out, err := e.kubectl(ctx, "get", "modelcache", "tiny", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")
 	if err != nil || strings.TrimSpace(out) != "True" {
 		t.Errorf("Ready condition %q (%v)", out, err)
 	}
