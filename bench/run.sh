@@ -10,6 +10,10 @@
 #            server's files instead of S3);
 #            CPU per GB, the agent's peak RSS, proof of no second read
 #   many     the same comparison on 2,000 shards of varied size (2 GiB)
+#   multi    8 distinct models of 512 MiB at once against one model of 4 GiB
+#            (bench/concurrent.sh): total time, and no model starved
+#   big      one 20 GiB model (10 x 2 GiB, from a second S3 server with its
+#            data on disk): GB/s and RSS per 2 GiB window
 #   rev      a second revision sharing 3 of the 4 big files: bytes and time
 #   warm     first read of a held model after a dropped page cache, and
 #            after `prefetch --warm-page-cache`
@@ -17,7 +21,9 @@
 #   publish  warm CSI publish latency (bench/publish.sh)
 #
 #   RUNS=5           rounds; each tool runs once per round, medians reported
-#   SECTIONS="cold many rev warm hub publish"   a subset while iterating
+#   SECTIONS="cold many multi big rev warm hub publish"   a subset while iterating
+#   MULTI_MODELS=8 MULTI_SIZE=512MiB   the multi set
+#   BIG_FILES=10 BIG_FILE_SIZE=2GiB BIG_WINDOW=2GiB   the big model
 #   TOOLS="modelcache rclone ..."           the downloaders of cold and many
 #   BENCH_SIZE=1GiB  size of each big file (64MiB for a smoke run, which also
 #                    makes the many-file model 200 files, 128 MiB)
@@ -39,6 +45,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 source "$REPO/bench/lib.sh"
 # shellcheck source=bench/sections.sh
 source "$REPO/bench/sections.sh"
+# shellcheck source=bench/concurrent.sh
+source "$REPO/bench/concurrent.sh"
 # shellcheck source=bench/hub.sh
 source "$REPO/bench/hub.sh"
 
@@ -46,7 +54,7 @@ RUNS=${RUNS:-5}
 BENCH_SIZE=${BENCH_SIZE:-1GiB}
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/modelcache-bench}
 DROP_CACHES=${DROP_CACHES:-1}
-read -r -a SECTIONS <<<"${SECTIONS:-cold many rev warm hub publish}"
+read -r -a SECTIONS <<<"${SECTIONS:-cold many multi big rev warm hub publish}"
 BUCKET=bench
 # The default data sets are the ones docs/benchmarks.md describes; other sizes get
 # their own prefixes so a smoke run does not destroy the big ones.
@@ -71,7 +79,8 @@ s3_store() {
 	esac
 	local big many
 	big=$(numfmt --from=iec-i "${BENCH_SIZE%B}") many=$(numfmt --from=iec-i "${MANY_TOTAL%B}")
-	if has cold || has warm; then need=$((need + 4 * big)); fi
+	if has cold || has warm || has multi; then need=$((need + 4 * big)); fi
+	if has multi; then need=$((need + MULTI_MODELS * $(numfmt --from=iec-i "${MULTI_SIZE%B}"))); fi
 	if has many; then need=$((need + many)); fi
 	if has rev; then need=$((need + 4 * big)); fi
 	# What is seeded already in tmpfs costs nothing more.
@@ -122,7 +131,8 @@ log "starting versitygw, $S3_WHERE"
 start_versitygw "$S3_DATA" "$LOGS/versitygw.log"
 seed() { "$RUN/bin/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --skip-existing "$@" | sed 's/^/    /'; }
 log "seeding the data sets (kept for next time)"
-if has cold || has warm; then seed --prefix "$COLD_PREFIX" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
+if has cold || has warm || has multi; then seed --prefix "$COLD_PREFIX" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
+if has multi; then seed_multi; fi
 if has many; then seed --prefix "$MANY_PREFIX" --many "$MANY_FILES" --many-total "$MANY_TOTAL"; fi
 if has rev; then seed --prefix "rev4x${BENCH_SIZE,,}" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
 
@@ -156,6 +166,8 @@ if has many; then
 	run_rounds "${many_tools[@]}"
 	download_table "Many small files: $MANY_FILES shards of varied size" "$load0" "${many_tools[@]}"
 fi
+if has multi; then bench_multi; fi
+if has big; then bench_big; fi
 if has rev; then bench_revision; fi
 if has warm; then bench_warm; fi
 if has hub; then bench_hub; fi
@@ -169,7 +181,7 @@ OUT=$REPO/_output/bench.md
 	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
 		"Linux $(uname -r), $(go version | awk '{ print $3 }'), versitygw v1.8.0 on loopback with $S3_WHERE, cache-agent $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')."
 	echo
-	for s in cold many rev warm hub; do
+	for s in cold many multi big rev warm hub; do
 		[[ ! -f $RUN/table-$s ]] || cat "$RUN/table-$s"
 	done
 	echo "Peak RSS: the agent's VmHWM for modelcache, the process's maxrss for the others."

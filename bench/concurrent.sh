@@ -1,0 +1,193 @@
+# shellcheck shell=bash
+# The "multi" and "big" sections of bench/run.sh: many models at once, and
+# one very large model. Source it after bench/lib.sh.
+
+MULTI_MODELS=${MULTI_MODELS:-8}
+MULTI_SIZE=${MULTI_SIZE:-512MiB}
+BIG_FILES=${BIG_FILES:-10}
+BIG_FILE_SIZE=${BIG_FILE_SIZE:-2GiB}
+BIG_WINDOW=${BIG_WINDOW:-2GiB}
+
+# multi_prefix I: the prefix of the I-th distinct model of the multi set.
+multi_prefix() { echo "multi${MULTI_MODELS}x${MULTI_SIZE,,}-$1"; }
+
+# seed_multi: MULTI_MODELS models of one MULTI_SIZE file each, every one
+# with content of its own (no two share a byte to deduplicate).
+seed_multi() {
+	local i
+	for ((i = 0; i < MULTI_MODELS; i++)); do
+		seed --prefix "$(multi_prefix "$i")" --big 1 --big-size "$MULTI_SIZE" --small 1 --seed $((100 + i))
+	done
+}
+
+# now: seconds since the epoch, with nanoseconds.
+now() { date +%s.%N; }
+
+# bench_multi: MULTI_MODELS distinct models fetched at once by one agent,
+# against one model of the same total size (the cold set), each round both.
+# Goals (issue 16): all of them within 1.1x the one model's time, and none
+# starved: each ends within 2x its fair share. With the bandwidth shared
+# evenly, N models of 1/N of the bytes each all end when the one big model
+# would: the fair share of each is the one model's time.
+bench_multi() {
+	local load0 round cache=$RUN/multi-cache f=$RUN/results-multi t0 t1 i one all single refs=() pids=() sizes=0
+	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	dataset cold "$COLD_PREFIX"
+	single=$REF
+	local single_bytes=$TOTAL_BYTES
+	for ((i = 0; i < MULTI_MODELS; i++)); do
+		refs+=("s3://$BUCKET/$(multi_prefix "$i")?source=local")
+		sizes=$((sizes + $(find "$S3_DATA/$BUCKET/$(multi_prefix "$i")" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s }')))
+	done
+	: >"$f"
+	for ((round = 0; round < RUNS; round++)); do
+		log "models at once: round $((round + 1))/$RUNS (load $(loadavg))"
+		rm -rf "$cache"
+		start_agent "$cache" "$RUN/agent.sock" $((2 * single_bytes + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
+		drop_caches "$CACHE_AGENT"
+		t0=$(now)
+		"$CACHE_AGENT" prefetch "$single" --socket "$RUN/agent.sock" --wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 ||
+			die "prefetch of the one model failed; see $LOGS"
+		t1=$(now)
+		one=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+		stop_pid "$AGENT_PID"
+		forget_pid "$AGENT_PID"
+
+		rm -rf "$cache"
+		start_agent "$cache" "$RUN/agent.sock" $((2 * sizes + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
+		drop_caches "$CACHE_AGENT"
+		pids=()
+		t0=$(now)
+		for ((i = 0; i < MULTI_MODELS; i++)); do
+			(
+				"$CACHE_AGENT" prefetch "${refs[i]}" --socket "$RUN/agent.sock" --wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || exit 1
+				now >"$RUN/multi-end-$i"
+			) &
+			pids+=($!)
+		done
+		for i in "${pids[@]}"; do
+			wait "$i" || die "a prefetch of the multi set failed; see $LOGS"
+		done
+		all=0
+		for ((i = 0; i < MULTI_MODELS; i++)); do
+			t1=$(awk -v a="$t0" -v b="$(cat "$RUN/multi-end-$i")" 'BEGIN { printf "%.3f", b - a }')
+			echo "model $t1" >>"$f"
+			all=$(awk -v a="$all" -v b="$t1" 'BEGIN { print (b > a ? b : a) }')
+		done
+		stop_pid "$AGENT_PID"
+		forget_pid "$AGENT_PID"
+		echo "one $one" >>"$f"
+		echo "all $all" >>"$f"
+		printf '    one model %6.2fs   %d at once %6.2fs   load %s\n' "$one" "$MULTI_MODELS" "$all" "$(loadavg)"
+	done
+	rm -rf "$cache"
+	local m_one m_all worst first
+	m_one=$(median "$f" one 2)
+	m_all=$(median "$f" all 2)
+	worst=$(awk '$1 == "model" && $2 > w { w = $2 } END { print w }' "$f")
+	first=$(awk '$1 == "model" && (f == "" || $2 < f) { f = $2 } END { print f }' "$f")
+	{
+		echo "### Models at once: $MULTI_MODELS distinct models of $MULTI_SIZE against one of the same size in all"
+		echo
+		echo "One model: s3://$BUCKET/$COLD_PREFIX ($(awk -v b="$single_bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }')); at once: $MULTI_MODELS models," \
+			"$(awk -v b="$sizes" 'BEGIN { printf "%.2f GB", b / 1e9 }') in all, no byte shared, each \`prefetch --wait\` started together" \
+			"against one agent (default --max-downloads); page cache dropped; medians of $RUNS rounds; load $load0 before, $(loadavg) after."
+		echo
+		echo "| | median s |"
+		echo "|---|---:|"
+		echo "| one model | $m_one |"
+		echo "| $MULTI_MODELS models at once, until the last ends | $m_all |"
+		echo "| the first of them to end (min over rounds) | $first |"
+		echo "| the last of them to end (max over rounds) | $worst |"
+		echo
+		awk -v one="$m_one" -v all="$m_all" -v worst="$worst" -v n="$MULTI_MODELS" 'BEGIN {
+			r = all / one; s = worst / one
+			printf "- %d at once / one model: **%.2f** (goal <= 1.10: %s)\n", n, r, (r <= 1.10 ? "met" : "NOT met")
+			printf "- slowest model / its fair share (the one model'"'"'s time): **%.2f** (goal <= 2: %s)\n", s, (s <= 2 ? "met" : "NOT met")
+		}'
+		echo
+	} >"$RUN/table-multi"
+	cat "$RUN/table-multi"
+}
+
+# bench_big: one model of BIG_FILES x BIG_FILE_SIZE (20 GiB), served by a
+# second versitygw whose data is on disk ($BENCH_DIR/s3-big: it does not fit
+# in RAM beside the page cache). The agent's progress and RSS are sampled
+# every half second; the table gives GB/s and the RSS for each BIG_WINDOW of
+# the fetch. Goals: throughput steady from the first window to the last,
+# RSS flat.
+bench_big() {
+	local load0 cache=$RUN/big-cache data=$BENCH_DIR/s3-big samples=$RUN/big-samples vgw_pid=$VGW_PID vgw_endpoint=$VGW_ENDPOINT
+	local big_pid big_endpoint ref pf t0 prefix="big${BIG_FILES}x${BIG_FILE_SIZE,,}" total
+	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	start_versitygw "$data" "$LOGS/versitygw-big.log"
+	big_pid=$VGW_PID big_endpoint=$VGW_ENDPOINT
+	VGW_PID=$vgw_pid VGW_ENDPOINT=$vgw_endpoint
+	log "seeding the big model on disk ($data; kept for next time)"
+	"$RUN/bin/s3-seed" --endpoint "$big_endpoint" --bucket "$BUCKET" --skip-existing --prefix "$prefix" \
+		--big "$BIG_FILES" --big-size "$BIG_FILE_SIZE" --small 2 --seed 200 | sed 's/^/    /'
+	total=$(find "$data/$BUCKET/$prefix" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s }')
+	write_sources "$RUN/sources-big.yaml" "$big_endpoint"
+	ref="s3://$BUCKET/$prefix?source=local"
+	rm -rf "$cache"
+	start_agent "$cache" "$RUN/agent.sock" $((total + (1 << 30))) "$RUN/sources-big.yaml" "$LOGS/agent.log"
+	drop_caches "$CACHE_AGENT"
+	log "the big model: $(awk -v b="$total" 'BEGIN { printf "%.1f GB", b / 1e9 }') (load $(loadavg))"
+	t0=$(now)
+	"$CACHE_AGENT" prefetch "$ref" --socket "$RUN/agent.sock" --wait --timeout 60m >>"$LOGS/prefetch.log" 2>&1 &
+	pf=$!
+	: >"$samples"
+	while kill -0 "$pf" 2>/dev/null; do
+		printf '%s %s %s\n' "$(now)" \
+			"$("$CACHE_AGENT" status --socket "$RUN/agent.sock" -o json 2>/dev/null | jq -r '[.jobs[] | select(.state != "ready") | .doneBytes] | add // 0')" \
+			"$(awk '/^VmRSS:/ { print $2 }' "/proc/$AGENT_PID/status")" >>"$samples"
+		sleep 0.5
+	done
+	wait "$pf" || die "prefetch of the big model failed; see $LOGS"
+	printf '%s %s %s\n' "$(now)" "$total" "$(awk '/^VmRSS:/ { print $2 }' "/proc/$AGENT_PID/status")" >>"$samples"
+	local hwm
+	hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
+	stop_pid "$AGENT_PID"
+	forget_pid "$AGENT_PID"
+	stop_pid "$big_pid"
+	forget_pid "$big_pid"
+	rm -rf "$cache"
+	local window
+	window=$(numfmt --from=iec-i "${BIG_WINDOW%B}")
+	{
+		echo "### One big model: $BIG_FILES x $BIG_FILE_SIZE"
+		echo
+		echo "s3://$BUCKET/$prefix, $(awk -v b="$total" 'BEGIN { printf "%.2f GB", b / 1e9 }'), from a second versitygw with its data on disk" \
+			"($data: $(awk -v b="$total" 'BEGIN { printf "%.0f", b / 2^30 }') GiB do not fit in RAM beside the page cache); page cache dropped; one run;" \
+			"progress and RSS sampled every 0.5 s; load $load0 before, $(loadavg) after."
+		echo
+		awk -v t0="$t0" -v w="$window" -v total="$total" -v hwm="$hwm" '
+			# When the download passed each window edge: linear between samples.
+			{ t[NR] = $1; d[NR] = $2; r[NR] = $3 }
+			END {
+				printf "| window | GB/s | RSS max MiB |\n|---|---:|---:|\n"
+				prev = t0; k = 1; n = 0; rmax = 0; lo = 0; tl = t0
+				for (i = 1; i <= NR; i++) {
+					if (r[i] > rmax) rmax = r[i]
+					while (k * w <= d[i] || (i == NR && (k - 1) * w < total)) {
+						edge = k * w < total ? k * w : total
+						at = d[i] > lo ? tl + (t[i] - tl) * (edge - lo) / (d[i] - lo) : t[i]
+						n++; rates[n] = (edge - (k - 1) * w) / (at - prev) / 1e9; rss[n] = rmax
+						printf "| %.1f-%.1f GiB | %.2f | %.0f |\n", (k - 1) * w / 2^30, edge / 2^30, rates[n], rmax / 1024
+						# The sample that crossed the edge stands for the next window too.
+						prev = at; k++; rmax = r[i]
+						if (edge >= total) break
+					}
+					lo = d[i]; tl = t[i]
+				}
+				# Steady: the slowest window against the median one (mawk has no sort).
+				for (i = 1; i <= n; i++) s[i] = rates[i]
+				for (i = 2; i <= n; i++) for (j = i; j > 1 && s[j] < s[j-1]; j--) { x = s[j]; s[j] = s[j-1]; s[j-1] = x }
+				med = n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+				printf "\n- whole fetch: **%.2f GB/s**; slowest window / median window: **%.2f** (steady if >= 0.80: %s)\n", total / (t[NR] - t0) / 1e9, s[1] / med, (s[1] / med >= 0.8 ? "yes" : "NO")
+				printf "- RSS: first window %.0f MiB, last %.0f MiB, peak (VmHWM) %.0f MiB (flat if the last is within 16 MiB of the first: %s; under 64 MiB: %s)\n", rss[1] / 1024, rss[n] / 1024, hwm / 1024, (rss[n] - rss[1] <= 16 * 1024 ? "yes" : "NO"), (hwm < 64 * 1024 ? "yes" : "NO")
+			}' "$samples"
+		echo
+	} >"$RUN/table-big"
+	cat "$RUN/table-big"
+}
