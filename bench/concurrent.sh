@@ -149,9 +149,31 @@ bench_big() {
 	hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
 	stop_pid "$AGENT_PID"
 	forget_pid "$AGENT_PID"
+	rm -rf "$cache"
+	# The durable limit, on the same data and disk, sampled by what it has
+	# passed to pwrite(2) (its files are preallocated: du would not do).
+	local dest=$RUN/big-dst d0 dpid dhwm=0 wc rss
+	rm -rf "$dest"
+	mkdir -p "$dest"
+	drop_caches "$RUN/bin/sdk-download"
+	log "the big model, durable limit (load $(loadavg))"
+	d0=$(now)
+	"$RUN/bin/sdk-download" --endpoint "$big_endpoint" --access "$S3_ACCESS" --secret "$S3_SECRET" --bucket "$BUCKET" \
+		--prefix "$prefix" --durable-sink "$dest" >>"$LOGS/durable-big.log" 2>&1 &
+	dpid=$!
+	: >"$RUN/big-durable"
+	while kill -0 "$dpid" 2>/dev/null; do
+		wc=$(proc_io "$dpid" wchar 2>/dev/null) || break
+		rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$dpid/status" 2>/dev/null) || break
+		dhwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$dpid/status" 2>/dev/null) || break
+		printf '%s %s %s\n' "$(now)" "$wc" "$rss" >>"$RUN/big-durable"
+		sleep 0.5
+	done
+	wait "$dpid" || die "the durable limit failed on the big model; see $LOGS/durable-big.log"
+	printf '%s %s %s\n' "$(now)" "$total" "$rss" >>"$RUN/big-durable"
+	rm -rf "$dest"
 	stop_pid "$big_pid"
 	forget_pid "$big_pid"
-	rm -rf "$cache"
 	local window
 	window=$(numfmt --from=iec-i "${BIG_WINDOW%B}")
 	{
@@ -161,7 +183,23 @@ bench_big() {
 			"($data: $(awk -v b="$total" 'BEGIN { printf "%.0f", b / 2^30 }') GiB do not fit in RAM beside the page cache); page cache dropped; one run;" \
 			"progress and RSS sampled every 0.5 s; load $load0 before, $(loadavg) after."
 		echo
-		awk -v t0="$t0" -v w="$window" -v total="$total" -v hwm="$hwm" '
+		echo "modelcache (\`cache-agent prefetch --wait\`, progress from \`status\`):"
+		echo
+		window_table "$samples" "$t0" "$window" "$total" "$hwm"
+		echo
+		echo "The durable limit on the same server and disk (the same ranged GETs, \`pwrite\` at offsets, fsync per file; no hashing, no store), progress from its \`wchar\`:"
+		echo
+		window_table "$RUN/big-durable" "$d0" "$window" "$total" "$dhwm"
+		echo
+	} >"$RUN/table-big"
+	cat "$RUN/table-big"
+}
+
+# window_table SAMPLES T0 WINDOW TOTAL HWM: from lines "time bytes rss_kib",
+# GB/s and the largest RSS of each WINDOW bytes, linear between samples;
+# then whether the rate was steady and the RSS flat.
+window_table() {
+	awk -v t0="$2" -v w="$3" -v total="$4" -v hwm="$5" '
 			# When the download passed each window edge: linear between samples.
 			{ t[NR] = $1; d[NR] = $2; r[NR] = $3 }
 			END {
@@ -186,8 +224,5 @@ bench_big() {
 				med = n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
 				printf "\n- whole fetch: **%.2f GB/s**; slowest window / median window: **%.2f** (steady if >= 0.80: %s)\n", total / (t[NR] - t0) / 1e9, s[1] / med, (s[1] / med >= 0.8 ? "yes" : "NO")
 				printf "- RSS: first window %.0f MiB, last %.0f MiB, peak (VmHWM) %.0f MiB (flat if the last is within 16 MiB of the first: %s; under 64 MiB: %s)\n", rss[1] / 1024, rss[n] / 1024, hwm / 1024, (rss[n] - rss[1] <= 16 * 1024 ? "yes" : "NO"), (hwm < 64 * 1024 ? "yes" : "NO")
-			}' "$samples"
-		echo
-	} >"$RUN/table-big"
-	cat "$RUN/table-big"
+			}' "$1"
 }
