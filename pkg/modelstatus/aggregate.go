@@ -41,23 +41,33 @@ func indexReport(s *v1alpha1.ModelCacheNodeStatus) *nodeIndex {
 	return ix
 }
 
-// Aggregate computes mc's status from the nodes and their reports (by node
-// name; a node without one has reported nothing yet). Conditions keep their
-// transition times from mc's current status when they do not change.
-func Aggregate(mc *v1alpha1.ModelCache, nodes []*corev1.Node, reports map[string]*nodeIndex) v1alpha1.ModelCacheStatus {
+// Wanted are the nodes spec's placement matches, by the rules the agents
+// use (prefetch.Fits).
+func Wanted(spec *v1alpha1.ModelCacheSpec, nodes []*corev1.Node) []*corev1.Node {
+	ps := spec.PodSpec()
+	var out []*corev1.Node
+	for _, n := range nodes {
+		if ok, _ := prefetch.Fits(ps, n); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Aggregate computes mc's status from the nodes it wants (Wanted) and their
+// reports (by node name; a node without one has reported nothing yet).
+// Conditions keep their transition times from mc's current status when they
+// do not change.
+func Aggregate(mc *v1alpha1.ModelCache, wanted []*corev1.Node, reports map[string]*nodeIndex) v1alpha1.ModelCacheStatus {
 	st := v1alpha1.ModelCacheStatus{ObservedGeneration: mc.Generation,
 		Conditions: slices.Clone(mc.Status.Conditions)}
 	ref, refErr := parseSpec(&mc.Spec)
-	spec := mc.Spec.PodSpec()
 	revisions := map[string]int{}
 	sizes := map[string]int64{}
 	var states []v1alpha1.NodeState
 	var fetching, failed int
 	var firstErr string
-	for _, n := range nodes {
-		if ok, _ := prefetch.Fits(spec, n); !ok {
-			continue
-		}
+	for _, n := range wanted {
 		st.NodesWanted++
 		ns := v1alpha1.NodeState{Node: n.Name, State: v1alpha1.StatePending}
 		if refErr == nil {

@@ -44,7 +44,7 @@ func TestAggregate(t *testing.T) {
 	}
 	mc := &v1alpha1.ModelCache{ObjectMeta: metav1.ObjectMeta{Name: "llama", Namespace: "ml", Generation: 3},
 		Spec: v1alpha1.ModelCacheSpec{Model: ref, NodeSelector: gpu}}
-	st := Aggregate(mc, nodes, reports)
+	st := Aggregate(mc, Wanted(&mc.Spec, nodes), reports)
 	// c holds r1 as current, so it counts as ready too: 3 of 5.
 	if st.Ready != "3/5" || st.NodesWanted != 5 || st.NodesReady != 3 || st.ObservedGeneration != 3 {
 		t.Fatalf("status %+v", st)
@@ -67,7 +67,7 @@ func TestAggregate(t *testing.T) {
 
 	// Pinned to r2: c's r1 does not count, its download does.
 	mc.Spec.Revision = r2
-	st = Aggregate(mc, nodes, reports)
+	st = Aggregate(mc, Wanted(&mc.Spec, nodes), reports)
 	if st.Ready != "2/5" || st.Nodes[1].Node != "c" || st.Nodes[1].State != v1alpha1.StateFetching || st.Nodes[1].DoneBytes != 40 {
 		t.Errorf("pinned: %+v", st)
 	}
@@ -78,21 +78,21 @@ func TestAggregate(t *testing.T) {
 	// A node that refuses this ModelCache fails, whatever it holds.
 	reports["a"] = indexReport(&v1alpha1.ModelCacheNodeStatus{Models: []v1alpha1.NodeModel{ready(r2, true)},
 		Refused: []v1alpha1.Refusal{{ModelCache: "ml/llama", Error: "source s is not for namespace ml"}}})
-	st = Aggregate(mc, nodes, reports)
+	st = Aggregate(mc, Wanted(&mc.Spec, nodes), reports)
 	if st.Ready != "1/5" || st.Nodes[0].Node != "a" || st.Nodes[0].Error == "" {
 		t.Errorf("refused: %+v", st)
 	}
 
 	// A spec that does not parse: every node pending, Degraded says why.
 	bad := &v1alpha1.ModelCache{Spec: v1alpha1.ModelCacheSpec{Model: "ftp://x"}}
-	st = Aggregate(bad, nodes, reports)
+	st = Aggregate(bad, Wanted(&bad.Spec, nodes), reports)
 	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionDegraded); c == nil || c.Reason != "InvalidSpec" || st.NodesReady != 0 {
 		t.Errorf("invalid spec: %+v", st)
 	}
 
 	// No node matches.
 	none := &v1alpha1.ModelCache{Spec: v1alpha1.ModelCacheSpec{Model: ref, NodeSelector: map[string]string{"pool": "tpu"}}}
-	st = Aggregate(none, nodes, reports)
+	st = Aggregate(none, Wanted(&none.Spec, nodes), reports)
 	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady); st.Ready != "0/0" || c == nil || c.Reason != "NoNodes" {
 		t.Errorf("no nodes: %+v", st)
 	}

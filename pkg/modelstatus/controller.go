@@ -172,12 +172,15 @@ func (c *Controller) pass(ctx context.Context, listNodes lister[*corev1.Node], l
 		return 0
 	}
 	var again time.Duration
+	// ModelCaches of one placement (often all of them: "every GPU node")
+	// share one match against the nodes.
+	wanted := map[string][]*corev1.Node{}
 	for _, o := range objs {
 		u, ok := o.(*unstructured.Unstructured)
 		if !ok {
 			continue
 		}
-		if wait := c.update(ctx, u, nodes, reports); wait > 0 && (again == 0 || wait < again) {
+		if wait := c.update(ctx, u, nodes, wanted, reports); wait > 0 && (again == 0 || wait < again) {
 			again = wait
 		}
 	}
@@ -222,14 +225,21 @@ func (c *Controller) reports(list lister[runtime.Object]) map[string]*nodeIndex 
 
 // update writes u's status if it changed and was not written in the last
 // MinWriteInterval; else it returns how long to wait.
-func (c *Controller) update(ctx context.Context, u *unstructured.Unstructured, nodes []*corev1.Node, reports map[string]*nodeIndex) time.Duration {
+func (c *Controller) update(ctx context.Context, u *unstructured.Unstructured, nodes []*corev1.Node,
+	wanted map[string][]*corev1.Node, reports map[string]*nodeIndex) time.Duration {
 	key := u.GetNamespace() + "/" + u.GetName()
 	var mc v1alpha1.ModelCache
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mc); err != nil {
 		c.log.Warn("modelcache does not decode", "modelcache", key, "err", err)
 		return 0
 	}
-	st := Aggregate(&mc, nodes, reports)
+	placement, _ := json.Marshal(mc.Spec.PodSpec())
+	w, ok := wanted[string(placement)]
+	if !ok {
+		w = Wanted(&mc.Spec, nodes)
+		wanted[string(placement)] = w
+	}
+	st := Aggregate(&mc, w, reports)
 	cur, _ := json.Marshal(mc.Status)
 	next, _ := json.Marshal(st)
 	if string(cur) == string(next) {
