@@ -67,28 +67,52 @@ else
 fi
 MANY_PREFIX=m${MANY_FILES}
 [[ $MANY_FILES == 2000 && $MANY_TOTAL == 2GiB ]] || MANY_PREFIX=m${MANY_FILES}x${MANY_TOTAL,,}
+# The second revision's goal (bytes fetched = the changed file) does not
+# depend on size: a smaller set leaves RAM for the others on tmpfs.
+REV_SIZE=${REV_SIZE:-256MiB}
+REV_PREFIX=rev4x${REV_SIZE,,}
 
-# s3_store prints where the S3 server's files go (S3_STORE above).
+# prefixes: the data sets the chosen sections read from the main S3 server.
+prefixes() {
+	local i
+	if has cold || has warm || has multi; then echo "$COLD_PREFIX"; fi
+	if has many; then echo "$MANY_PREFIX"; fi
+	if has rev; then echo "$REV_PREFIX"; fi
+	if has multi; then for ((i = 0; i < MULTI_MODELS; i++)); do multi_prefix "$i"; done; fi
+}
+
+# s3_store prints where the S3 server's files go (S3_STORE above). In RAM,
+# data sets of sections not chosen are dropped first (they cost memory the
+# run needs, and are seeded again in a minute when wanted); the chosen ones
+# go there if they fit with 8 GiB to spare for the downloads' page cache,
+# dirty data and the tools: with less, reclaim slowed every tool twice over.
 s3_store() {
-	local need=0 gi=$((1 << 30)) have avail shm=/dev/shm/modelcache-bench-s3
+	local need=0 gi=$((1 << 30)) have=0 avail shm=/dev/shm/modelcache-bench-s3 p d
 	case ${S3_STORE:-auto} in
 	disk) echo "$BENCH_DIR/s3" && return ;;
-	tmpfs) echo "$shm" && return ;;
-	auto) ;;
+	tmpfs | auto) ;;
 	*) die "S3_STORE=$S3_STORE: want auto, tmpfs or disk" ;;
 	esac
-	local big many
+	local keep
+	keep=" $(prefixes | tr '\n' ' ') "
+	for d in "$shm/$BUCKET"/*/; do
+		[[ -d $d ]] || continue
+		p=$(basename "$d")
+		[[ $keep == *" $p "* ]] || rm -rf "$d"
+	done
+	[[ ${S3_STORE:-auto} == tmpfs ]] && echo "$shm" && return
+	local big many multi rev
 	big=$(numfmt --from=iec-i "${BENCH_SIZE%B}") many=$(numfmt --from=iec-i "${MANY_TOTAL%B}")
+	multi=$(numfmt --from=iec-i "${MULTI_SIZE%B}") rev=$(numfmt --from=iec-i "${REV_SIZE%B}")
 	if has cold || has warm || has multi; then need=$((need + 4 * big)); fi
-	if has multi; then need=$((need + MULTI_MODELS * $(numfmt --from=iec-i "${MULTI_SIZE%B}"))); fi
+	if has multi; then need=$((need + MULTI_MODELS * multi)); fi
 	if has many; then need=$((need + many)); fi
-	if has rev; then need=$((need + 4 * big)); fi
-	# What is seeded already in tmpfs costs nothing more.
+	if has rev; then need=$((need + 4 * rev)); fi
+	# What is seeded already in tmpfs (all of it wanted, now) costs nothing more.
 	have=$(du -sb "$shm" 2>/dev/null | cut -f1 || true)
 	need=$((need - ${have:-0}))
 	avail=$(($(awk '/^MemAvailable/ { print $2 }' /proc/meminfo) * 1024))
-	# Room to spare: the downloads' page cache, the tools, the machine.
-	if [[ -d /dev/shm ]] && ((need + 6 * gi < avail)) &&
+	if [[ -d /dev/shm ]] && ((need + 8 * gi < avail)) &&
 		((need < $(df --output=avail -B1 /dev/shm | tail -1))); then
 		echo "$shm"
 	else
@@ -134,7 +158,7 @@ log "seeding the data sets (kept for next time)"
 if has cold || has warm || has multi; then seed --prefix "$COLD_PREFIX" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
 if has multi; then seed_multi; fi
 if has many; then seed --prefix "$MANY_PREFIX" --many "$MANY_FILES" --many-total "$MANY_TOTAL"; fi
-if has rev; then seed --prefix "rev4x${BENCH_SIZE,,}" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
+if has rev; then seed --prefix "$REV_PREFIX" --big 4 --big-size "$REV_SIZE" --small 5; fi
 
 write_sources "$RUN/sources.yaml"
 cat >"$RUN/rclone.conf" <<CONF

@@ -11,7 +11,7 @@
 bench_revision() {
 	local load0 round wall rc0 rc fetched changed manifest cache=$RUN/rev-cache f
 	load0="$(loadavg), memory probe $(memprobe) GB/s"
-	dataset rev "rev4x${BENCH_SIZE,,}"
+	dataset rev "$REV_PREFIX"
 	f=$RUN/results-rev
 	changed=$(stat -c %s "$S3_DATA/$BUCKET/$DS_PREFIX/model-00001-of-00004.safetensors")
 	for ((round = 0; round < RUNS; round++)); do
@@ -21,7 +21,7 @@ bench_revision() {
 		"$CACHE_AGENT" prefetch "$REF" --socket "$RUN/agent.sock" --wait >>"$LOGS/prefetch.log" 2>&1 ||
 			die "prefetch of the first revision failed; see $LOGS"
 		"$RUN/bin/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --prefix "$DS_PREFIX" --big 4 \
-			--big-size "$BENCH_SIZE" --mutate-one --variant "$(date +%s%N)" >>"$LOGS/seed.log" 2>&1 ||
+			--big-size "$REV_SIZE" --mutate-one --variant "$(date +%s%N)" >>"$LOGS/seed.log" 2>&1 ||
 			die "changing one file failed; see $LOGS/seed.log"
 		drop_caches "$RUN/bin/run-stats" "$CACHE_AGENT"
 		rc0=$(proc_io "$AGENT_PID" rchar)
