@@ -62,6 +62,7 @@ func Aggregate(mc *v1alpha1.ModelCache, wanted []*corev1.Node, reports map[strin
 	st := v1alpha1.ModelCacheStatus{ObservedGeneration: mc.Generation,
 		Conditions: slices.Clone(mc.Status.Conditions)}
 	ref, refErr := parseSpec(&mc.Spec)
+	id, holder := ref.ID(), mc.Namespace+"/"+mc.Name // once, not per node
 	revisions := map[string]int{}
 	sizes := map[string]int64{}
 	var states []v1alpha1.NodeState
@@ -71,7 +72,7 @@ func Aggregate(mc *v1alpha1.ModelCache, wanted []*corev1.Node, reports map[strin
 		st.NodesWanted++
 		ns := v1alpha1.NodeState{Node: n.Name, State: v1alpha1.StatePending}
 		if refErr == nil {
-			ns = nodeState(n.Name, ref, mc.Namespace+"/"+mc.Name, reports[n.Name])
+			ns = nodeState(n.Name, ref, id, holder, reports[n.Name])
 		}
 		switch ns.State {
 		case v1alpha1.StateReady:
@@ -131,7 +132,7 @@ func parseSpec(s *v1alpha1.ModelCacheSpec) (model.Ref, error) {
 // nodeState is the state of ref on one node: ready beats fetching beats
 // failed beats pending, because a node may hold one revision while it
 // fetches the next.
-func nodeState(node string, ref model.Ref, holder string, ix *nodeIndex) v1alpha1.NodeState {
+func nodeState(node string, ref model.Ref, id, holder string, ix *nodeIndex) v1alpha1.NodeState {
 	ns := v1alpha1.NodeState{Node: node, State: v1alpha1.StatePending}
 	if ix == nil {
 		return ns
@@ -141,7 +142,7 @@ func nodeState(node string, ref model.Ref, holder string, ix *nodeIndex) v1alpha
 		return ns
 	}
 	best := 99
-	for _, m := range ix.byID[ref.ID()] {
+	for _, m := range ix.byID[id] {
 		var rank int
 		switch {
 		case m.State == v1alpha1.StateReady && ((ref.Revision == "" && m.Current) || (ref.Revision != "" && m.Revision == ref.Revision)):
