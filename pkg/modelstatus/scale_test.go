@@ -260,7 +260,16 @@ func (n *simNode) run(ctx context.Context, t *testing.T, kube kubernetes.Interfa
 			}
 			label := prefetch.LabelKey(refs[i])
 			patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{label: prefetch.LabelReady}}})
-			if _, err := kube.CoreV1().Nodes().Patch(ctx, n.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			// A patch the API server times out is tried again, as the
+			// agent's next reconcile would.
+			var err error
+			for try := 0; try < 5; try++ {
+				if _, err = kube.CoreV1().Nodes().Patch(ctx, n.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err == nil {
+					break
+				}
+				time.Sleep(time.Second << try)
+			}
+			if err != nil {
 				t.Errorf("patch node %s: %v", n.name, err)
 			}
 			rep.Kick()
