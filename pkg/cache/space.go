@@ -167,6 +167,11 @@ func (r *Reservation) OpenIngest(k IngestKey) (*Ingest, error) {
 	return w, nil
 }
 
+// CommitBatch is Store.CommitBatch for ingests opened through r.
+func (r *Reservation) CommitBatch(ws []*Ingest, expected []model.Digest) ([]model.Digest, []error) {
+	return r.s.CommitBatch(ws, expected)
+}
+
 // Keep protects a held blob (found some other way) until Release.
 func (r *Reservation) Keep(d model.Digest) {
 	r.s.mu.Lock()

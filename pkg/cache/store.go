@@ -226,35 +226,48 @@ func (s *Store) LookupETag(scope, etag string, size int64) (model.Digest, bool) 
 // Holding s.mu across the existence check and the rename keeps garbage
 // collection from deleting a blob a download has just found or written.
 func (s *Store) commitBlob(src string, d model.Digest, size int64, res *Reservation) error {
-	dst := s.blobPath(d)
-	if err := os.Chmod(src, 0o444); err != nil {
-		return fmt.Errorf("cache: chmod blob: %w", err)
+	if _, err := s.renameBlob(src, d, size, res); err != nil {
+		return err
 	}
-	s.mu.Lock()
-	if res != nil {
-		res.committedLocked(d, size)
-	}
-	if _, err := os.Lstat(dst); err == nil {
-		s.mu.Unlock()
-		return nil // identical content already held: dedup, the ingest is dropped
-	}
-	if err := os.Rename(src, dst); err != nil {
-		s.mu.Unlock()
-		return fmt.Errorf("cache: commit blob %s: %w", d, err)
-	}
-	s.used += size
-	s.mu.Unlock()
 	// After the rename the blob is committed; a failed directory sync is
 	// logged, not rolled back (containerd's rule). Concurrent commits share
 	// the directory's fsyncs (see groupSync).
+	s.syncBlobDir(d)
+	return nil
+}
+
+// syncBlobDir makes renames into d's blobs/ directory durable.
+func (s *Store) syncBlobDir(d model.Digest) {
 	sync := s.blobSync.Sync
 	if d.Algorithm() != model.DigestAlgorithm {
-		sync = func() error { return syncDir(filepath.Dir(dst)) }
+		sync = func() error { return syncDir(filepath.Dir(s.blobPath(d))) }
 	}
 	if err := sync(); err != nil {
 		s.log.Warn("fsync blobs dir", "err", err)
 	}
-	return nil
+}
+
+// renameBlob moves a fully written, durable file into blobs/ under digest,
+// without syncing the directory; renamed is false if the store held the
+// digest already (src is then left where it is).
+func (s *Store) renameBlob(src string, d model.Digest, size int64, res *Reservation) (renamed bool, err error) {
+	dst := s.blobPath(d)
+	if err := os.Chmod(src, 0o444); err != nil {
+		return false, fmt.Errorf("cache: chmod blob: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if res != nil {
+		res.committedLocked(d, size)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return false, nil // identical content already held: dedup, the ingest is dropped
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return false, fmt.Errorf("cache: commit blob %s: %w", d, err)
+	}
+	s.used += size
+	return true, nil
 }
 
 func classifyNoSpace(err error) error {

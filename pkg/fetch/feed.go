@@ -18,10 +18,18 @@ import (
 // goroutine).
 const openers = 4
 
-// committers is how many files are committed at once. A commit mostly
-// waits for the disk (two fsyncs), and the file system joins concurrent
-// fsyncs into one journal commit.
+// committers is how many commits run at once. A commit mostly waits for
+// the disk (two fsyncs), and the file system joins concurrent fsyncs into
+// one journal commit.
 const committers = 8
+
+// maxBatch bounds how many one-leaf files one committer commits together
+// (cache.Store.CommitBatch: one syncfs and one blobs/ fsync for all). A
+// committer takes whatever is queued when it is free, so batches grow only
+// when commits fall behind the downloads, as with many small files on a
+// disk whose fsyncs take milliseconds; 64 one-leaf files are at most 512 MiB
+// of data to sync at once.
+const maxBatch = 64
 
 // prepared is a file made ready by prepare.
 type prepared struct {
@@ -97,7 +105,7 @@ func (r *run) prepare(i int) prepared {
 			return prepared{i: i}
 		}
 	}
-	fl := &file{idx: i, key: key, meta: fm, ing: ing}
+	fl := &file{idx: i, key: key, meta: fm, ing: ing, oneLeaf: ing.OneLeaf()}
 	r.mu.Lock()
 	r.open[fl] = struct{}{}
 	r.mu.Unlock()

@@ -141,7 +141,10 @@ type file struct {
 	key  string
 	meta model.File
 	ing  *cache.Ingest
-	left atomic.Int32 // parts still to finish
+	// oneLeaf: the ingest keeps no journal (no leaf sums needed) and is
+	// committed in batches (see committers).
+	oneLeaf bool
+	left    atomic.Int32 // parts still to finish
 	// gone: the object changed or disappeared since it was listed. Its
 	// ingest holds bytes of a version no later run can resume (a new
 	// listing gives a new ETag, so a new ingest), and is removed.
@@ -195,12 +198,36 @@ func (r *run) work(n int) {
 	// run beside the downloads instead of in the worker that wrote a file's
 	// last part; with many small files that worker would otherwise spend a
 	// good part of its time waiting for the disk instead of the network.
-	r.commits = make(chan *file, n)
+	// Room for a batch per committer (see maxBatch): a worker that finished
+	// a small file goes back to the network instead of waiting for the disk.
+	r.commits = make(chan *file, max(n, maxBatch))
 	var cwg sync.WaitGroup
 	for range committers {
 		cwg.Go(func() {
+			var batch []*file
 			for fl := range r.commits {
-				r.commit(fl)
+				if !fl.oneLeaf {
+					r.commit(fl)
+					continue
+				}
+				batch = append(batch[:0], fl)
+			more:
+				for len(batch) < maxBatch {
+					select {
+					case next, ok := <-r.commits:
+						if !ok {
+							break more
+						}
+						if !next.oneLeaf {
+							r.commit(next)
+							continue
+						}
+						batch = append(batch, next)
+					default:
+						break more
+					}
+				}
+				r.commitBatch(batch)
 			}
 		})
 	}
@@ -301,6 +328,44 @@ func (r *run) commit(fl *file) {
 	delete(r.open, fl)
 	r.mu.Unlock()
 	d, err := fl.ing.Commit(fl.meta.Digest)
+	r.committed(fl, d, err)
+}
+
+// commitBatch commits one-leaf files together (cache.Store.CommitBatch).
+// Like commit, it leaves them to Close once the run was stopped.
+func (r *run) commitBatch(fls []*file) {
+	if r.ctx.Err() != nil {
+		return
+	}
+	cs, ok := r.store.(batchCommitter)
+	if !ok || len(fls) == 1 {
+		for _, fl := range fls {
+			r.commit(fl)
+		}
+		return
+	}
+	ings := make([]*cache.Ingest, len(fls))
+	want := make([]model.Digest, len(fls))
+	r.mu.Lock()
+	for i, fl := range fls {
+		delete(r.open, fl)
+		ings[i], want[i] = fl.ing, fl.meta.Digest
+	}
+	r.mu.Unlock()
+	ds, errs := cs.CommitBatch(ings, want)
+	for i, fl := range fls {
+		r.committed(fl, ds[i], errs[i])
+	}
+}
+
+// batchCommitter is a Store that commits one-leaf ingests in batches
+// (*cache.Store and *cache.Reservation).
+type batchCommitter interface {
+	CommitBatch(ws []*cache.Ingest, expected []model.Digest) ([]model.Digest, []error)
+}
+
+// committed records the outcome of a file's commit.
+func (r *run) committed(fl *file, d model.Digest, err error) {
 	if errors.Is(err, cache.ErrCorrupt) && (fl.meta.Digest != "" || fl.meta.Composite != nil) {
 		// The bytes served do not have the SHA-256 they were expected to:
 		// the one the server published (x-amz-checksum-sha256), or, for a
