@@ -487,10 +487,10 @@ func (w *Ingest) OneLeaf() bool { return w.journal == nil && w.key.Size <= model
 //
 //  1. each ingest is checked (every leaf written, size) and its SHA-256
 //     computed and compared with expected[i]; a mismatch removes it;
-//  2. syncfs(2) of the cache's file system makes the data and inodes of
-//     every file of the batch durable in one go; then an fsync of each file,
-//     which finds nothing left to write (no journal commit), reports that
-//     file's own writeback errors as Commit's fsync would;
+//  2. every file of the batch is fsynced, all at once: the file system
+//     joins them into one journal commit, and each fsync reports that
+//     file's own writeback errors as Commit's would (not syncfs(2), which
+//     would also flush every other writer's dirty data on a shared disk);
 //  3. only then is each file renamed into blobs/ (chmod 0444 first), and
 //  4. blobs/ is fsynced once for the batch, before any digest is returned.
 //
