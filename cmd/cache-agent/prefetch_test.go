@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -36,16 +34,7 @@ func TestServePrefetch(t *testing.T) {
 	srv.Put(t, "models", "llm/weights.bin", s3test.RandomBytes(7, 3<<20))
 	ctx := context.Background()
 
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: admin, user: {token: %q}}]
-contexts: [{name: test, context: {cluster: test, user: admin}}]
-current-context: test
-`, ks.Config.Host, ks.Config.BearerToken)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := ks.Kubeconfig(t)
 	nodeName := fmt.Sprintf("cli-node-%d", time.Now().UnixNano()%100000)
 	if _, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName,
 		Labels: map[string]string{"kubernetes.io/hostname": nodeName}}}, metav1.CreateOptions{}); err != nil {

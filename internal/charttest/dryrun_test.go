@@ -2,7 +2,6 @@ package charttest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,17 +177,7 @@ func TestChartHelmInstall(t *testing.T) {
 	tl := Find(t)
 	srv := kubetest.Start(t)
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: kubetest, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: admin, user: {token: %q}}]
-contexts: [{name: kubetest, context: {cluster: kubetest, user: admin}}]
-current-context: kubetest
-`, srv.Config.Host, srv.Config.BearerToken)
-	if err := os.WriteFile(kubeconfig, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := srv.Kubeconfig(t)
 	sources := filepath.Join(dir, "sources.yaml")
 	src := exampleSources(t, tl)
 	if err := os.WriteFile(sources, src, 0o600); err != nil {

@@ -359,42 +359,11 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 	if w.journal != nil {
 		defer w.journal.Close()
 	}
-	for i, ok := range w.held {
-		if !ok {
-			w.data.Close()
-			return "", fmt.Errorf("cache: commit %s: leaf %d of %d not written", w.key.Origin, i, len(w.held))
-		}
-	}
-	if err := w.data.Sync(); err != nil {
-		w.data.Close()
-		return "", fmt.Errorf("cache: fsync ingest: %w", err)
-	}
-	st, err := w.data.Stat()
-	if err != nil {
-		w.data.Close()
-		return "", fmt.Errorf("cache: stat ingest: %w", err)
-	}
-	if st.Size() != w.key.Size {
-		w.data.Close()
-		os.RemoveAll(w.dir)
-		return "", fmt.Errorf("%w: %s is %d bytes, want %d", ErrCorrupt, w.key.Origin, st.Size(), w.key.Size)
-	}
-	// The hash reads what it has not reached yet (resumed leaves at the
-	// end, bytes noted while another writer hashed) from the file: before
-	// it is closed.
-	digest, err := w.seq.finish()
-	w.data.Close()
+	digest, err := w.verify(expected, true)
 	if err != nil {
 		return "", err
 	}
-	if expected != "" && digest != expected {
-		os.RemoveAll(w.dir)
-		return "", fmt.Errorf("%w: %s has digest %s, want %s", ErrCorrupt, w.key.Origin, digest, expected)
-	}
-	if c := w.composite; c != nil && w.seq.composite() != c.Sum {
-		os.RemoveAll(w.dir)
-		return "", fmt.Errorf("%w: %s does not match its composite SHA-256 of %d parts", ErrCorrupt, w.key.Origin, len(c.Parts))
-	}
+	w.data.Close()
 	// Index first: a crash right after the rename must still find the blob
 	// (an entry whose blob never landed is ignored on lookup).
 	w.store.index.add(w.key, digest)
@@ -578,11 +547,32 @@ func (w *Ingest) seal(expected model.Digest) (model.Digest, error) {
 		w.data.Close()
 		return "", fmt.Errorf("cache: commit %s: batch commit of an ingest of more than one leaf", w.key.Origin)
 	}
+	return w.verify(expected, false)
+}
+
+// verify checks that every leaf was written and that the file has the
+// key's size, then computes the digest and compares it with expected (and a
+// composite object's part sums); with w.mu held. With sync it fsyncs the
+// data first (Commit; CommitBatch syncs a whole batch after). On failure the
+// data file is closed, and removed when its bytes are wrong; on success it
+// stays open.
+func (w *Ingest) verify(expected model.Digest, sync bool) (model.Digest, error) {
 	for i, ok := range w.held {
 		if !ok {
 			w.data.Close()
 			return "", fmt.Errorf("cache: commit %s: leaf %d of %d not written", w.key.Origin, i, len(w.held))
 		}
+	}
+	if sync {
+		if err := w.data.Sync(); err != nil {
+			w.data.Close()
+			return "", fmt.Errorf("cache: fsync ingest: %w", err)
+		}
+	}
+	corrupt := func(err error) (model.Digest, error) {
+		w.data.Close()
+		os.RemoveAll(w.dir)
+		return "", err
 	}
 	st, err := w.data.Stat()
 	if err != nil {
@@ -590,24 +580,21 @@ func (w *Ingest) seal(expected model.Digest) (model.Digest, error) {
 		return "", fmt.Errorf("cache: stat ingest: %w", err)
 	}
 	if st.Size() != w.key.Size {
-		w.data.Close()
-		os.Remove(w.path)
-		return "", fmt.Errorf("%w: %s is %d bytes, want %d", ErrCorrupt, w.key.Origin, st.Size(), w.key.Size)
+		return corrupt(fmt.Errorf("%w: %s is %d bytes, want %d", ErrCorrupt, w.key.Origin, st.Size(), w.key.Size))
 	}
+	// The hash reads what it has not reached yet (resumed leaves at the
+	// end, bytes noted while another writer hashed) from the file: before
+	// it is closed.
 	digest, err := w.seq.finish()
 	if err != nil {
 		w.data.Close()
 		return "", err
 	}
 	if expected != "" && digest != expected {
-		w.data.Close()
-		os.Remove(w.path)
-		return "", fmt.Errorf("%w: %s has digest %s, want %s", ErrCorrupt, w.key.Origin, digest, expected)
+		return corrupt(fmt.Errorf("%w: %s has digest %s, want %s", ErrCorrupt, w.key.Origin, digest, expected))
 	}
 	if c := w.composite; c != nil && w.seq.composite() != c.Sum {
-		w.data.Close()
-		os.Remove(w.path)
-		return "", fmt.Errorf("%w: %s does not match its composite SHA-256 of %d parts", ErrCorrupt, w.key.Origin, len(c.Parts))
+		return corrupt(fmt.Errorf("%w: %s does not match its composite SHA-256 of %d parts", ErrCorrupt, w.key.Origin, len(c.Parts)))
 	}
 	return digest, nil
 }

@@ -103,7 +103,7 @@ func Aggregate(mc *v1alpha1.ModelCache, wanted []*corev1.Node, reports map[strin
 		st.SizeBytes, st.Size = size, model.FormatBytes(size)
 	}
 	slices.SortFunc(states, func(a, b v1alpha1.NodeState) int {
-		return cmp.Or(cmp.Compare(stateOrder(a.State), stateOrder(b.State)), cmp.Compare(a.Node, b.Node))
+		return cmp.Or(cmp.Compare(v1alpha1.StateRank(a.State), v1alpha1.StateRank(b.State)), cmp.Compare(a.Node, b.Node))
 	})
 	if len(states) > v1alpha1.MaxStatusNodes {
 		st.NodesOmitted = int32(len(states) - v1alpha1.MaxStatusNodes)
@@ -160,18 +160,6 @@ func nodeState(node string, ref model.Ref, id, holder string, ix *nodeIndex) v1a
 		}
 	}
 	return ns
-}
-
-func stateOrder(s string) int {
-	switch s {
-	case v1alpha1.StateFailed:
-		return 0
-	case v1alpha1.StateFetching:
-		return 1
-	case v1alpha1.StatePending:
-		return 2
-	}
-	return 3
 }
 
 func setConditions(st *v1alpha1.ModelCacheStatus, gen int64, refErr error, fetching, failed int, firstErr string) {

@@ -47,7 +47,6 @@ type Controller struct {
 	index map[string]indexed   // node name → its report, decoded once per resourceVersion
 	wrote map[string]time.Time // ModelCache key → last status write
 	last  map[string]written   // ModelCache key → last status written
-	stats struct{ passes, writes int }
 }
 
 // written is a status this controller wrote, as JSON, and the
@@ -167,7 +166,6 @@ type lister[T any] func(labels.Selector) ([]T, error)
 // pass recomputes every ModelCache's status and writes the changed ones;
 // it returns when to pass again for writes it held back (0: none).
 func (c *Controller) pass(ctx context.Context, listNodes lister[*corev1.Node], listCaches, listReports lister[runtime.Object]) time.Duration {
-	c.stats.passes++
 	nodes, err := listNodes(labels.Everything())
 	if err != nil {
 		c.log.Error("list nodes", "err", err)
@@ -308,7 +306,6 @@ func (c *Controller) update(ctx context.Context, u *unstructured.Unstructured, n
 		return c.opts.MinWriteInterval // the informer brings the newer object
 	}
 	c.last[key] = written{rv: got.GetResourceVersion(), json: string(next)}
-	c.stats.writes++
 	return 0
 }
 

@@ -22,7 +22,6 @@ import (
 type Sizes struct {
 	mu     sync.RWMutex
 	byNode map[string]map[string]int64 // node → ref.ID() → bytes
-	synced toolscache.InformerSynced
 }
 
 // NewSizes starts watching ModelCacheNodes until ctx ends; ModelSize knows
@@ -70,7 +69,6 @@ func NewSizes(ctx context.Context, dyn dynamic.Interface) (*Sizes, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("model sizes: %w", err)
 	}
-	s.synced = inf.HasSynced
 	f.Start(ctx.Done())
 	return s, nil
 }
@@ -109,6 +107,3 @@ func (s *Sizes) ModelSize(ref model.Ref) (int64, bool) {
 	}
 	return n, ok
 }
-
-// HasSynced says whether the first list is in.
-func (s *Sizes) HasSynced() bool { return s.synced() }

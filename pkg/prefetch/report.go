@@ -250,7 +250,7 @@ func (c *Controller) nodeReport() v1alpha1.ModelCacheNodeStatus {
 	}
 	c.mu.Unlock()
 	slices.SortFunc(out, func(a, b v1alpha1.NodeModel) int {
-		return cmp.Or(cmp.Compare(stateOrder(a.State), stateOrder(b.State)), cmp.Compare(a.Ref, b.Ref), cmp.Compare(a.Revision, b.Revision))
+		return cmp.Or(cmp.Compare(v1alpha1.StateRank(a.State), v1alpha1.StateRank(b.State)), cmp.Compare(a.Ref, b.Ref), cmp.Compare(a.Revision, b.Revision))
 	})
 	if len(out) > v1alpha1.MaxNodeModels {
 		st.ModelsOmitted = int32(len(out) - v1alpha1.MaxNodeModels)
@@ -262,16 +262,6 @@ func (c *Controller) nodeReport() v1alpha1.ModelCacheNodeStatus {
 		st.Refused = st.Refused[:v1alpha1.MaxNodeModels]
 	}
 	return st
-}
-
-func stateOrder(s string) int {
-	switch s {
-	case v1alpha1.StateFailed:
-		return 0
-	case v1alpha1.StateFetching:
-		return 1
-	}
-	return 2
 }
 
 // reportShape is the report without what changes as bytes arrive: two

@@ -104,6 +104,20 @@ const (
 	StatePending = "Pending"
 )
 
+// StateRank orders states for lists that show what needs attention first:
+// Failed, Fetching, Pending, then Ready.
+func StateRank(s string) int {
+	switch s {
+	case StateFailed:
+		return 0
+	case StateFetching:
+		return 1
+	case StatePending:
+		return 2
+	}
+	return 3
+}
+
 // NodeState is one node's state of one model.
 type NodeState struct {
 	Node     string `json:"node"`
