@@ -138,7 +138,9 @@ RUN=$BENCH_DIR/run # scratch: destinations, caches; removed on exit
 LOGS=$BENCH_DIR/logs
 rm -rf "$RUN" "$LOGS"
 mkdir -p "$LOGS"
-build_bench_tools "$RUN/bin" s3-seed sdk-download run-stats read-tree
+build_bench_tools "$RUN/bin" s3-seed sdk-download run-stats read-tree sha-rate
+# SHA-256 bytes per CPU-second on one core: each table's trust floor.
+SHA_RATE=$("$RUN/bin/sha-rate")
 
 cleanup() {
 	local rc=$?
@@ -206,7 +208,7 @@ OUT=$REPO/_output/bench.md
 	echo "## make bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
 	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
-		"Linux $(uname -r), $(go version | awk '{ print $3 }'), versitygw v1.8.0 on loopback with $S3_WHERE, cache-agent $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')."
+		"Linux $(uname -r), $(go version | awk '{ print $3 }'), versitygw v1.8.0 on loopback with $S3_WHERE, cache-agent $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'), SHA-256 at $(awk -v r="$SHA_RATE" 'BEGIN { printf "%.2f", r / 1e9 }') GB per CPU-second on one core."
 	echo
 	for s in cold many multi rev warm hub big; do
 		[[ ! -f $RUN/table-$s ]] || cat "$RUN/table-$s"
