@@ -31,7 +31,7 @@ now() { date +%s.%N; }
 # would: the fair share of each is the one model's time.
 bench_multi() {
 	local load0 round cache=$RUN/multi-cache f=$RUN/results-multi t0 t1 i one all single refs=() pids=() sizes=0
-	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	load0="$(loadavg), $(probes)"
 	dataset cold "$COLD_PREFIX"
 	single=$REF
 	local single_bytes=$TOTAL_BYTES
@@ -119,7 +119,7 @@ bench_multi() {
 bench_big() {
 	local load0 cache=$RUN/big-cache data=$BENCH_DIR/s3-big samples=$RUN/big-samples vgw_pid=$VGW_PID vgw_endpoint=$VGW_ENDPOINT
 	local big_pid big_endpoint ref pf t0 prefix="big${BIG_FILES}x${BIG_FILE_SIZE,,}" total
-	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	load0="$(loadavg), $(probes)"
 	start_versitygw "$data" "$LOGS/versitygw-big.log"
 	big_pid=$VGW_PID big_endpoint=$VGW_ENDPOINT
 	VGW_PID=$vgw_pid VGW_ENDPOINT=$vgw_endpoint

@@ -12,7 +12,7 @@
 bench_hub() {
 	local load0 round i t f=$RUN/results-hub dir=$BENCH_DIR/hub-model cache=$RUN/hub-cache js=$RUN/hub-js
 	local repo=bench-org/m4 size ep
-	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	load0="$(loadavg), $(probes)"
 	size=$(numfmt --from=iec-i "${BENCH_SIZE%B}")
 	if [[ ! -f $dir/.complete-$size ]]; then
 		log "hub: making the repo's files in $dir (kept for next time)"
@@ -72,7 +72,7 @@ bench_hub() {
 		echo
 		echo "hf://$repo from hack/hub-mem (internal/hubtest's Hub and CDN on loopback, the repo in memory): $TOTAL_FILES files," \
 			"$(awk -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }'); median of $RUNS runs, page cache dropped before each$([[ $DROP_CACHES == 1 ]] || echo ' (NOT: DROP_CACHES=0)');" \
-			"load average (1/5/15 min) $load0 before; $(loadavg), memory probe $(memprobe) GB/s after."
+			"load average (1/5/15 min) $load0 before; $(loadavg), $(probes) after."
 		echo
 		echo "| tool | median s | GB/s |"
 		echo "|---|---:|---:|"

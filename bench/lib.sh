@@ -23,6 +23,22 @@ memprobe() {
 	awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", 1.073741824 / (ns / 1e9) }'
 }
 
+# diskprobe: GB/s of writing 256 MiB to the cache's disk and fsyncing it. This
+# VM's disk writes at 2+ GB/s when rested and throttles to a few hundred
+# MB/s after tens of GB of writes: a table measured on a throttled disk says
+# little about anything but the disk.
+diskprobe() {
+	local f=$BENCH_DIR/probe t0 t1
+	t0=$(date +%s%N)
+	dd if=/dev/zero of="$f" bs=4M count=64 conv=fsync status=none 2>/dev/null || { echo "?"; return; }
+	t1=$(date +%s%N)
+	rm -f "$f"
+	awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", 0.268435456 / (ns / 1e9) }'
+}
+
+# probes: the memory and disk probes, for a table's before and after.
+probes() { echo "memory probe $(memprobe) GB/s, disk probe $(diskprobe) GB/s"; }
+
 # drop_caches BINARY...: empty the page cache, then read the binaries about
 # to run back in, so a run pays for cold data but not for loading a 100 MB
 # executable from disk.
@@ -239,7 +255,7 @@ download_table() {
 		echo
 		echo "s3://$BUCKET/$DS_PREFIX: $TOTAL_FILES files, $(awk -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }');" \
 			"median of $RUNS runs, page cache dropped before each$([[ $DROP_CACHES == 1 ]] || echo ' (NOT: DROP_CACHES=0)');" \
-			"load average (1/5/15 min) $load0 before; $(loadavg), memory probe $(memprobe) GB/s after."
+			"load average (1/5/15 min) $load0 before; $(loadavg), $(probes) after."
 		echo
 		echo "| tool | median s | GB/s | CPU s per GB | S3 server CPU s per GB | peak RSS MiB |"
 		echo "|---|---:|---:|---:|---:|---:|"

@@ -179,13 +179,13 @@ if [[ " ${TOOLS[*]} " == *" baseline "* && ! -x ${BASELINE_AGENT:-} ]]; then
 	die "TOOLS has baseline: set BASELINE_AGENT to an executable cache-agent"
 fi
 if has cold; then
-	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	load0="$(loadavg), $(probes)"
 	dataset cold "$COLD_PREFIX"
 	run_rounds "${TOOLS[@]}"
 	download_table "Cold fetch: 4 big files + 5 small" "$load0" "${TOOLS[@]}"
 fi
 if has many; then
-	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	load0="$(loadavg), $(probes)"
 	dataset many "$MANY_PREFIX"
 	many_tools=("${TOOLS[@]}")
 	[[ " ${TOOLS[*]} " != *" rclone "* ]] || many_tools+=(rclone-t16)

@@ -10,7 +10,7 @@
 # the LIST reply, headers; and files), is compared with the changed file.
 bench_revision() {
 	local load0 round wall rc0 rc fetched changed manifest cache=$RUN/rev-cache f
-	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	load0="$(loadavg), $(probes)"
 	dataset rev "$REV_PREFIX"
 	f=$RUN/results-rev
 	changed=$(stat -c %s "$S3_DATA/$BUCKET/$DS_PREFIX/model-00001-of-00004.safetensors")
@@ -44,7 +44,7 @@ bench_revision() {
 		echo
 		echo "s3://$BUCKET/$DS_PREFIX: $TOTAL_FILES files, $(awk -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }');" \
 			"one $changed-byte file rewritten; the agent holds the first revision; page cache dropped; median of $RUNS runs;" \
-			"load average (1/5/15 min) $load0 before; $(loadavg), memory probe $(memprobe) GB/s after."
+			"load average (1/5/15 min) $load0 before; $(loadavg), $(probes) after."
 		echo
 		awk -v c="$changed" -v t="$(median "$f" rev 2)" '$1 == "rev" {
 				if ($3 > fe) fe = $3; if ($4 > rc) rc = $4; if ($5 > m) m = $5 }
@@ -64,7 +64,7 @@ bench_revision() {
 # after the download itself (no drop: what the download left in memory).
 bench_warm() {
 	local load0 round cache=$RUN/warm-cache tree out f bytes cold warmup warm after_fetch
-	load0="$(loadavg), memory probe $(memprobe) GB/s"
+	load0="$(loadavg), $(probes)"
 	dataset warm "$COLD_PREFIX"
 	f=$RUN/results-warm
 	rm -rf "$cache"
@@ -97,7 +97,7 @@ bench_warm() {
 		echo
 		echo "s3://$BUCKET/$DS_PREFIX held by the agent ($(awk -v b="$TOTAL_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }')):" \
 			"every file read once front to back in 1 MiB reads (bench/read-tree); median of $RUNS runs;" \
-			"load average (1/5/15 min) $load0 before; $(loadavg), memory probe $(memprobe) GB/s after."
+			"load average (1/5/15 min) $load0 before; $(loadavg), $(probes) after."
 		echo
 		echo "| first read of the model | median s | GB/s |"
 		echo "|---|---:|---:|"
