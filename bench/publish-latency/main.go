@@ -25,14 +25,15 @@ func main() {
 	label := flag.String("label", "", "name of this row in the output")
 	n := flag.Int("n", 1000, "publish+unpublish iterations")
 	dir := flag.String("dir", os.TempDir(), "where target directories go")
+	goal := flag.Duration("goal-p99", 5*time.Millisecond, "the publish p99 the verdict line checks")
 	flag.Parse()
-	if err := run(*sock, *ref, *label, *n, *dir); err != nil {
+	if err := run(*sock, *ref, *label, *n, *dir, *goal); err != nil {
 		fmt.Fprintln(os.Stderr, "publish-latency:", err)
 		os.Exit(1)
 	}
 }
 
-func run(sock, ref, label string, n int, dir string) error {
+func run(sock, ref, label string, n int, dir string, goal time.Duration) error {
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -81,6 +82,11 @@ func run(sock, ref, label string, n int, dir string) error {
 		pub, unpub, pair = append(pub, t1.Sub(t0)), append(unpub, t2.Sub(t1)), append(pair, t2.Sub(t0))
 	}
 	fmt.Printf("%-28s %s  %s  %s\n", label, stats(pub), stats(unpub), stats(pair))
+	p99, verdict := pub[min(len(pub)-1, int(.99*float64(len(pub))))], "met"
+	if p99 >= goal {
+		verdict = "NOT met"
+	}
+	fmt.Printf("%-28s publish p99 %.2f ms (goal < %v: %s)\n", label, float64(p99.Microseconds())/1000, goal, verdict)
 	return nil
 }
 
