@@ -25,9 +25,9 @@ memprobe() {
 
 # diskprobe: GB/s of writing 256 MiB to the cache's disk as 4 files at once,
 # each fsynced (one stream alone measures fsync latency more than the disk).
-# This VM's disk took 2.26 GB/s of the disk floor's writes after a rest and
-# throttles to a few hundred MB/s after tens of GB of writes: a table measured on a throttled disk says
-# little about anything but the disk.
+# This VM's disk took 2.26 GB/s of the disk floor's writes after a rest
+# and throttles to a few hundred MB/s after tens of GB of writes: a table
+# measured on a throttled disk says little about anything but the disk.
 diskprobe() {
 	local f=$BENCH_DIR/probe t0 t1 i p pids=() ok=1
 	t0=$(date +%s%N)
