@@ -91,7 +91,7 @@ bench_multi() {
 		echo
 		echo "One model: s3://$BUCKET/$COLD_PREFIX ($(awk -v b="$single_bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }')); at once: $MULTI_MODELS models," \
 			"$(awk -v b="$sizes" 'BEGIN { printf "%.2f GB", b / 1e9 }') in all, no byte shared, each \`prefetch --wait\` started together" \
-			"against one agent (default --max-downloads); page cache dropped; medians of $RUNS rounds; load $load0 before, $(loadavg) after."
+			"against one agent (default --max-downloads); page cache dropped; medians of $RUNS rounds; load $load0 before, $(loadavg), $(probes) after."
 		echo
 		echo "| | median s |"
 		echo "|---|---:|"
@@ -181,7 +181,7 @@ bench_big() {
 		echo
 		echo "s3://$BUCKET/$prefix, $(awk -v b="$total" 'BEGIN { printf "%.2f GB", b / 1e9 }'), from a second versitygw with its data on disk" \
 			"($data: $(awk -v b="$total" 'BEGIN { printf "%.0f", b / 2^30 }') GiB do not fit in RAM beside the page cache); page cache dropped; one run;" \
-			"progress and RSS sampled every 0.5 s; load $load0 before, $(loadavg) after."
+			"progress and RSS sampled every 0.5 s; load $load0 before, $(loadavg), $(probes) after."
 		echo
 		echo "modelcache (\`cache-agent prefetch --wait\`, progress from \`status\`):"
 		echo
