@@ -51,7 +51,7 @@ bench_revision() {
 			END {
 				printf "| refresh to the second revision | median s | bytes fetched (max) | changed file + manifest | read(2) by the agent (max) |\n|---|---:|---:|---:|---:|\n"
 				printf "| modelcache `prefetch --wait` | %.2f | %d | %d + %d | %d |\n\n", t, fe, c, m, rc
-				printf "- bytes fetched <= changed file + manifest: **%s**; everything else the agent read through read(2) came to %d bytes (LIST reply, HTTP headers, API, and the parts that arrived ahead of the hash read back from the page cache to hash them in order; nothing from disk)\n", fe <= c + m ? "yes" : "NO", rc - fe
+				printf "- bytes fetched <= changed file + manifest: **%s**; everything else the agent read through read(2) came to %d bytes (LIST reply, HTTP headers, API, and the parts that arrived ahead of the hash read back from the page cache to hash them in order)\n", fe <= c + m ? "yes" : "NO", rc - fe
 			}' "$f"
 		echo
 	} >"$RUN/table-rev"
