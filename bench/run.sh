@@ -34,6 +34,8 @@
 #                    disk nothing) when the data sets fit in RAM with room to
 #                    spare, else disk ($BENCH_DIR/s3, sharing the cache's
 #                    disk); tmpfs or disk forces one
+#   KEEP_S3_DATA=1   keep the data sets in tmpfs after the run (by default
+#                    they are removed: they pin up to 16 GB of RAM)
 #   DROP_CACHES=0    run without root and without dropping the page cache
 #   CACHE_AGENT=...  benchmark this cache-agent binary instead of building one
 #   BASELINE_AGENT=... also run this (older) cache-agent binary, as "baseline",
@@ -146,6 +148,12 @@ cleanup() {
 	local rc=$?
 	stop_all
 	rm -rf "$RUN"
+	# Data sets in tmpfs pin RAM (16 GB with every section) that whatever runs
+	# next needs: the page-cache warm-up, for one, finds no memory to fill.
+	# Seeding them again takes a few seconds a GB.
+	if [[ ${S3_DATA:-} == /dev/shm/* && ${KEEP_S3_DATA:-0} != 1 ]]; then
+		rm -rf "$S3_DATA"
+	fi
 	((rc == 0)) || echo "bench failed (exit $rc); logs in $LOGS" >&2
 	exit "$rc"
 }
@@ -156,7 +164,7 @@ trap 'exit 143' TERM
 log "starting versitygw, $S3_WHERE"
 start_versitygw "$S3_DATA" "$LOGS/versitygw.log"
 seed() { "$RUN/bin/s3-seed" --endpoint "$VGW_ENDPOINT" --bucket "$BUCKET" --skip-existing "$@" | sed 's/^/    /'; }
-log "seeding the data sets (kept for next time)"
+log "seeding the data sets"
 if has cold || has warm || has multi; then seed --prefix "$COLD_PREFIX" --big 4 --big-size "$BENCH_SIZE" --small 5; fi
 if has multi; then seed_multi; fi
 if has many; then seed --prefix "$MANY_PREFIX" --many "$MANY_FILES" --many-total "$MANY_TOTAL"; fi
@@ -237,4 +245,4 @@ mkdir -p "$(dirname "$DATED")"
 cp "$OUT" "$DATED"
 echo
 cat "$OUT"
-log "report written to ${OUT#"$REPO"/} and ${DATED#"$REPO"/}; bucket data kept in $S3_DATA (rm -rf it to free it)"
+log "report written to ${OUT#"$REPO"/} and ${DATED#"$REPO"/}; bucket data $([[ $S3_DATA == /dev/shm/* && ${KEEP_S3_DATA:-0} != 1 ]] && echo "in tmpfs is removed on exit (KEEP_S3_DATA=1 keeps it)" || echo "kept in $S3_DATA (rm -rf it to free it)")"
