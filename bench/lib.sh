@@ -274,12 +274,13 @@ download_table() {
 		echo
 		local mc=${WALL[$DS.modelcache]:-} trust=""
 		if [[ -n $mc ]]; then
-			# The trust floor: the least time any download that keeps this
-			# cache's promises (bytes durable, SHA-256 of every byte checked)
+			# The trust floor: the least time a download built like the durable
+			# limit that also keeps this cache's promise of a checked SHA-256
 			# can take here. The durable limit's CPU and its share of the S3
 			# server's, plus SHA-256 of every byte at this machine's rate,
 			# spread over every core: on a node the S3 server is elsewhere,
-			# here it takes the same cores. Every term is measured in this run.
+			# here it takes the same cores. Every term is measured in this run;
+			# it is a reference, not a proof that no design spends less.
 			if [[ -n ${CPU[$DS.durable]:-} && -n ${SHA_RATE:-} ]]; then
 				trust=$(awk -v c="${CPU[$DS.durable]}" -v s="${SCPU[$DS.durable]}" -v b="$TOTAL_BYTES" -v r="$SHA_RATE" -v n="$(nproc)" \
 					'BEGIN { printf "%.3f", (c + s + b / r) / n }')
@@ -324,7 +325,8 @@ download_table() {
 # goal LABEL OTHER_S MODELCACHE_S GOAL TRUST_S [NOTE]: one goal line, OTHER /
 # modelcache >= GOAL, with its verdict. A goal modelcache misses is called out
 # of reach only when the trust floor (see download_table) would miss it too:
-# then no change to modelcache can meet it on this machine.
+# then meeting it here takes less CPU than the durable limit's reads and
+# writes plus the hash.
 goal() {
 	awk -v l="$1" -v o="$2" -v m="$3" -v g="$4" -v t="$5" -v note="${6:-}" 'BEGIN {
 		r = o / m

@@ -82,7 +82,7 @@ func run(sock, ref, label string, n int, dir string, goal time.Duration) error {
 		pub, unpub, pair = append(pub, t1.Sub(t0)), append(unpub, t2.Sub(t1)), append(pair, t2.Sub(t0))
 	}
 	fmt.Printf("%-28s %s  %s  %s\n", label, stats(pub), stats(unpub), stats(pair))
-	p99, verdict := pub[min(len(pub)-1, int(.99*float64(len(pub))))], "met"
+	p99, verdict := percentile(pub, .99), "met"
 	if p99 >= goal {
 		verdict = "NOT met"
 	}
@@ -92,8 +92,12 @@ func run(sock, ref, label string, n int, dir string, goal time.Duration) error {
 
 // stats is "p50 p99 max" in milliseconds.
 func stats(d []time.Duration) string {
-	slices.Sort(d)
 	ms := func(x time.Duration) float64 { return float64(x.Microseconds()) / 1000 }
-	p := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
-	return fmt.Sprintf("%6.2f %6.2f %7.2f", ms(p(.50)), ms(p(.99)), ms(d[len(d)-1]))
+	return fmt.Sprintf("%6.2f %6.2f %7.2f", ms(percentile(d, .50)), ms(percentile(d, .99)), ms(slices.Max(d)))
+}
+
+// percentile is the q quantile of d (sorted in place).
+func percentile(d []time.Duration, q float64) time.Duration {
+	slices.Sort(d)
+	return d[min(len(d)-1, int(q*float64(len(d))))]
 }

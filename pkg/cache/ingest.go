@@ -367,24 +367,29 @@ func (w *Ingest) Commit(expected model.Digest) (model.Digest, error) {
 	// Index first: a crash right after the rename must still find the blob
 	// (an entry whose blob never landed is ignored on lookup).
 	w.store.index.add(w.key, digest)
-	if err := w.store.commitBlob(w.path, digest, w.key.Size, w.res); err != nil {
+	renamed, err := w.store.commitBlob(w.path, digest, w.key.Size, w.res)
+	if err != nil {
 		return "", err
+	}
+	w.dropCommitted(renamed)
+	return digest, nil
+}
+
+// dropCommitted removes what is left of a committed ingest: a one-leaf
+// ingest is a file, gone with the rename unless the store held the blob
+// already (one unlink then, none otherwise); a journaled one is a
+// directory that still holds its journal.
+func (w *Ingest) dropCommitted(renamed bool) {
+	if w.journal == nil && renamed {
+		return
 	}
 	remove := os.RemoveAll
 	if w.journal == nil {
-		// A one-leaf ingest is a file, gone with the rename unless the blob
-		// was held already: one unlink, not RemoveAll's four calls.
-		remove = func(p string) error {
-			if err := unix.Unlink(p); err != nil && !errors.Is(err, unix.ENOENT) {
-				return err
-			}
-			return nil
-		}
+		remove = os.Remove
 	}
 	if err := remove(w.dir); err != nil {
 		w.store.log.Warn("remove committed ingest", "dir", w.dir, "err", err)
 	}
-	return digest, nil
 }
 
 // ExpectComposite makes Commit also check the file against a composite
@@ -504,7 +509,7 @@ func (s *Store) CommitBatch(ws []*Ingest, expected []model.Digest) (digests []mo
 		})
 	}
 	wg.Wait()
-	var renamed []int
+	dirs := map[string]model.Digest{} // algorithm → a digest renamed into its directory
 	for _, i := range sealed {
 		w := ws[i]
 		if err := syncErr[i]; err != nil {
@@ -517,20 +522,12 @@ func (s *Store) CommitBatch(ws []*Ingest, expected []model.Digest) (digests []mo
 			errs[i] = err
 			continue
 		}
-		if !moved {
-			if err := unix.Unlink(w.path); err != nil && !errors.Is(err, unix.ENOENT) {
-				s.log.Warn("remove committed ingest", "dir", w.path, "err", err)
-			}
-		}
-		renamed = append(renamed, i)
+		w.dropCommitted(moved)
+		dirs[digests[i].Algorithm()] = digests[i]
 	}
-	if len(renamed) > 0 {
-		s.syncBlobDir(digests[renamed[0]])
-		if digests[renamed[0]].Algorithm() != model.DigestAlgorithm {
-			for _, i := range renamed[1:] {
-				s.syncBlobDir(digests[i])
-			}
-		}
+	// One fsync per blobs/ directory the batch renamed into.
+	for _, d := range dirs {
+		s.syncBlobDir(d)
 	}
 	return digests, errs
 }

@@ -194,4 +194,25 @@ func TestCommitBatchCrashOrder(t *testing.T) {
 			t.Fatalf("file %d after restart: %s %v", i, d, ok)
 		}
 	}
+	// The same bytes again under new ETags: dedup, the blobs stay as they
+	// are and nothing of the ingests is left.
+	var again []*cache.Ingest
+	for i := range 2 {
+		k := keys[i]
+		k.ETag += "-again"
+		w, err := s.OpenIngest(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.WriteAt(datas[i], 0)
+		w.MarkLeaf(0, 0)
+		again = append(again, w)
+	}
+	ds, errs = s.CommitBatch(again, want[:2])
+	if errs[0] != nil || errs[1] != nil || ds[0] != want[0] || ds[1] != want[1] {
+		t.Fatalf("dedup batch: %v %v", ds, errs)
+	}
+	if ents, _ := os.ReadDir(ingest); len(ents) != 0 {
+		t.Fatalf("dedup batch left %v", ents)
+	}
 }

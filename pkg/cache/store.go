@@ -222,18 +222,19 @@ func (s *Store) LookupETag(scope, etag string, size int64) (model.Digest, bool) 
 	return d, true
 }
 
-// commitBlob moves a fully written, fsynced file into blobs/ under digest.
+// commitBlob moves a fully written, fsynced file into blobs/ under digest
+// (renamed is false if the store held it already; see renameBlob).
 // Holding s.mu across the existence check and the rename keeps garbage
 // collection from deleting a blob a download has just found or written.
-func (s *Store) commitBlob(src string, d model.Digest, size int64, res *Reservation) error {
-	if _, err := s.renameBlob(src, d, size, res); err != nil {
-		return err
+func (s *Store) commitBlob(src string, d model.Digest, size int64, res *Reservation) (renamed bool, err error) {
+	if renamed, err = s.renameBlob(src, d, size, res); err != nil {
+		return false, err
 	}
 	// After the rename the blob is committed; a failed directory sync is
 	// logged, not rolled back (containerd's rule). Concurrent commits share
 	// the directory's fsyncs (see groupSync).
 	s.syncBlobDir(d)
-	return nil
+	return renamed, nil
 }
 
 // syncBlobDir makes renames into d's blobs/ directory durable.

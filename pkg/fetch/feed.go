@@ -23,8 +23,8 @@ const openers = 4
 // journal commit. Two are enough: the one-leaf files queued while a commit
 // runs go into the next one as a batch, whose fsyncs run together. Eight
 // mostly took the files one at a time and paid for the wakeups: on the
-// 2,000-file set they made three times the futex calls and used 9-16% more
-// CPU than two.
+// 2,000-file set they made three times the futex calls and used 7-19% more
+// CPU than two (fetch-profile A/B runs and docs/benchmarks/2026-12-03T1430Z.md).
 const committers = 2
 
 // maxBatch bounds how many one-leaf files one committer commits together

@@ -26,10 +26,12 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/modelcache/modelcache/internal/kubetest"
 	"github.com/modelcache/modelcache/pkg/apis/v1alpha1"
@@ -262,13 +264,10 @@ func (n *simNode) run(ctx context.Context, t *testing.T, kube kubernetes.Interfa
 			patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{label: prefetch.LabelReady}}})
 			// A patch the API server times out is tried again, as the
 			// agent's next reconcile would.
-			var err error
-			for try := 0; try < 5; try++ {
-				if _, err = kube.CoreV1().Nodes().Patch(ctx, n.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err == nil {
-					break
-				}
-				time.Sleep(time.Second << try)
-			}
+			err := retry.OnError(wait.Backoff{Duration: time.Second, Factor: 2, Steps: 5}, func(error) bool { return true }, func() error {
+				_, err := kube.CoreV1().Nodes().Patch(ctx, n.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+				return err
+			})
 			if err != nil {
 				t.Errorf("patch node %s: %v", n.name, err)
 			}
