@@ -44,6 +44,26 @@ diskprobe() {
 	awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", 0.268435456 / (ns / 1e9) }'
 }
 
+# fs_label DIR: the file system DIR is on, as the report names it. An ext4
+# without a journal (this sandbox VM's) is not what a node's cache disk
+# would be: fsync writes the inode and the parent directory itself instead
+# of joining a journal commit, and a file created soon after many were
+# deleted pays for ext4's search past recently freed inodes (perf: 13-18%
+# of a tool's CPU on the many-file set, where each run follows the previous
+# run's rm -rf; see docs/benchmarks.md).
+fs_label() {
+	local fstype src journal
+	read -r fstype src < <(findmnt -n -o FSTYPE,SOURCE -T "$1" 2>/dev/null) || { echo "?"; return; }
+	if [[ $fstype == ext4 && -r /sys/fs/ext4/${src##*/}/journal_task ]]; then
+		if [[ $(cat "/sys/fs/ext4/${src##*/}/journal_task") == "<none>" ]]; then
+			journal=", no journal"
+		else
+			journal=", with a journal"
+		fi
+	fi
+	echo "$fstype on $src${journal:-}"
+}
+
 # probes: the memory and disk probes, for a table's before and after.
 probes() { echo "memory probe $(memprobe) GB/s, disk probe $(diskprobe) GB/s"; }
 
@@ -176,6 +196,10 @@ run_one() {
 	sdk) run_tool sdk "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --dest "$RUN/dst" --files $((TOTAL_FILES > 100 ? 16 : 1)) ;;
 	null) run_tool null - "$RUN/bin/sdk-download" "${s3[@]}" --null ;;
 	durable) run_tool durable "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" ;;
+	# What the fsync per file costs the durable limit: the same writes,
+	# flushed by one syncfs(2) when every part is written. Not a limit for
+	# modelcache, whose blobs are each durable before they are published.
+	durable-syncfs) run_tool durable-syncfs "$RUN/dst" "$RUN/bin/sdk-download" "${s3[@]}" --durable-sink "$RUN/dst" --durable-sync syncfs ;;
 	# The durable limit's reads and writes with S3 taken out: the parts are
 	# read straight from the server's files (in RAM with S3_STORE=tmpfs), so
 	# no download that keeps its bytes ends sooner.
@@ -235,6 +259,7 @@ tool_label() {
 	sdk) echo "aws-sdk-go-v2 s3 manager, 16 x 16 MiB parts" ;;
 	null) echo "server limit: 16 x 16 MiB ranged GETs to /dev/null" ;;
 	durable) echo "durable limit: same GETs, pwrite at offsets, writeback per part, fsync per file" ;;
+	durable-syncfs) echo "the durable limit with one syncfs at the end instead of an fsync per file" ;;
 	floor) echo "disk floor: the durable limit with the parts read from the server's files (no S3)" ;;
 	esac
 }
