@@ -9,7 +9,8 @@
 #            the disk floor (the same writes, the parts read from the
 #            server's files instead of S3);
 #            CPU per GB, the agent's peak RSS, proof of no second read
-#   many     the same comparison on 2,000 shards of varied size (2 GiB)
+#   many     the same comparison on 2,000 shards of varied size (2 GiB), and
+#            the durable limit with one syncfs instead of an fsync per file
 #   multi    8 distinct models of 512 MiB at once against one model of 4 GiB
 #            (bench/concurrent.sh): total time, and no model starved
 #   big      one 20 GiB model (10 x 2 GiB, from a second S3 server with its
