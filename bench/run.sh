@@ -5,7 +5,8 @@
 # table carries the load average. Writes the report to _output/bench.md too.
 #
 #   cold     4 big files + 5 small json: cache-agent against rclone, the
-#            aws-sdk-go-v2 downloader, the server limit, the durable limit and
+#            aws-sdk-go-v2 downloader, the server limit, the durable limit,
+#            the trust limit (the durable limit hashing every byte) and
 #            the disk floor (the same writes, the parts read from the
 #            server's files instead of S3);
 #            CPU per GB, the agent's peak RSS, proof of no second read
@@ -183,7 +184,7 @@ secret_access_key = $S3_SECRET
 force_path_style = true
 CONF
 
-read -r -a TOOLS <<<"${TOOLS:-modelcache rclone rclone-sync sdk null durable floor${BASELINE_AGENT:+ baseline}}"
+read -r -a TOOLS <<<"${TOOLS:-modelcache rclone rclone-sync sdk null durable trust floor${BASELINE_AGENT:+ baseline}}"
 if [[ " ${TOOLS[*]} " == *" baseline "* && ! -x ${BASELINE_AGENT:-} ]]; then
 	die "TOOLS has baseline: set BASELINE_AGENT to an executable cache-agent"
 fi
@@ -226,7 +227,7 @@ OUT=$REPO/_output/bench.md
 	done
 	echo "Peak RSS: the agent's VmHWM for modelcache, the process's maxrss for the others."
 	echo "CPU: the agent's user+system during the prefetch plus the CLI's; the process's own for the others (the S3 server's not included)."
-	echo "Durability: modelcache, rclone + sync, the durable limit and the disk floor have every byte on disk when they end; rclone and the SDK leave theirs in dirty page cache."
+	echo "Durability: modelcache, rclone + sync, the durable and trust limits and the disk floor have every byte on disk when they end; rclone and the SDK leave theirs in dirty page cache."
 	echo
 } >"$OUT"
 if has publish; then

@@ -13,6 +13,12 @@
 // part ends (sync_file_range), each file fsynced after its last part; no
 // hashing, no content store, no tree.
 //
+// With --durable-sink DIR --sha256 it measures the trust limit: the durable
+// limit that also hashes every byte with SHA-256 as it streams, each part
+// on its own (the cheapest place for the hash: no byte waits for the ones
+// before it, none is read back). A cache that checks a content digest
+// before it publishes a file does at least this much.
+//
 // With --durable-sink DIR --from-disk SRC it measures the disk alone: the
 // same parts, read with pread from SRC (the S3 server's own files, its
 // posix backend) instead of over HTTP, and written the same way. When the
@@ -27,9 +33,11 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
+	"hash"
 	"io"
 	"log"
 	"net/http"
@@ -69,6 +77,7 @@ func main() {
 	null := flag.Bool("null", false, "discard the bytes: measure the server, not the disk")
 	durable := flag.String("durable-sink", "", "write parts into files in this directory and fsync them")
 	fromDisk := flag.String("from-disk", "", "with --durable-sink: read the parts from this directory (the server's bucket directory) instead of S3")
+	sha := flag.Bool("sha256", false, "with --durable-sink: also hash every byte with SHA-256 as it streams (the trust limit)")
 	syncMode := flag.String("durable-sync", "file", "with --durable-sink: file (fsync each file after its last part), syncfs (one syncfs(2) at the end) or none (what the sync costs)")
 	quiet := flag.Bool("q", false, "print nothing but errors")
 	flag.Parse()
@@ -78,8 +87,8 @@ func main() {
 			modes++
 		}
 	}
-	if *bucket == "" || modes != 1 || flag.NArg() > 0 || (*fromDisk != "" && *durable == "") {
-		log.Fatal("usage: sdk-download --endpoint URL --bucket B [--prefix P] (--dest DIR | --null | --durable-sink DIR [--from-disk SRC])")
+	if *bucket == "" || modes != 1 || flag.NArg() > 0 || ((*fromDisk != "" || *sha) && *durable == "") {
+		log.Fatal("usage: sdk-download --endpoint URL --bucket B [--prefix P] (--dest DIR | --null | --durable-sink DIR [--sha256] [--from-disk SRC])")
 	}
 	if !strings.Contains(*endpoint, "://") {
 		*endpoint = "http://" + *endpoint
@@ -117,7 +126,7 @@ func main() {
 		if *fromDisk != "" {
 			src = diskParts(*fromDisk)
 		}
-		total, err = durableAll(objs, src, *durable, partSize, *concurrency, *syncMode)
+		total, err = durableAll(objs, src, *durable, partSize, *concurrency, *syncMode, *sha)
 	} else {
 		total, err = downloadAll(ctx, client, *bucket, objs, *dest, partSize, *concurrency, *files)
 	}
@@ -302,8 +311,8 @@ func diskParts(dir string) partSource {
 // 256 KiB pieces written at their offsets, its writeback is started when it
 // ends, and each file is fsynced by the worker that wrote its last part (so
 // with many small files the fsyncs run in parallel, as a real downloader's
-// would).
-func durableAll(objs []object, src partSource, dir string, partSize int64, concurrency int, syncMode string) (int64, error) {
+// would). With sha, each part's bytes are also hashed as they are written.
+func durableAll(objs []object, src partSource, dir string, partSize int64, concurrency int, syncMode string, sha bool) (int64, error) {
 	type file struct {
 		f    *os.File
 		left atomic.Int64 // parts not yet written
@@ -351,6 +360,10 @@ func durableAll(objs []object, src partSource, dir string, partSize int64, concu
 		defer body.Close()
 		buf := bufs.Get().(*[]byte)
 		defer bufs.Put(buf)
+		var h hash.Hash
+		if sha {
+			h = sha256.New()
+		}
 		var n int64
 		for n < p.len {
 			b := (*buf)[:min(int64(len(*buf)), p.len-n)]
@@ -360,7 +373,13 @@ func durableAll(objs []object, src partSource, dir string, partSize int64, concu
 			if _, err := p.f.f.WriteAt(b, p.off+n); err != nil {
 				return n, err
 			}
+			if h != nil {
+				h.Write(b)
+			}
 			n += int64(len(b))
+		}
+		if h != nil {
+			h.Sum(nil)
 		}
 		if err := unix.SyncFileRange(int(p.f.f.Fd()), p.off, p.len, unix.SYNC_FILE_RANGE_WRITE); err != nil {
 			return n, err
