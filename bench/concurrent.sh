@@ -202,9 +202,13 @@ bench_big() {
 
 # window_table SAMPLES T0 WINDOW TOTAL HWM: from lines "time bytes rss_kib",
 # GB/s and the largest RSS of each WINDOW bytes, linear between samples;
-# then whether the rate was steady and the RSS flat.
+# then whether the rate was steady and the RSS flat. A remainder of less
+# than half a window (the model's small files after 10 x 2 GiB) joins the
+# last window: alone it was a window of a few KB that also held the final
+# commit, whose "rate" of 0.00 GB/s was the slowest window of every run.
 window_table() {
 	awk -v t0="$2" -v w="$3" -v total="$4" -v hwm="$5" '
+			function edge_of(k) { return total - k * w < w / 2 ? total : k * w }
 			# When the download passed each window edge: linear between samples.
 			{ t[NR] = $1; d[NR] = $2; r[NR] = $3 }
 			END {
@@ -212,14 +216,16 @@ window_table() {
 				prev = t0; k = 1; n = 0; rmax = 0; lo = 0; tl = t0
 				for (i = 1; i <= NR; i++) {
 					if (r[i] > rmax) rmax = r[i]
-					while (k * w <= d[i] || (i == NR && (k - 1) * w < total)) {
-						edge = k * w < total ? k * w : total
+					# fin: the last window is out, whatever samples follow (the
+					# agent reports 0 bytes once the job is ready).
+					while (!fin && (edge_of(k) <= d[i] || (i == NR && (k - 1) * w < total))) {
+						edge = edge_of(k)
 						at = d[i] > lo ? tl + (t[i] - tl) * (edge - lo) / (d[i] - lo) : t[i]
 						n++; rates[n] = (edge - (k - 1) * w) / (at - prev) / 1e9; rss[n] = rmax
 						printf "| %.1f-%.1f GiB | %.2f | %.0f |\n", (k - 1) * w / 2^30, edge / 2^30, rates[n], rmax / 1024
 						# The sample that crossed the edge stands for the next window too.
 						prev = at; k++; rmax = r[i]
-						if (edge >= total) break
+						if (edge >= total) fin = 1
 					}
 					lo = d[i]; tl = t[i]
 				}
