@@ -23,15 +23,74 @@ seed_multi() {
 # now: seconds since the epoch, with nanoseconds.
 now() { date +%s.%N; }
 
+# multi_round NAME: one round of the multi section with $CACHE_AGENT (a
+# fresh agent each time): the one model alone, then the MULTI_MODELS at
+# once. Appends to $f (bench_multi's): "one-NAME S", "all-NAME S",
+# "model-NAME S" for each model and "rss-NAME KiB" (the at-once agent's
+# VmHWM). Reads cache, single, single_bytes, sizes and refs of bench_multi.
+multi_round() {
+	local name=$1 t0 t1 i one all rss pids=()
+	rm -rf "$cache"
+	start_agent "$cache" "$RUN/agent.sock" $((2 * single_bytes + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
+	drop_caches "$CACHE_AGENT"
+	t0=$(now)
+	"$CACHE_AGENT" prefetch "$single" --socket "$RUN/agent.sock" --wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 ||
+		die "prefetch of the one model failed; see $LOGS"
+	t1=$(now)
+	one=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+	stop_pid "$AGENT_PID"
+	forget_pid "$AGENT_PID"
+
+	rm -rf "$cache"
+	start_agent "$cache" "$RUN/agent.sock" $((2 * sizes + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
+	drop_caches "$CACHE_AGENT"
+	t0=$(now)
+	for ((i = 0; i < MULTI_MODELS; i++)); do
+		(
+			"$CACHE_AGENT" prefetch "${refs[i]}" --socket "$RUN/agent.sock" --wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || exit 1
+			now >"$RUN/multi-end-$i"
+		) &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do
+		wait "$i" || die "a prefetch of the multi set failed; see $LOGS"
+	done
+	all=0
+	for ((i = 0; i < MULTI_MODELS; i++)); do
+		t1=$(awk -v a="$t0" -v b="$(cat "$RUN/multi-end-$i")" 'BEGIN { printf "%.3f", b - a }')
+		echo "model-$name $t1" >>"$f"
+		all=$(awk -v a="$all" -v b="$t1" 'BEGIN { print (b > a ? b : a) }')
+	done
+	rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
+	stop_pid "$AGENT_PID"
+	forget_pid "$AGENT_PID"
+	rm -rf "$cache"
+	printf '%s\n' "one-$name $one" "all-$name $all" "rss-$name $rss" >>"$f"
+	printf '    %-10s one model %6.2fs   %d at once %6.2fs   peak RSS %d MiB   load %s\n' "$name" "$one" "$MULTI_MODELS" "$all" $((rss / 1024)) "$(loadavg)"
+}
+
+# multi_row NAME LABEL: the table row of NAME's rounds in $f.
+multi_row() {
+	local one all first last rss
+	one=$(median "$f" "one-$1" 2)
+	all=$(median "$f" "all-$1" 2)
+	first=$(awk -v t="model-$1" '$1 == t && (f == "" || $2 < f) { f = $2 } END { print f }' "$f")
+	last=$(awk -v t="model-$1" '$1 == t && $2 > w { w = $2 } END { print w }' "$f")
+	rss=$(awk -v t="rss-$1" '$1 == t && $2 > m { m = $2 } END { printf "%.0f", m / 1024 }' "$f")
+	printf '| %s | %.2f | %.2f | %s | %.2f | %.2f | %s |\n' "$2" "$one" "$all" "$(ratio "$all" "$one")" "$first" "$last" "$rss"
+}
+
 # bench_multi: MULTI_MODELS distinct models fetched at once by one agent,
-# against one model of the same total size (the cold set), each round both.
+# against one model of the same total size (the cold set), each round both;
+# with BASELINE_AGENT, that agent too in each round, for an A/B.
 # Goals (issue 16): all of them within 1.1x the one model's time, and none
 # starved: each ends within 2x its fair share. With the bandwidth shared
 # evenly, N models of 1/N of the bytes each all end when the one big model
 # would: the fair share of each is the one model's time.
 bench_multi() {
-	local load0 round cache=$RUN/multi-cache f=$RUN/results-multi t0 t1 i one all single refs=() pids=() sizes=0
+	local load0 round cache=$RUN/multi-cache f=$RUN/results-multi i single refs=() sizes=0 agents=(modelcache)
 	load0="$(loadavg), $(probes)"
+	[[ -z ${BASELINE_AGENT:-} ]] || agents+=(baseline)
 	dataset cold "$COLD_PREFIX"
 	single=$REF
 	local single_bytes=$TOTAL_BYTES
@@ -42,63 +101,33 @@ bench_multi() {
 	: >"$f"
 	for ((round = 0; round < RUNS; round++)); do
 		log "models at once: round $((round + 1))/$RUNS (load $(loadavg))"
-		rm -rf "$cache"
-		start_agent "$cache" "$RUN/agent.sock" $((2 * single_bytes + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
-		drop_caches "$CACHE_AGENT"
-		t0=$(now)
-		"$CACHE_AGENT" prefetch "$single" --socket "$RUN/agent.sock" --wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 ||
-			die "prefetch of the one model failed; see $LOGS"
-		t1=$(now)
-		one=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-		stop_pid "$AGENT_PID"
-		forget_pid "$AGENT_PID"
-
-		rm -rf "$cache"
-		start_agent "$cache" "$RUN/agent.sock" $((2 * sizes + (1 << 30))) "$RUN/sources.yaml" "$LOGS/agent.log"
-		drop_caches "$CACHE_AGENT"
-		pids=()
-		t0=$(now)
-		for ((i = 0; i < MULTI_MODELS; i++)); do
-			(
-				"$CACHE_AGENT" prefetch "${refs[i]}" --socket "$RUN/agent.sock" --wait --timeout 30m >>"$LOGS/prefetch.log" 2>&1 || exit 1
-				now >"$RUN/multi-end-$i"
-			) &
-			pids+=($!)
+		# Alternate which agent goes first, as the other sections rotate.
+		local order=("${agents[@]}")
+		if ((round % 2 == 1 && ${#agents[@]} > 1)); then order=(baseline modelcache); fi
+		local a
+		for a in "${order[@]}"; do
+			if [[ $a == baseline ]]; then
+				CACHE_AGENT=$BASELINE_AGENT multi_round baseline
+			else
+				multi_round modelcache
+			fi
 		done
-		for i in "${pids[@]}"; do
-			wait "$i" || die "a prefetch of the multi set failed; see $LOGS"
-		done
-		all=0
-		for ((i = 0; i < MULTI_MODELS; i++)); do
-			t1=$(awk -v a="$t0" -v b="$(cat "$RUN/multi-end-$i")" 'BEGIN { printf "%.3f", b - a }')
-			echo "model $t1" >>"$f"
-			all=$(awk -v a="$all" -v b="$t1" 'BEGIN { print (b > a ? b : a) }')
-		done
-		stop_pid "$AGENT_PID"
-		forget_pid "$AGENT_PID"
-		echo "one $one" >>"$f"
-		echo "all $all" >>"$f"
-		printf '    one model %6.2fs   %d at once %6.2fs   load %s\n' "$one" "$MULTI_MODELS" "$all" "$(loadavg)"
 	done
-	rm -rf "$cache"
-	local m_one m_all worst first
-	m_one=$(median "$f" one 2)
-	m_all=$(median "$f" all 2)
-	worst=$(awk '$1 == "model" && $2 > w { w = $2 } END { print w }' "$f")
-	first=$(awk '$1 == "model" && (f == "" || $2 < f) { f = $2 } END { print f }' "$f")
+	local m_one m_all worst
+	m_one=$(median "$f" one-modelcache 2)
+	m_all=$(median "$f" all-modelcache 2)
+	worst=$(awk '$1 == "model-modelcache" && $2 > w { w = $2 } END { print w }' "$f")
 	{
 		echo "### Models at once: $MULTI_MODELS distinct models of $MULTI_SIZE against one of the same size in all"
 		echo
 		echo "One model: s3://$BUCKET/$COLD_PREFIX ($(awk -v b="$single_bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }')); at once: $MULTI_MODELS models," \
 			"$(awk -v b="$sizes" 'BEGIN { printf "%.2f GB", b / 1e9 }') in all, no byte shared, each \`prefetch --wait\` started together" \
-			"against one agent (default --max-downloads); page cache dropped; medians of $RUNS rounds; load $load0 before, $(loadavg), $(probes) after."
+			"against one agent (default --max-downloads and --concurrency); page cache dropped; medians of $RUNS rounds; load $load0 before, $(loadavg), $(probes) after."
 		echo
-		echo "| | median s |"
-		echo "|---|---:|"
-		echo "| one model | $m_one |"
-		echo "| $MULTI_MODELS models at once, until the last ends | $m_all |"
-		echo "| the first of them to end (min over rounds) | $first |"
-		echo "| the last of them to end (max over rounds) | $worst |"
+		echo "| agent | one model, median s | $MULTI_MODELS at once, until the last ends, median s | at once / one | first to end (min over rounds) s | last to end (max over rounds) s | peak RSS at once (max) MiB |"
+		echo "|---|---:|---:|---:|---:|---:|---:|"
+		multi_row modelcache "$(tool_label modelcache)"
+		[[ -z ${BASELINE_AGENT:-} ]] || multi_row baseline "$(tool_label baseline)"
 		echo
 		awk -v one="$m_one" -v all="$m_all" -v worst="$worst" -v n="$MULTI_MODELS" 'BEGIN {
 			r = all / one; s = worst / one

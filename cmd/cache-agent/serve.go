@@ -57,7 +57,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.HighWatermark, "high-watermark", 0.9, "fraction of capacity past which a new download first evicts least recently used unpinned models")
 	fs.Float64Var(&o.LowWatermark, "low-watermark", 0.8, "fraction of capacity eviction brings usage down to")
 	fs.StringVar(&o.SourcesFile, "sources-file", "", "YAML file of named S3 sources (endpoint, region, path style, credentials); refs select one with ?source=NAME. A missing file means no named sources (an optional Secret)")
-	fs.IntVar(&o.Concurrency, "concurrency", 16, "parallel ranged GETs per model download")
+	fs.IntVar(&o.Concurrency, "concurrency", 16, "parallel ranged GETs of the whole agent, shared fairly by the models downloading at once")
 	fs.StringVar(&o.PartSize, "part-size", "16MiB", "size of each ranged GET (a multiple of 8MiB)")
 	fs.DurationVar(&o.ScrubInterval, "scrub-interval", 24*time.Hour, "how often a background scrub re-hashes every blob, quarantines corrupt ones and fetches again those pinned models use (0 disables)")
 	fs.StringVar(&o.ScrubRate, "scrub-rate", "64MiB", "most bytes per second the background scrub reads")
@@ -65,7 +65,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxFiles, "max-files", fetch.DefaultMaxFiles, "most files one model may have; a listing with more fails (a bucket is not a model, or the server lies)")
 	fs.IntVar(&o.MaxListPages, "max-list-pages", fetch.DefaultMaxPages, "most ListObjectsV2 pages one listing may take")
 	fs.DurationVar(&o.ListTimeout, "list-timeout", fetch.DefaultListTimeout, "most time one listing may take")
-	fs.IntVar(&o.MaxDownloads, "max-downloads", agent.DefaultMaxDownloads, "models downloaded at once (each with --concurrency connections); more wait, shown as queued")
+	fs.IntVar(&o.MaxDownloads, "max-downloads", agent.DefaultMaxDownloads, "models downloaded at once (sharing --concurrency GETs); more wait, shown as queued")
 	o.Prefetch.AddFlags(fs)
 }
 

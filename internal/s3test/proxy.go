@@ -27,6 +27,8 @@ type Proxy struct {
 
 	requests    atomic.Int64
 	inFlight    atomic.Int64
+	getsNow     atomic.Int64 // object GETs being served
+	getsPeak    atomic.Int64 // the most served at once
 	objectBytes atomic.Int64
 	totalBytes  atomic.Int64
 	throttle    atomic.Int64 // bytes per second over all responses; 0: none
@@ -109,6 +111,10 @@ func (p *Proxy) GetCounts() map[string]int {
 	return maps.Clone(p.gets)
 }
 
+// PeakGets is the most object GETs served at once (from their arrival to
+// the end of their response) since the proxy started or was Reset.
+func (p *Proxy) PeakGets() int64 { return p.getsPeak.Load() }
+
 // Reset zeroes the counters.
 func (p *Proxy) Reset() {
 	p.mu.Lock()
@@ -116,6 +122,7 @@ func (p *Proxy) Reset() {
 	p.gets = map[string]int{}
 	p.mu.Unlock()
 	p.requests.Store(0)
+	p.getsPeak.Store(p.getsNow.Load())
 	p.objectBytes.Store(0)
 	p.totalBytes.Store(0)
 }
@@ -200,6 +207,11 @@ func (p *Proxy) serve(rp *httputil.ReverseProxy, w http.ResponseWriter, r *http.
 		truncAt = p.truncAt
 	}
 	p.mu.Unlock()
+	if object {
+		for now, peak := p.getsNow.Add(1), p.getsPeak.Load(); now > peak && !p.getsPeak.CompareAndSwap(peak, now); peak = p.getsPeak.Load() {
+		}
+		defer p.getsNow.Add(-1)
+	}
 
 	if d := time.Duration(p.delay.Load()); d > 0 {
 		select {

@@ -61,8 +61,8 @@ type Agent struct {
 }
 
 // DefaultMaxDownloads is how many models download at once by default.
-// Each takes the fetcher's concurrency in connections (16 × 256 KiB of
-// buffers); more at once only share the same link and disk.
+// They share the fetcher's ranged GETs (16 × 256 KiB of buffers in all);
+// more at once would only share the same GETs, link and disk.
 const DefaultMaxDownloads = 4
 
 // Option configures an Agent.

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/modelcache/modelcache/pkg/cache"
 	"github.com/modelcache/modelcache/pkg/model"
 )
@@ -103,6 +101,8 @@ func (f *Fetcher) Fetch(ctx context.Context, ref model.Ref, creds *model.Credent
 	out := &model.Manifest{Ref: m.Ref, SourceRevision: m.SourceRevision, Files: slices.Clone(m.Files)}
 	r := &run{f: f, o: o, ctx: ctx, cancel: cancel, scope: ref.Scope(),
 		store: store, out: out, progress: progress}
+	f.gets.enter()
+	defer f.gets.leave()
 	r.work(f.concurrency)
 	st := r.stats()
 	switch {
@@ -188,11 +188,20 @@ func (r *run) work(n int) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			buf, free := workerBuffer()
-			defer free()
 			for p := range parts {
-				if r.ctx.Err() == nil {
-					r.fetchPart(p, buf)
+				if r.ctx.Err() != nil {
+					continue
+				}
+				// The GET slot is taken with the part in hand, so a model
+				// whose feed is still opening files holds none.
+				buf, ok := r.f.gets.take(r.ctx)
+				if !ok {
+					continue
+				}
+				last := r.fetchPart(p, buf)
+				r.f.gets.give(buf)
+				if last {
+					r.commits <- p.file
 				}
 			}
 		})
@@ -383,18 +392,4 @@ func (r *run) committed(fl *file, d model.Digest, err error) {
 	}
 	r.out.Files[fl.idx].Digest = d
 	r.filesFetched.Add(1)
-}
-
-// workerBuffer returns a worker's read buffer (bufferSize) and what frees
-// it. The buffer is mapped outside the Go heap: inside it, n buffers were
-// most of the live heap (4 of 6.5 MB with 16 workers), and the collector
-// lets the heap grow to twice what is live, so each buffer cost twice its
-// size in RSS (GODEBUG=gctrace=1 on fetch-profile). Nothing keeps a
-// reference to the buffer after a part's bytes are written and hashed.
-func workerBuffer() ([]byte, func()) {
-	b, err := unix.Mmap(-1, 0, bufferSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return make([]byte, bufferSize), func() {}
-	}
-	return b, func() { unix.Munmap(b) }
 }

@@ -377,6 +377,60 @@ func TestConcurrentFetchesShareAFile(t *testing.T) {
 	}
 }
 
+// Two models downloading at once share the Fetcher's GETs: never more than
+// its concurrency in flight in all, and the second model, started while
+// the first holds every GET, still gets its turn and ends first.
+func TestConcurrentFetchesShareTheGETs(t *testing.T) {
+	e := newEnv(t)
+	big := s3test.RandomBytes(21, 10*model.LeafSize)
+	small := s3test.RandomBytes(22, 2*model.LeafSize)
+	e.putAll(t, "models", map[string][]byte{"big/w.bin": big, "small/w.bin": small})
+	const concurrency = 4
+	f := e.fetcher(t, fetch.WithConcurrency(concurrency), fetch.WithPartSize(model.LeafSize))
+	refBig, refSmall := mustRef(t, "s3://models/big?source=test"), mustRef(t, "s3://models/small?source=test")
+	mBig, err := f.List(context.Background(), refBig, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mSmall, err := f.List(context.Background(), refSmall, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.Reset()
+	e.proxy.SetDelay(50 * time.Millisecond) // every GET overlaps the others
+	started := make(chan struct{})
+	var once sync.Once
+	type result struct {
+		m   *model.Manifest
+		err error
+	}
+	doneBig := make(chan result, 1)
+	go func() {
+		m, _, err := f.Fetch(context.Background(), refBig, nil, mBig, e.store, func(int64, bool) { once.Do(func() { close(started) }) })
+		doneBig <- result{m, err}
+	}()
+	<-started
+	fullSmall, _, err := f.Fetch(context.Background(), refSmall, nil, mSmall, e.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-doneBig:
+		t.Errorf("the big model (10 parts) ended before the small one (2 parts) started later: err %v", r.err)
+		doneBig <- r
+	default:
+	}
+	r := <-doneBig
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	checkTree(t, e.store, fullSmall, map[string][]byte{"w.bin": small})
+	checkTree(t, e.store, r.m, map[string][]byte{"w.bin": big})
+	if peak := e.proxy.PeakGets(); peak > concurrency {
+		t.Errorf("%d object GETs at once across two downloads, want at most %d", peak, concurrency)
+	}
+}
+
 // A server that keeps connections alive gets every part on the same few
 // connections (net/http reuses one only if its body was read to EOF before
 // Close). versitygw answers "Connection: close" to everything, so the bench

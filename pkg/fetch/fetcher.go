@@ -70,6 +70,7 @@ type Fetcher struct {
 	maxFiles     int
 	maxPages     int
 	listTimeout  time.Duration
+	gets         *gets // the ranged GETs of every Fetch, at most concurrency
 
 	mu         sync.Mutex
 	clients    map[string]*target     // by source, endpoint, region
@@ -82,7 +83,8 @@ type Fetcher struct {
 // Option configures a Fetcher.
 type Option func(*Fetcher)
 
-// WithConcurrency sets how many ranged GETs run at once per Fetch (default 16).
+// WithConcurrency sets how many ranged GETs run at once (default 16), in
+// all: Fetch calls that run at the same time share them.
 func WithConcurrency(n int) Option { return func(f *Fetcher) { f.concurrency = n } }
 
 // WithPartSize sets the size of each ranged GET, a positive multiple of
@@ -188,6 +190,7 @@ func New(sources map[string]Source, opts ...Option) (*Fetcher, error) {
 	if f.http == nil {
 		f.http = newHTTPClient(f.concurrency, f.stallTimeout)
 	}
+	f.gets = newGets(f.concurrency)
 	return f, nil
 }
 

@@ -25,9 +25,9 @@ type leafState struct {
 }
 
 // fetchPart downloads one part into its file's ingest, retrying transient
-// failures from the last byte written, and hands the file to the committers
-// after its last part. Failures stop the run.
-func (r *run) fetchPart(p *part, buf []byte) {
+// failures from the last byte written; true if it was the file's last part
+// (the file goes to the committers). Failures stop the run.
+func (r *run) fetchPart(p *part, buf []byte) (last bool) {
 	fl := p.file
 	off, n := model.LeafRange(fl.meta.Size, p.leaf)
 	st := &leafState{pos: p.off, leaf: p.leaf, leafEnd: off + n, h: xxhash.New()}
@@ -41,17 +41,15 @@ func (r *run) fetchPart(p *part, buf []byte) {
 			fl.gone.Store(true) // even if another failure stopped the run first
 		}
 		r.fail(err)
-		return
+		return false
 	}
 	// The part's bytes start for the disk now, while other parts download,
 	// rather than all at once in the commit's fsync.
 	if err := fl.ing.StartWriteback(p.off, p.end-p.off); err != nil {
 		r.fail(fmt.Errorf("fetch %s: %w", r.o.where(fl.key), err))
-		return
+		return false
 	}
-	if fl.left.Add(-1) == 0 {
-		r.commits <- fl
-	}
+	return fl.left.Add(-1) == 0
 }
 
 // get is one attempt: read bytes [st.pos, end) from the origin.
