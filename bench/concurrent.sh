@@ -131,7 +131,7 @@ bench_multi() {
 		echo
 		awk -v one="$m_one" -v all="$m_all" -v worst="$worst" -v n="$MULTI_MODELS" 'BEGIN {
 			r = all / one; s = worst / one
-			printf "- %d at once / one model: **%.2f** (goal <= 1.10: %s)\n", n, r, (r <= 1.10 ? "met" : "NOT met")
+			printf "- %d at once / one model: **%.3f** (goal <= 1.10: %s)\n", n, r, (r <= 1.10 ? "met" : "NOT met")
 			printf "- slowest model / its fair share (the one model'"'"'s time): **%.2f** (goal <= 2: %s)\n", s, (s <= 2 ? "met" : "NOT met")
 		}'
 		echo
