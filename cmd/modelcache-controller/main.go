@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -179,7 +180,16 @@ func run(ctx context.Context, o options, inCluster func() (*rest.Config, error))
 	}
 	log.Info("provisioner starting", "driver", o.driverName, "leaderElection", o.leaderElect,
 		"apiServer", cfg.Host, "version", buildinfo.Version(version))
-	g.Go(func() error { provisioner.Run(ctx, kube, o.driverName, o.leaderElect); return nil })
+	g.Go(func() error {
+		provision := func(ctx context.Context) error { provisioner.Run(ctx, kube, o.driverName); return nil }
+		if !o.leaderElect {
+			return provision(ctx)
+		}
+		// The Lease the provisioner library took before (its name), so a
+		// replica of an older version and a newer one never both provision
+		// during a rolling upgrade.
+		return lead(ctx, kube, strings.ReplaceAll(o.driverName, "/", "-"), log, provision)
+	})
 	g.Go(func() error { return runStatus(ctx, kube, dyn, o.leaderElect, log) })
 	return g.Wait()
 }

@@ -3,20 +3,14 @@ package main
 import (
 	"context"
 	"log/slog"
-	"os"
-	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/modelcache/modelcache/pkg/modelstatus"
 )
 
-// statusLease is the Lease whose holder keeps the ModelCaches' status; the
-// provisioner library elects its own leader.
+// statusLease is the Lease whose holder keeps the ModelCaches' status.
 const statusLease = "modelcache-status"
 
 // runStatus keeps the ModelCaches' status until ctx ends: with leader
@@ -36,27 +30,5 @@ func runStatus(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Inter
 	if !leaderElect {
 		return c.Run(ctx)
 	}
-	id, _ := os.Hostname()
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: statusLease, Namespace: controllerNamespace()},
-		Client:     kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
-	}
-	// A lost lease (an API server that did not answer in time) is not the
-	// end: stand for election again until ctx ends.
-	for ctx.Err() == nil {
-		var runErr error
-		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-			Lock: lock, Name: statusLease, ReleaseOnCancel: true,
-			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) { runErr = c.Run(ctx) },
-				OnStoppedLeading: func() { log.Info("no longer keeping ModelCache status (lease lost or stopping)") },
-			},
-		})
-		if runErr != nil {
-			return runErr
-		}
-	}
-	return nil
+	return lead(ctx, kube, statusLease, log, c.Run)
 }

@@ -44,7 +44,7 @@ func TestProvisionerAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go provisioner.Run(ctx, kc, "modelcache.csi.io", false)
+	go provisioner.Run(ctx, kc, "modelcache.csi.io")
 
 	good, err := kc.CoreV1().PersistentVolumeClaims("default").Create(ctx,
 		newClaim("llama", map[string]string{provisioner.AnnModel: "s3://models/llama"}), metav1.CreateOptions{})
