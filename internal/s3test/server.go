@@ -113,10 +113,11 @@ type process struct {
 }
 
 // startProcess runs versitygw on addr over the posix root data; extra are
-// global flags (e.g. the IAM directory and admin port).
+// global flags (e.g. the IAM directory and admin port). Connections are
+// kept alive, as by any production S3 (versitygw closes each by default).
 func startProcess(bin, addr, data string, extra ...string) (*process, error) {
 	args := append([]string{"--access", AccessKey, "--secret", SecretKey, "--port", addr,
-		"--region", Region, "--quiet"}, extra...)
+		"--region", Region, "--quiet", "--keep-alive"}, extra...)
 	cmd := exec.Command(bin, append(args, "posix", data)...)
 	// The sandbox's AWS_CA_BUNDLE (and any ROOT_*/VGW_* settings) must not
 	// change how the server runs.
