@@ -65,7 +65,7 @@ verify:
 demo:
 	hack/demo.sh
 
-# Every figure of the bench in one run (bench/run.sh runs bench/publish.sh last).
+# Every figure of the bench in one run (bench/run.sh also runs bench/publish.sh, before the big model).
 bench:
 	bench/run.sh
 

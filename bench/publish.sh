@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench (second part): warm publish latency of the CSI plugin. Starts
+# make bench (the publish section): warm publish latency of the CSI plugin. Starts
 # versitygw, cache-agent and csi-plugin, then times NodePublishVolume +
 # NodeUnpublishVolume of a cached model N times over the CSI socket, for a
 # 1 GiB one-file model and a ~4 GiB 200-file model. Needs root (bind mounts).
