@@ -24,6 +24,7 @@ import (
 // Clients must use path-style addressing (bucket in the path).
 type Proxy struct {
 	srv *httptest.Server
+	tr  *http.Transport // to the server
 
 	requests    atomic.Int64
 	inFlight    atomic.Int64
@@ -54,14 +55,15 @@ func NewCountingProxy(t testing.TB, target string) *Proxy {
 	if err != nil || u.Host == "" {
 		t.Fatalf("s3test: proxy target %q: %v", target, err)
 	}
-	p := &Proxy{counts: map[string]int{}, gets: map[string]int{}}
+	p := &Proxy{counts: map[string]int{}, gets: map[string]int{},
+		tr: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 256,
+			ReadBufferSize: 256 << 10, WriteBufferSize: 256 << 10}}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(u)
 			r.Out.Host = r.In.Host // signed by the client
 		},
-		Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 256,
-			ReadBufferSize: 256 << 10, WriteBufferSize: 256 << 10},
+		Transport: p.tr,
 		// Aborted downloads are what tests do on purpose; keep them quiet.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
@@ -71,6 +73,10 @@ func NewCountingProxy(t testing.TB, target string) *Proxy {
 	t.Cleanup(p.srv.Close)
 	return p
 }
+
+// CloseIdleConnections closes the proxy's idle connections to the server
+// (kept alive: pooled, not leaked), for tests that count descriptors.
+func (p *Proxy) CloseIdleConnections() { p.tr.CloseIdleConnections() }
 
 // URL is the proxy's endpoint, http://127.0.0.1:PORT.
 func (p *Proxy) URL() string { return p.srv.URL }

@@ -131,12 +131,13 @@ func TestLoadLeavesNothingBehind(t *testing.T) {
 	}
 }
 
-// settle closes idle connections (plugin to agent, agent to S3: pooled,
-// not leaked) and waits for the goroutine
-// and descriptor counts to stop falling; it returns them.
+// settle closes idle connections (plugin to agent, agent to the proxy,
+// proxy to S3, which keeps them alive: pooled, not leaked) and waits for
+// the goroutine and descriptor counts to stop falling; it returns them.
 func settle(e *env) (goroutines, fds int) {
 	e.client.CloseIdleConnections()
 	e.s3http.CloseIdleConnections()
+	e.proxy.CloseIdleConnections()
 	count := func() (int, int) {
 		d, _ := os.ReadDir("/proc/self/fd")
 		return runtime.NumGoroutine(), len(d)
