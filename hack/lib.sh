@@ -90,7 +90,7 @@ S3_SECRET=testsecret
 
 # start_versitygw DATA_DIR LOG: runs versitygw's posix backend on a free
 # loopback port; sets VGW_PORT, VGW_PID, VGW_ENDPOINT. With --keep-alive,
-# as AWS S3 and every production server: without it versitygw answers each
+# as AWS S3 keeps connections: without it versitygw answers each
 # request with "Connection: close", and a model of 2,000 small files cost
 # every client 2,000 TCP connections (strace -c -e connect).
 start_versitygw() {
